@@ -1,0 +1,340 @@
+# Evaluates modules/strata.nix under nixpkgs' own module system and checks
+# what it generates. Run it through scripts/eval-module.sh.
+#
+# `nixpkgs` is the path of either
+#   - nix-community/nixpkgs.lib (lib/ alone): the module is evaluated with
+#     lib.evalModules next to ./nixos-stubs.nix, the NixOS options it sets; or
+#   - a full nixpkgs checkout: the module is evaluated with the real NixOS
+#     modules (nixos/lib/eval-config.nix), and the stubs are checked against
+#     the real declarations.
+#
+# The result is { mode; passed = [ names ]; failed = [ { name; detail; } ]; }.
+{
+  nixpkgs,
+  system ? "x86_64-linux",
+}:
+
+let
+  root = if builtins.isPath nixpkgs then nixpkgs else /. + nixpkgs;
+  lib = import (root + "/lib");
+  full = builtins.pathExists (root + "/nixos/lib/eval-config.nix");
+  mode = if full then "nixos" else "lib-with-stubs";
+
+  # Stands in for the Strata package: the module only passes it on (it is
+  # never built here).
+  fakePackage = {
+    type = "derivation";
+    name = "strata-0.0.0-eval";
+    pname = "strata";
+    outPath = builtins.storeDir + "/00000000000000000000000000000000-strata-0.0.0-eval";
+    meta.mainProgram = "strata-ctl";
+  };
+
+  evalConfig =
+    configuration:
+    if full then
+      import (root + "/nixos/lib/eval-config.nix") {
+        inherit system;
+        modules = [
+          ../strata.nix
+          {
+            # As the flake's overlay does: pkgs.strata is the package.
+            nixpkgs.overlays = [ (_final: _prev: { strata = fakePackage; }) ];
+            boot.isContainer = true;
+            system.stateVersion = lib.trivial.release;
+          }
+          configuration
+        ];
+      }
+    else
+      lib.evalModules {
+        modules = [
+          ./nixos-stubs.nix
+          ../strata.nix
+          { _module.args.pkgs.strata = fakePackage; }
+          configuration
+        ];
+      };
+
+  # Only what concerns Strata: a full NixOS evaluation has other assertions
+  # and warnings of its own.
+  isOurs = lib.hasInfix "services.strata";
+  failedAssertions =
+    c: map (a: a.message) (lib.filter (a: !a.assertion && isOurs a.message) c.assertions);
+  ourWarnings = c: lib.filter isOurs c.warnings;
+
+  check = name: ok: detail: { inherit name ok detail; };
+
+  # Evaluates cleanly (no type error, no undeclared option).
+  evaluates =
+    c:
+    (builtins.tryEval (
+      builtins.deepSeq [
+        c.services.strata
+        c.systemd.services.strata-identity.environment
+        c.systemd.services.strata-fs.environment
+        c.systemd.services.strata-fs.serviceConfig
+        c.systemd.services.strata-supervisor.environment
+        (failedAssertions c)
+      ] true
+    )).success;
+
+  # --- enable = true and nothing else -------------------------------------
+  minimal = (evalConfig { services.strata.enable = true; }).config;
+  env = c: unit: c.systemd.services.${unit}.environment;
+
+  minimalChecks = [
+    (check "minimal: no assertion fails" (failedAssertions minimal == [ ]) (failedAssertions minimal))
+    (check "minimal: no warning" (ourWarnings minimal == [ ]) (ourWarnings minimal))
+    (check "minimal: strata.target is wanted by multi-user.target" (lib.elem "multi-user.target" minimal.systemd.targets.strata.wantedBy) minimal.systemd.targets.strata.wantedBy)
+    (check "minimal: the three sockets are wanted by sockets.target"
+      (lib.all (s: lib.elem "sockets.target" minimal.systemd.sockets.${s}.wantedBy) [
+        "strata-identity"
+        "strata-fs"
+        "strata-supervisor"
+      ])
+      (lib.mapAttrs (_: s: s.wantedBy) (
+        lib.filterAttrs (n: _: lib.hasPrefix "strata-" n) minimal.systemd.sockets
+      ))
+    )
+    (check "minimal: the package's units are used (systemd.packages)" (lib.elem fakePackage.outPath (map toString minimal.systemd.packages)) null)
+    (check "minimal: strata-ctl is on the system PATH (environment.systemPackages)" (lib.elem fakePackage.outPath (map toString minimal.environment.systemPackages)) null)
+    (check "minimal: fs serves /srv" ((env minimal "strata-fs").STRATA_FS_ROOTS == "/srv") (env minimal "strata-fs"))
+    (check "minimal: /srv is bound read-only into strata-fs" (minimal.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [ "/srv" ]) minimal.systemd.services.strata-fs.serviceConfig)
+    (check "minimal: identity gets the documented defaults"
+      (
+        env minimal "strata-identity" == {
+          STRATA_LOG = "info";
+          STRATA_ADMIN_USERS = "";
+          STRATA_ADMIN_GROUPS = "";
+          STRATA_TOKEN_DEFAULT_TTL = "3600";
+          STRATA_TOKEN_MAX_TTL = "86400";
+        }
+        || full # NixOS adds PATH, LOCALE_ARCHIVE, TZDIR to every service
+      )
+      (env minimal "strata-identity")
+    )
+    (check "minimal: identity TTLs are 3600 / 86400"
+      (
+        (env minimal "strata-identity").STRATA_TOKEN_DEFAULT_TTL == "3600"
+        && (env minimal "strata-identity").STRATA_TOKEN_MAX_TTL == "86400"
+      )
+      (env minimal "strata-identity")
+    )
+    (check "minimal: supervisor checks every 5 s, restarts after 3 failures"
+      (
+        (env minimal "strata-supervisor").STRATA_SUPERVISOR_INTERVAL_SECS == "5"
+        && (env minimal "strata-supervisor").STRATA_SUPERVISOR_FAILURE_THRESHOLD == "3"
+      )
+      (env minimal "strata-supervisor")
+    )
+    (check "minimal: every service logs at info"
+      (lib.all (u: (env minimal u).STRATA_LOG == "info") [
+        "strata-identity"
+        "strata-fs"
+        "strata-supervisor"
+      ])
+      null
+    )
+  ];
+
+  # --- a non-trivial configuration ----------------------------------------
+  nontrivial =
+    (evalConfig {
+      services.strata = {
+        enable = true;
+        admins.users = [
+          "alice"
+          "bob"
+        ];
+        admins.groups = [
+          "wheel"
+          "strata-admins"
+        ];
+        fs.paths = [
+          "/srv/data"
+          "/var/lib/reports"
+        ];
+        token.defaultTtl = 900;
+        token.maxTtl = 7200;
+        logLevel = "strata_fs=debug,info";
+        supervisor.interval = 10;
+        supervisor.failureThreshold = 5;
+      };
+      # An operator's own addition merges with the module's (a list).
+      systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths = [ "/etc/strata-extra" ];
+    }).config;
+
+  nontrivialChecks = [
+    (check "nontrivial: no assertion fails" (failedAssertions nontrivial == [ ]) (failedAssertions nontrivial))
+    (check "nontrivial: admins reach identity"
+      (
+        (env nontrivial "strata-identity").STRATA_ADMIN_USERS == "alice,bob"
+        && (env nontrivial "strata-identity").STRATA_ADMIN_GROUPS == "wheel,strata-admins"
+      )
+      (env nontrivial "strata-identity")
+    )
+    (check "nontrivial: TTLs reach identity"
+      (
+        (env nontrivial "strata-identity").STRATA_TOKEN_DEFAULT_TTL == "900"
+        && (env nontrivial "strata-identity").STRATA_TOKEN_MAX_TTL == "7200"
+      )
+      (env nontrivial "strata-identity")
+    )
+    (check "nontrivial: fs roots are colon-joined" ((env nontrivial "strata-fs").STRATA_FS_ROOTS == "/srv/data:/var/lib/reports") (env nontrivial "strata-fs"))
+    (check "nontrivial: served paths are bound read-only, merged with the operator's own"
+      (
+        lib.sort lib.lessThan nontrivial.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [
+          "/etc/strata-extra"
+          "/srv/data"
+          "/var/lib/reports"
+        ]
+      )
+      nontrivial.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths
+    )
+    (check "nontrivial: supervisor settings"
+      (
+        (env nontrivial "strata-supervisor").STRATA_SUPERVISOR_INTERVAL_SECS == "10"
+        && (env nontrivial "strata-supervisor").STRATA_SUPERVISOR_FAILURE_THRESHOLD == "5"
+      )
+      (env nontrivial "strata-supervisor")
+    )
+    (check "nontrivial: log filter on every service"
+      (lib.all (u: (env nontrivial u).STRATA_LOG == "strata_fs=debug,info") [
+        "strata-identity"
+        "strata-fs"
+        "strata-supervisor"
+      ])
+      null
+    )
+  ];
+
+  # --- disabled ------------------------------------------------------------
+  disabled = (evalConfig { services.strata.enable = false; }).config;
+  disabledChecks = [
+    (check "disabled: nothing is configured"
+      (
+        !(lib.elem fakePackage.outPath (map toString disabled.systemd.packages))
+        && !(disabled.systemd.services ? strata-fs)
+        && !(disabled.systemd.targets ? strata)
+        && failedAssertions disabled == [ ]
+      )
+      null
+    )
+  ];
+
+  # --- configurations the assertions must refuse ---------------------------
+  refusedBy =
+    name: settings: needle:
+    let
+      c = (evalConfig { services.strata = { enable = true; } // settings; }).config;
+      msgs = failedAssertions c;
+    in
+    check "refused: ${name}" (msgs != [ ] && lib.all (lib.hasInfix needle) msgs) msgs;
+
+  assertionChecks = [
+    (refusedBy "a relative served path" { fs.paths = [ "srv/data" ]; } ''"srv/data"'')
+    (refusedBy "no served path" { fs.paths = [ ]; } "is empty")
+    (refusedBy "defaultTtl above maxTtl" {
+      token.defaultTtl = 7200;
+      token.maxTtl = 3600;
+    } "Lower defaultTtl or raise maxTtl")
+    (refusedBy "a served path with ':'" { fs.paths = [ "/srv/a:b" ]; } ''"/srv/a:b"'')
+    (refusedBy "a trailing '/'" { fs.paths = [ "/srv/data/" ]; } "normalised")
+    (refusedBy "a '..' component" { fs.paths = [ "/srv/../etc" ]; } "normalised")
+    (refusedBy "a served path listed twice" {
+      fs.paths = [
+        "/srv"
+        "/srv"
+      ];
+    } "more than once")
+    (refusedBy "an admin list written as one string" { admins.users = [ "alice,bob" ]; } "alice,bob")
+    (
+      let
+        c = (evalConfig { services.strata = { enable = true; fs.paths = [ "/" ]; }; }).config;
+      in
+      check "warned: serving /" (
+        failedAssertions c == [ ] && lib.any (lib.hasInfix ''contains "/"'') (ourWarnings c)
+      ) (ourWarnings c)
+    )
+  ];
+
+  # --- definitions the module system must refuse ---------------------------
+  rejected =
+    name: configuration:
+    check "rejected: ${name}" (!(evaluates (evalConfig configuration).config)) null;
+
+  typeChecks = [
+    (rejected "maxTtl = 0" { services.strata = { enable = true; token.maxTtl = 0; }; })
+    (rejected "a negative supervisor interval" { services.strata = { enable = true; supervisor.interval = -1; }; })
+    (rejected "an empty log level" { services.strata = { enable = true; logLevel = ""; }; })
+    (rejected "a served path that is not a list" { services.strata = { enable = true; fs.paths = "/srv"; }; })
+    (rejected "an option Strata does not declare" { services.strata = { enable = true; bogus = 1; }; })
+    # The harness itself: a unit setting NixOS does not declare must fail.
+    (rejected "a unit option NixOS does not declare" {
+      services.strata.enable = true;
+      systemd.services.strata-fs.notAnOption = 1;
+    })
+    (rejected "an invalid serviceConfig value (Restart = \"sometimes\")" {
+      services.strata.enable = true;
+      systemd.services.strata-fs.serviceConfig.Restart = "sometimes";
+    })
+    (check "sanity: a clean configuration evaluates" (evaluates minimal) null)
+  ];
+
+  # --- full nixpkgs only: the rendered drop-ins, and honest stubs ------------
+  fullChecks = lib.optionals full (
+    let
+      units = nontrivial.systemd.units;
+      fsText = units."strata-fs.service".text or "";
+      realOptions = (evalConfig { }).options;
+      stubDocs = lib.filter (o: lib.head o.loc != "_module") (
+        lib.optionAttrSetToDocList (lib.evalModules { modules = [ ./nixos-stubs.nix ]; }).options
+      );
+      # Walks the real option tree along a documented location, stepping into
+      # submodules ("<name>" for attrsOf).
+      find =
+        node: loc:
+        if loc == [ ] then
+          node
+        else if lib.isOption node then
+          let
+            sub = node.type.getSubOptions [ ];
+          in
+          find sub (if lib.head loc == "<name>" then lib.tail loc else loc)
+        else if node ? ${lib.head loc} then
+          find node.${lib.head loc} (lib.tail loc)
+        else
+          null;
+      mismatches = lib.filter (
+        o:
+        let
+          real = find realOptions o.loc;
+        in
+        real == null || !(lib.isOption real) || real.type.description != o.type
+      ) stubDocs;
+    in
+    [
+      (check "nixos: strata-fs.service drop-in binds the served paths" (
+        lib.hasInfix "BindReadOnlyPaths=/srv/data" fsText
+        && lib.hasInfix "BindReadOnlyPaths=/var/lib/reports" fsText
+      ) fsText)
+      (check "nixos: strata-fs.service drop-in sets STRATA_FS_ROOTS" (lib.hasInfix "STRATA_FS_ROOTS=/srv/data:/var/lib/reports" fsText) fsText)
+      (check "nixos: strata.target is linked into multi-user.target" (lib.elem "multi-user.target" units."strata.target".wantedBy) null)
+      (check "nixos: every stubbed option exists in NixOS with the same type" (mismatches == [ ]) (
+        map (o: {
+          inherit (o) name type;
+        }) mismatches
+      ))
+    ]
+  );
+
+  checks =
+    minimalChecks ++ nontrivialChecks ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
+in
+{
+  inherit mode;
+  nixpkgs = lib.trivial.version;
+  passed = map (c: c.name) (lib.filter (c: c.ok) checks);
+  failed = map (c: { inherit (c) name detail; }) (lib.filter (c: !c.ok) checks);
+}

@@ -1,0 +1,155 @@
+# The NixOS options that modules/strata.nix sets, declared as NixOS declares
+# them, for evaluating the module with nixpkgs' lib alone
+# (nix-community/nixpkgs.lib has lib/ but not nixos/).
+#
+# Keep this list exactly as long as the module needs and no longer: an option
+# the module sets that is not declared here makes the evaluation fail, as it
+# would on NixOS if NixOS did not declare it. Each declaration names the NixOS
+# file it mirrors, with the same type (so the same merge and checks) and
+# default. Only the sub-options of systemd units that the module sets are
+# declared; NixOS has many more.
+#
+# When scripts/eval-module.sh is given a full nixpkgs checkout, it evaluates
+# the module with the real NixOS modules instead and checks that every option
+# declared here exists there with the same type description.
+{ lib, ... }:
+
+let
+  inherit (lib) mkOption types;
+
+  # nixos/lib/systemd-lib.nix: unitNameType
+  unitNameType = types.strMatching "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
+
+  # nixos/lib/systemd-unit-options.nix: unitOption. Lists (repeatable
+  # settings such as BindReadOnlyPaths=) are concatenated across
+  # definitions; anything else must be defined once or with equal values.
+  unitOption = lib.mkOptionType {
+    name = "systemd option";
+    merge =
+      loc: defs:
+      let
+        defs' = lib.filterOverrides defs;
+      in
+      if lib.isList (lib.head defs').value then
+        lib.concatMap (
+          def:
+          if builtins.typeOf def.value == "list" then
+            def.value
+          else
+            throw "The definitions for systemd unit options should be either all lists or all non-lists, but for the option ${lib.showOption loc} they are mixed"
+        ) defs'
+      else
+        lib.mergeEqualOption loc defs';
+  };
+
+  # nixos/lib/systemd-unit-options.nix: checkService (the [Service] values
+  # NixOS validates at evaluation time).
+  checkService =
+    attrs:
+    let
+      plain = lib.mapAttrs (_: v: if v ? _type && v ? content then v.content else v) attrs;
+      oneOf = name: values: !(plain ? ${name}) || lib.elem plain.${name} values;
+    in
+    oneOf "Type" [
+      "exec"
+      "simple"
+      "forking"
+      "oneshot"
+      "dbus"
+      "notify"
+      "notify-reload"
+      "idle"
+    ]
+    && oneOf "Restart" [
+      "no"
+      "on-success"
+      "on-failure"
+      "on-abnormal"
+      "on-abort"
+      "always"
+    ];
+
+  # nixos/lib/systemd-unit-options.nix: sharedOptions.wantedBy
+  wantedBy = mkOption {
+    type = types.listOf unitNameType;
+    default = [ ];
+    description = "Units that want (i.e. depend on) this unit.";
+  };
+in
+{
+  # nixos/modules/misc/assertions.nix
+  options.assertions = mkOption {
+    type = types.listOf types.unspecified;
+    internal = true;
+    default = [ ];
+    description = "Conditions that must hold; NixOS refuses to build the system otherwise.";
+  };
+
+  # nixos/modules/misc/assertions.nix
+  options.warnings = mkOption {
+    type = types.listOf types.str;
+    internal = true;
+    default = [ ];
+    description = "Warnings printed when the system is built.";
+  };
+
+  # nixos/modules/config/system-path.nix
+  options.environment.systemPackages = mkOption {
+    type = types.listOf types.package;
+    default = [ ];
+    description = "Packages installed in the system profile (on PATH).";
+  };
+
+  # nixos/modules/system/boot/systemd.nix
+  options.systemd.packages = mkOption {
+    type = types.listOf types.package;
+    default = [ ];
+    description = "Packages providing systemd units and hooks.";
+  };
+
+  # nixos/modules/system/boot/systemd.nix, systemdUtils.types.targets
+  options.systemd.targets = mkOption {
+    type = types.attrsOf (types.submodule { options = { inherit wantedBy; }; });
+    default = { };
+    description = "Definition of systemd target units.";
+  };
+
+  # nixos/modules/system/boot/systemd.nix, systemdUtils.types.sockets
+  options.systemd.sockets = mkOption {
+    type = types.attrsOf (types.submodule { options = { inherit wantedBy; }; });
+    default = { };
+    description = "Definition of systemd socket units.";
+  };
+
+  # nixos/modules/system/boot/systemd.nix, systemdUtils.types.services
+  # (sub-options from nixos/lib/systemd-unit-options.nix: serviceOptions)
+  options.systemd.services = mkOption {
+    type = types.attrsOf (
+      types.submodule {
+        options = {
+          environment = mkOption {
+            type =
+              with types;
+              attrsOf (
+                nullOr (oneOf [
+                  str
+                  path
+                  package
+                ])
+              );
+            default = { };
+            description = "Environment variables passed to the service's processes.";
+          };
+
+          serviceConfig = mkOption {
+            type = types.addCheck (types.attrsOf unitOption) checkService;
+            default = { };
+            description = "Settings of the [Service] section of the unit.";
+          };
+        };
+      }
+    );
+    default = { };
+    description = "Definition of systemd service units.";
+  };
+}
