@@ -1,1 +1,23 @@
+//! The library every Strata binary shares.
+//!
+//! It holds the parts that must be identical on both ends of a socket or in
+//! every service: the frame codec and envelope ([`wire`]), PASETO v2.public
+//! tokens ([`token`]), the claims and the single place where an authorization
+//! decision is made ([`capability`]), systemd socket activation and
+//! notification ([`activation`]), the generic request loop ([`server`]) and
+//! the one client used by `strata-ctl`, the supervisor and the tests
+//! ([`client`]).
 
+pub mod activation;
+pub mod audit;
+pub mod capability;
+pub mod client;
+pub mod config;
+pub mod logging;
+pub mod paths;
+pub mod peer;
+pub mod privileges;
+pub mod server;
+pub mod testing;
+pub mod token;
+pub mod wire;

@@ -1,0 +1,142 @@
+//! systemd integration: the listening socket and `sd_notify`.
+//!
+//! Under systemd the listener arrives as fd 3 (`LISTEN_FDS`/`LISTEN_PID`);
+//! it must be taken once, before the tokio runtime starts threads, and set
+//! non-blocking before tokio adopts it. Without it (a developer running the
+//! binary by hand) the service binds `$STRATA_RUNTIME_DIR/<name>.sock`
+//! itself and says so.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::config;
+
+/// Where the listener came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerSource {
+    /// Handed over by systemd.
+    Activated,
+    /// Bound by the service at this path.
+    Bound(PathBuf),
+}
+
+/// Takes the activation listener, or binds `$STRATA_RUNTIME_DIR/<name>.sock`.
+/// The listener is returned non-blocking, ready for
+/// `tokio::net::UnixListener::from_std`.
+pub fn take_listener(name: &str) -> io::Result<(UnixListener, ListenerSource)> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 0 {
+        let listener = fds.take_unix_listener(0)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "LISTEN_FDS is set but fd 3 is not a listening Unix stream socket",
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        return Ok((listener, ListenerSource::Activated));
+    }
+    let path = config::socket_path(name);
+    let listener = bind(&path)?;
+    Ok((listener, ListenerSource::Bound(path)))
+}
+
+/// Binds a socket at `path`, replacing a stale socket file but never one
+/// that another process still serves.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{} is already being served by another process",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; remove it", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    // Any local user may connect: the service authorizes every request.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Tells systemd the service is ready. A no-op outside systemd.
+pub fn notify_ready() {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+}
+
+/// Sets the one-line status `systemctl status` shows.
+pub fn notify_status(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Status(status)]);
+}
+
+/// Tells systemd the service is shutting down.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// Sends one watchdog keep-alive.
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+}
+
+/// Half the watchdog period systemd asked for, or `None` when there is no
+/// watchdog. Pinging at half the period leaves room for a slow tick.
+pub fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
+
+/// Spawns a task that pings the watchdog from the tokio runtime. Because it
+/// runs on the same runtime as the requests, a hung or stopped process stops
+/// pinging and systemd restarts it.
+pub fn spawn_watchdog() {
+    if let Some(every) = watchdog_interval() {
+        tracing::debug!(?every, "watchdog enabled");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notify_watchdog();
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+    }
+}

@@ -1,0 +1,431 @@
+//! Capability claims and the one place where a request is judged.
+//!
+//! A [`Verifier`] turns a token into a [`Capability`] (signature, footer,
+//! claim types, validity window); [`Capability::authorize`] then decides
+//! whether that capability allows an action on a service. Path confinement is
+//! not decided here by string comparison: [`crate::paths`] only strips the
+//! prefix component by component and the kernel does the resolution.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use ed25519_compact::{PublicKey, SecretKey};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::token::{self, TokenError};
+use crate::wire::Error;
+
+/// The `sub` claim of every capability token.
+pub const SUBJECT: &str = "capability";
+/// How far in the future `iat` may be, to allow for clock skew.
+pub const CLOCK_SKEW_SECS: i64 = 60;
+/// The actions fs understands.
+pub const FS_ACTIONS: &[&str] = &["open", "read", "list", "stat", "close"];
+
+/// The claims of a Strata capability token, as the prototype defined them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub jti: String,
+    pub sub: String,
+    pub iat: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<String>,
+    pub exp: String,
+    pub service: String,
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub constraints: Constraints,
+}
+
+/// Restrictions beyond service and actions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Constraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+/// The footer of the tokens Strata issues.
+#[derive(Debug, Serialize, Deserialize)]
+struct Footer {
+    kid: String,
+}
+
+/// A token whose signature, footer, claims and validity window checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub claims: Claims,
+    /// `exp` as Unix seconds.
+    pub expires: i64,
+    /// `iat` as Unix seconds.
+    pub issued: i64,
+    /// `nbf` as Unix seconds, if present.
+    pub not_before: Option<i64>,
+}
+
+/// Why a token is not a capability (all code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("token footer is not a JSON object with a \"kid\" string")]
+    BadFooter,
+    #[error("token was signed by an unknown key (kid {0:?})")]
+    UnknownKey(String),
+    #[error("token claims are malformed: {0}")]
+    BadClaims(String),
+    #[error("token expired at {0}")]
+    Expired(String),
+    #[error("token is not valid before {0}")]
+    NotYetValid(String),
+    #[error("capability {0} has been revoked")]
+    Revoked(String),
+}
+
+impl From<InvalidToken> for Error {
+    fn from(e: InvalidToken) -> Self {
+        Error::unauthenticated(e.to_string())
+    }
+}
+
+/// Parses an RFC 3339 timestamp into Unix seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// Formats Unix seconds as RFC 3339 in UTC (`2026-11-25T18:00:00Z`).
+pub fn format_time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "invalid-time".into())
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Checks tokens against one public key.
+#[derive(Clone)]
+pub struct Verifier {
+    public: PublicKey,
+    kid: String,
+}
+
+impl Verifier {
+    pub fn new(public: PublicKey) -> Self {
+        let kid = token::key_id(&public);
+        Self { public, kid }
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Verifies signature and footer and decodes the claims, without looking
+    /// at the clock. `identity.verify` uses this to report expiry rather
+    /// than refuse.
+    pub fn decode(&self, token: &str) -> Result<Capability, InvalidToken> {
+        let verified = token::verify(&self.public, token)?;
+        if !verified.footer.is_empty() {
+            let footer: Footer =
+                serde_json::from_slice(&verified.footer).map_err(|_| InvalidToken::BadFooter)?;
+            if footer.kid != self.kid {
+                return Err(InvalidToken::UnknownKey(footer.kid));
+            }
+        }
+        if crate::wire::nesting_exceeds(&verified.payload, 16) {
+            return Err(InvalidToken::BadClaims(
+                "claims are nested too deeply".into(),
+            ));
+        }
+        let claims: Claims = serde_json::from_slice(&verified.payload)
+            .map_err(|e| InvalidToken::BadClaims(e.to_string()))?;
+        if claims.sub != SUBJECT {
+            return Err(InvalidToken::BadClaims(format!(
+                "sub is {:?}, not {SUBJECT:?}",
+                claims.sub
+            )));
+        }
+        if !is_cap_id(&claims.jti) {
+            return Err(InvalidToken::BadClaims("jti is not a capability id".into()));
+        }
+        let bad_time = |name: &str| InvalidToken::BadClaims(format!("{name} is not RFC 3339"));
+        let expires = parse_time(&claims.exp).ok_or_else(|| bad_time("exp"))?;
+        let issued = parse_time(&claims.iat).ok_or_else(|| bad_time("iat"))?;
+        let not_before = match &claims.nbf {
+            Some(n) => Some(parse_time(n).ok_or_else(|| bad_time("nbf"))?),
+            None => None,
+        };
+        Ok(Capability {
+            claims,
+            expires,
+            issued,
+            not_before,
+        })
+    }
+
+    /// Verifies a token completely at time `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Capability, InvalidToken> {
+        let cap = self.decode(token)?;
+        cap.check_time(now)?;
+        Ok(cap)
+    }
+}
+
+impl Capability {
+    /// The capability id.
+    pub fn cap_id(&self) -> &str {
+        &self.claims.jti
+    }
+
+    /// Checks the validity window.
+    pub fn check_time(&self, now: i64) -> Result<(), InvalidToken> {
+        if now >= self.expires {
+            return Err(InvalidToken::Expired(self.claims.exp.clone()));
+        }
+        if let Some(nbf) = self.not_before {
+            if now < nbf {
+                return Err(InvalidToken::NotYetValid(format_time(nbf)));
+            }
+        }
+        if self.issued > now + CLOCK_SKEW_SECS {
+            return Err(InvalidToken::NotYetValid(self.claims.iat.clone()));
+        }
+        Ok(())
+    }
+
+    /// The authorization decision: may this capability perform `action` on
+    /// `service`? Errors are code 3 with a message naming what is missing.
+    pub fn authorize(&self, service: &str, action: &str) -> Result<(), Error> {
+        if self.claims.service != service {
+            return Err(Error::denied(format!(
+                "token is for service {:?}, not {service:?}",
+                self.claims.service
+            )));
+        }
+        if !self.claims.actions.iter().any(|a| a == action) {
+            return Err(Error::denied(format!(
+                "token does not allow action {action:?} (it allows {})",
+                self.claims.actions.join(",")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A set of revoked capability ids, shared between the request path (reads)
+/// and whatever learns of revocations (writes).
+#[derive(Default)]
+pub struct RevocationSet {
+    ids: RwLock<HashSet<String>>,
+}
+
+impl RevocationSet {
+    pub fn contains(&self, cap_id: &str) -> bool {
+        self.ids.read().expect("revocation lock").contains(cap_id)
+    }
+    pub fn insert(&self, cap_id: String) -> bool {
+        self.ids.write().expect("revocation lock").insert(cap_id)
+    }
+    pub fn replace(&self, ids: HashSet<String>) {
+        *self.ids.write().expect("revocation lock") = ids;
+    }
+    pub fn len(&self) -> usize {
+        self.ids.read().expect("revocation lock").len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// True for a well-formed capability id: 32 lowercase hex digits.
+pub fn is_cap_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// What `identity.issue` signs.
+pub struct Grant<'a> {
+    pub cap_id: &'a str,
+    pub service: &'a str,
+    pub actions: &'a [String],
+    pub path_prefix: Option<&'a str>,
+    pub issued: i64,
+    pub expires: i64,
+}
+
+/// Signs a grant into a token carrying the `kid` footer.
+pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
+    #[derive(Serialize)]
+    struct C<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_prefix: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct P<'a> {
+        jti: &'a str,
+        sub: &'a str,
+        iat: String,
+        exp: String,
+        service: &'a str,
+        actions: &'a [String],
+        constraints: C<'a>,
+    }
+    let payload = serde_json::to_vec(&P {
+        jti: grant.cap_id,
+        sub: SUBJECT,
+        iat: format_time(grant.issued),
+        exp: format_time(grant.expires),
+        service: grant.service,
+        actions: grant.actions,
+        constraints: C {
+            path_prefix: grant.path_prefix,
+        },
+    })
+    .expect("claims serialize");
+    let footer = serde_json::to_vec(&Footer { kid: kid.into() }).expect("footer serializes");
+    token::sign(secret, &payload, &footer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::keypair_from_seed;
+
+    const CAP: &str = "0123456789abcdef0123456789abcdef";
+
+    fn grant(actions: &[String], issued: i64, expires: i64) -> Grant<'_> {
+        Grant {
+            cap_id: CAP,
+            service: "fs",
+            actions,
+            path_prefix: Some("/srv/data"),
+            issued,
+            expires,
+        }
+    }
+
+    #[test]
+    fn issued_token_round_trips_with_prototype_claims() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let v = Verifier::new(kp.pk);
+        let actions = vec!["open".to_string(), "read".to_string()];
+        let t = issue(&kp.sk, v.kid(), &grant(&actions, 1_000_000, 1_003_600));
+        let cap = v.verify(&t, 1_000_010).unwrap();
+        assert_eq!(cap.cap_id(), CAP);
+        assert_eq!(cap.claims.sub, "capability");
+        assert_eq!(cap.claims.iat, "1970-01-12T13:46:40Z");
+        assert_eq!(cap.expires, 1_003_600);
+        assert_eq!(
+            cap.claims.constraints.path_prefix.as_deref(),
+            Some("/srv/data")
+        );
+        assert!(cap.authorize("fs", "read").is_ok());
+        let e = cap.authorize("fs", "list").unwrap_err();
+        assert_eq!(e.code, crate::wire::ErrorCode::PermissionDenied);
+        let e = cap.authorize("identity", "read").unwrap_err();
+        assert_eq!(e.code, crate::wire::ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn validity_window_is_enforced() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let v = Verifier::new(kp.pk);
+        let actions = vec!["read".to_string()];
+        let t = issue(&kp.sk, v.kid(), &grant(&actions, 1000, 2000));
+        assert!(matches!(v.verify(&t, 2000), Err(InvalidToken::Expired(_))));
+        assert!(matches!(v.verify(&t, 5000), Err(InvalidToken::Expired(_))));
+        assert!(v.verify(&t, 1999).is_ok());
+        assert!(v.verify(&t, 1000 - CLOCK_SKEW_SECS).is_ok());
+        assert!(matches!(
+            v.verify(&t, 1000 - CLOCK_SKEW_SECS - 1),
+            Err(InvalidToken::NotYetValid(_))
+        ));
+        // decode() ignores the clock: identity.verify reports expiry instead.
+        assert!(v.decode(&t).is_ok());
+    }
+
+    #[test]
+    fn footer_must_name_our_key_but_may_be_absent() {
+        let kp = keypair_from_seed(&[5; 32]);
+        let v = Verifier::new(kp.pk);
+        let claims = format!(
+            r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00+00:00","exp":"2099-01-01T00:00:00+00:00","service":"fs","actions":["read"],"constraints":{{"path_prefix":"/srv"}}}}"#
+        );
+        let no_footer = token::sign(&kp.sk, claims.as_bytes(), b"");
+        assert!(
+            v.verify(&no_footer, now()).is_ok(),
+            "prototype tokens have no footer"
+        );
+        let foreign = token::sign(&kp.sk, claims.as_bytes(), br#"{"kid":"someone-else"}"#);
+        assert!(matches!(
+            v.verify(&foreign, now()),
+            Err(InvalidToken::UnknownKey(_))
+        ));
+        let junk = token::sign(&kp.sk, claims.as_bytes(), b"not json");
+        assert_eq!(v.verify(&junk, now()), Err(InvalidToken::BadFooter));
+        let ours = token::sign(
+            &kp.sk,
+            claims.as_bytes(),
+            format!(r#"{{"kid":"{}"}}"#, v.kid()).as_bytes(),
+        );
+        assert!(v.verify(&ours, now()).is_ok());
+    }
+
+    #[test]
+    fn malformed_claims_are_refused() {
+        let kp = keypair_from_seed(&[5; 32]);
+        let v = Verifier::new(kp.pk);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for payload in [
+            "[]".to_string(),
+            r#"{"jti":"x"}"#.to_string(),
+            format!(
+                r#"{{"jti":"{CAP}","sub":"other","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[]}}"#
+            ),
+            r#"{"jti":"NOTHEX","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[]}"#.to_string(),
+            format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"yesterday","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[]}}"#
+            ),
+            format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":"read"}}"#
+            ),
+            format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[],"x":{deep}}}"#
+            ),
+        ] {
+            let t = token::sign(&kp.sk, payload.as_bytes(), b"");
+            assert!(
+                matches!(v.verify(&t, now()), Err(InvalidToken::BadClaims(_))),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn cap_ids_are_strict() {
+        assert!(is_cap_id(CAP));
+        assert!(!is_cap_id("0123456789ABCDEF0123456789abcdef"));
+        assert!(!is_cap_id("0123"));
+        assert!(!is_cap_id(""));
+    }
+
+    #[test]
+    fn revocation_set_basics() {
+        let s = RevocationSet::default();
+        assert!(!s.contains(CAP));
+        assert!(s.insert(CAP.into()));
+        assert!(!s.insert(CAP.into()));
+        assert!(s.contains(CAP));
+        s.replace(HashSet::new());
+        assert!(s.is_empty());
+    }
+}

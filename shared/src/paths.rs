@@ -1,0 +1,317 @@
+//! Request paths: the lexical checks that come before the kernel, and the
+//! kernel resolution itself.
+//!
+//! The lexical part only rejects what can never be valid (relative paths,
+//! NUL bytes, over-long names) and strips the token's prefix *component by
+//! component*, so `/srv/data2` is never "under" `/srv/data`. It does not fold
+//! `..`: the remainder goes to `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS)` relative to the prefix directory, and the kernel
+//! refuses anything — `..`, absolute or relative symlinks, chains of them,
+//! `/proc` magic links — that would leave it. That is the confinement.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::wire::Error;
+
+/// Longest path accepted, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH: usize = 4096;
+/// Longest path component accepted, in bytes (`NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+
+/// Splits an absolute request path into components, dropping empty and `.`
+/// components (`//`, `/./`, trailing `/`) and keeping `..` for the kernel.
+pub fn components(path: &str) -> Result<Vec<&str>, Error> {
+    if path.len() > MAX_PATH {
+        return Err(Error::invalid(format!(
+            "path is longer than {MAX_PATH} bytes"
+        )));
+    }
+    if path.contains('\0') {
+        return Err(Error::invalid("path contains a NUL byte"));
+    }
+    if !path.starts_with('/') {
+        return Err(Error::invalid(format!(
+            "path {path:?} is relative: give an absolute path"
+        )));
+    }
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        if c.is_empty() || c == "." {
+            continue;
+        }
+        if c.len() > MAX_NAME {
+            return Err(Error::invalid(format!(
+                "path component is longer than {MAX_NAME} bytes"
+            )));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Checks that `prefix` is an absolute, normalized directory path (no `.`,
+/// `..` or empty components, no trailing slash except for `/`), as
+/// `identity.issue` requires.
+pub fn check_prefix(prefix: &str) -> Result<(), Error> {
+    let bad = || {
+        Error::invalid(format!(
+            "path_prefix {prefix:?} must be an absolute, normalized path such as /srv/data \
+             (no '.', '..', '//' or trailing '/')"
+        ))
+    };
+    if prefix == "/" {
+        return Ok(());
+    }
+    if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() > MAX_PATH {
+        return Err(bad());
+    }
+    if prefix.contains('\0') {
+        return Err(bad());
+    }
+    for c in prefix[1..].split('/') {
+        if c.is_empty() || c == "." || c == ".." || c.len() > MAX_NAME {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// The part of `path` below `prefix`, as a relative path for `openat2`
+/// (`"."` for the prefix itself). Code 3 when `path` is not under `prefix`
+/// component by component.
+pub fn relative_to_prefix(prefix: &str, path: &str) -> Result<String, Error> {
+    let path_parts = components(path)?;
+    let prefix_parts: Vec<&str> = prefix.split('/').filter(|c| !c.is_empty()).collect();
+    if path_parts.len() < prefix_parts.len() || path_parts[..prefix_parts.len()] != prefix_parts[..]
+    {
+        return Err(Error::denied(format!(
+            "path {path:?} is outside the token's path_prefix {prefix:?}"
+        )));
+    }
+    let rest = &path_parts[prefix_parts.len()..];
+    Ok(if rest.is_empty() {
+        ".".to_string()
+    } else {
+        rest.join("/")
+    })
+}
+
+/// True when `prefix` is one of `roots` or below one, component by component.
+pub fn under_any_root(prefix: &str, roots: &[String]) -> bool {
+    roots.iter().any(|root| {
+        let root = root.trim_end_matches('/');
+        root.is_empty() || prefix == root || prefix.starts_with(&format!("{root}/"))
+    })
+}
+
+/// How a kernel refusal maps onto protocol errors.
+pub fn errno_to_error(e: Errno, what: &str) -> Error {
+    match e {
+        // EXDEV: the walk would have left the prefix ("..", absolute symlink).
+        // ELOOP: a magic link, or a symlink chain too deep to follow.
+        Errno::XDEV | Errno::LOOP => {
+            Error::denied(format!("{what} resolves outside the token's path_prefix"))
+        }
+        Errno::NOENT => Error::not_found(format!("{what} does not exist")),
+        Errno::NOTDIR => Error::not_found(format!("{what}: a component is not a directory")),
+        Errno::ACCESS | Errno::PERM => Error::denied(format!(
+            "{what}: the file system does not let strata-fs read it"
+        )),
+        Errno::NAMETOOLONG => Error::invalid(format!("{what}: name too long")),
+        Errno::NFILE | Errno::MFILE => Error::exhausted("strata-fs is out of file descriptors"),
+        other => Error::internal(format!("{what}: {other}")),
+    }
+}
+
+/// Opens `prefix` itself, as the anchor every request path is resolved
+/// beneath. The prefix is chosen by an administrator when the token is
+/// issued; magic links are still refused.
+pub fn open_prefix(prefix: &str) -> Result<OwnedFd, Error> {
+    rustix::fs::openat2(
+        rustix::fs::CWD,
+        prefix,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        Errno::NOENT | Errno::NOTDIR => Error::not_found(format!(
+            "the token's path_prefix {prefix:?} is not a directory on this host"
+        )),
+        other => errno_to_error(other, "the token's path_prefix"),
+    })
+}
+
+/// Resolves `rel` beneath `dir` with the kernel's confinement and opens it
+/// with `flags` (plus `O_CLOEXEC`).
+pub fn open_beneath(dir: impl AsFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(
+        dir,
+        rel,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ErrorCode;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn components_fold_slashes_and_dots_but_keep_dotdot() {
+        assert_eq!(components("/a//b/./c/").unwrap(), ["a", "b", "c"]);
+        assert_eq!(components("/a/../b").unwrap(), ["a", "..", "b"]);
+        assert!(components("/").unwrap().is_empty());
+        assert_eq!(
+            components("rel").unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            components("/a\0b").unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        let long = format!("/{}", "x".repeat(MAX_NAME + 1));
+        assert_eq!(
+            components(&long).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        let huge = "/x".repeat(MAX_PATH);
+        assert_eq!(
+            components(&huge).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn prefixes_must_be_normalized() {
+        for ok in ["/", "/srv", "/srv/data"] {
+            assert!(check_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "srv",
+            "/srv/",
+            "/srv//data",
+            "/srv/./data",
+            "/srv/../etc",
+            "/a\0",
+        ] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefix_is_stripped_component_by_component() {
+        assert_eq!(relative_to_prefix("/srv/data", "/srv/data").unwrap(), ".");
+        assert_eq!(relative_to_prefix("/srv/data", "/srv/data/").unwrap(), ".");
+        assert_eq!(
+            relative_to_prefix("/srv/data", "/srv/data/a/b").unwrap(),
+            "a/b"
+        );
+        assert_eq!(
+            relative_to_prefix("/srv/data", "/srv//data/./a").unwrap(),
+            "a"
+        );
+        assert_eq!(
+            relative_to_prefix("/", "/etc/passwd").unwrap(),
+            "etc/passwd"
+        );
+        // `..` is left for the kernel to refuse.
+        assert_eq!(
+            relative_to_prefix("/srv/data", "/srv/data/../x").unwrap(),
+            "../x"
+        );
+        for outside in [
+            "/srv/data2",
+            "/srv/data2/x",
+            "/srv",
+            "/etc/passwd",
+            "/srv/dat",
+        ] {
+            let e = relative_to_prefix("/srv/data", outside).unwrap_err();
+            assert_eq!(e.code, ErrorCode::PermissionDenied, "{outside}");
+        }
+    }
+
+    #[test]
+    fn roots_are_compared_by_component() {
+        let roots = vec!["/srv".to_string(), "/data/".to_string()];
+        assert!(under_any_root("/srv", &roots));
+        assert!(under_any_root("/srv/x", &roots));
+        assert!(under_any_root("/data/x", &roots));
+        assert!(!under_any_root("/srv2", &roots));
+        assert!(!under_any_root("/etc", &roots));
+        assert!(under_any_root("/etc", &["/".to_string()]));
+    }
+
+    /// Builds `root/prefix` with a file, a subdirectory, an inside symlink,
+    /// escaping symlinks and a sibling directory holding a secret.
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("data/sub")).unwrap();
+        std::fs::create_dir_all(p.join("data2")).unwrap();
+        std::fs::write(p.join("data/a.txt"), "inside").unwrap();
+        std::fs::write(p.join("data/sub/b.txt"), "deeper").unwrap();
+        std::fs::write(p.join("data2/secret"), "secret").unwrap();
+        symlink("sub/b.txt", p.join("data/inner-link")).unwrap();
+        symlink(p.join("data2/secret"), p.join("data/abs-escape")).unwrap();
+        symlink("../data2/secret", p.join("data/rel-escape")).unwrap();
+        symlink("rel-escape", p.join("data/chain")).unwrap();
+        symlink("/proc/self/root/etc/passwd", p.join("data/magic")).unwrap();
+        t
+    }
+
+    fn open(prefix: &std::path::Path, path: &str) -> Result<String, ErrorCode> {
+        let prefix_s = prefix.to_str().unwrap();
+        let rel = relative_to_prefix(prefix_s, path).map_err(|e| e.code)?;
+        let dir = open_prefix(prefix_s).map_err(|e| e.code)?;
+        let fd =
+            open_beneath(&dir, &rel, OFlags::RDONLY).map_err(|e| errno_to_error(e, path).code)?;
+        let mut s = String::new();
+        use std::io::Read;
+        std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+        Ok(s)
+    }
+
+    #[test]
+    fn kernel_confines_resolution_to_the_prefix() {
+        let t = tree();
+        let prefix = t.path().join("data");
+        let pfx = prefix.to_str().unwrap();
+        let base = t.path().to_str().unwrap();
+        assert_eq!(open(&prefix, &format!("{pfx}/a.txt")).unwrap(), "inside");
+        assert_eq!(
+            open(&prefix, &format!("{pfx}/inner-link")).unwrap(),
+            "deeper"
+        );
+        assert_eq!(
+            open(&prefix, &format!("{pfx}/sub/../a.txt")).unwrap(),
+            "inside"
+        );
+        let denied = ErrorCode::PermissionDenied;
+        assert_eq!(open(&prefix, &format!("{pfx}/abs-escape")), Err(denied));
+        assert_eq!(open(&prefix, &format!("{pfx}/rel-escape")), Err(denied));
+        assert_eq!(open(&prefix, &format!("{pfx}/chain")), Err(denied));
+        assert_eq!(open(&prefix, &format!("{pfx}/magic")), Err(denied));
+        assert_eq!(
+            open(&prefix, &format!("{pfx}/../data2/secret")),
+            Err(denied)
+        );
+        assert_eq!(
+            open(&prefix, &format!("{pfx}/sub/../../data2/secret")),
+            Err(denied)
+        );
+        assert_eq!(open(&prefix, &format!("{base}/data2/secret")), Err(denied));
+        assert_eq!(
+            open(&prefix, &format!("{pfx}/missing")),
+            Err(ErrorCode::NotFound)
+        );
+    }
+}
