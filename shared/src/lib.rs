@@ -17,6 +17,7 @@ pub mod logging;
 pub mod paths;
 pub mod peer;
 pub mod privileges;
+pub mod random;
 pub mod server;
 pub mod testing;
 pub mod token;
