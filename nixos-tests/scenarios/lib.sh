@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# Common helpers for the Strata scenarios. Sourced, never run.
+#
+# The scenarios run INSIDE the machine under test, as root: the Debian
+# container of scripts/container-test.sh and the NixOS VM tests run the very
+# same files. So: no distribution-specific paths; strata-ctl, systemctl,
+# systemd-analyze, jq, useradd and runuser are taken from PATH.
+#
+# Conventions: every check that fails calls `fail` with a message saying
+# what was expected and what came instead, and the script exits non-zero.
+
+set -euo pipefail
+
+SCENARIO=$(basename "$0" .sh)
+STRATA_RUNTIME_DIR=${STRATA_RUNTIME_DIR:-/run/strata}
+export STRATA_RUNTIME_DIR
+# Test data, created by `make_testdata`. A sibling prefix (strata-test2) and
+# symlinks pointing out of the prefix are part of it.
+TD=/srv/strata-test
+TD2=/srv/strata-test2
+# The unprivileged user of the non-admin scenario (the NixOS test may
+# provide one of its own through this variable).
+STRATA_TEST_USER=${STRATA_TEST_USER:-strata-test}
+
+UNITS_SERVICES="strata-identity.service strata-fs.service strata-supervisor.service"
+UNITS_SOCKETS="strata-identity.socket strata-fs.socket strata-supervisor.socket"
+
+log() { printf '[%s] %s\n' "$SCENARIO" "$*"; }
+fail() {
+    printf '[%s] FAIL: %s\n' "$SCENARIO" "$*" >&2
+    exit 1
+}
+pass() { printf '[%s] OK\n' "$SCENARIO"; }
+
+for tool in strata-ctl systemctl jq; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not in PATH ($PATH)"
+done
+
+# run CMD...: runs a command, never aborts; its stdout lands in $OUT, its
+# stderr in $ERR, its exit status in $RC.
+run() {
+    local errf
+    errf=$(mktemp)
+    set +e
+    OUT=$("$@" 2>"$errf")
+    RC=$?
+    set -e
+    ERR=$(cat "$errf")
+    rm -f "$errf"
+}
+
+# expect_rc N CMD...: runs CMD and fails unless it exits with N. For
+# strata-ctl: 0 ok, 10+code when the service answered an error (12 = code 2
+# authentication required, 13 = code 3 permission denied, 14 = code 4 not
+# found), 1 connection error, 2 usage error.
+expect_rc() {
+    local want=$1
+    shift
+    run "$@"
+    if [ "$RC" != "$want" ]; then
+        fail "expected exit $want from '$*', got $RC; stdout: ${OUT:-<empty>}; stderr: ${ERR:-<empty>}"
+    fi
+}
+
+# ok CMD...: expect success.
+ok() { expect_rc 0 "$@"; }
+
+# jget JSON FILTER: one field of a JSON document (jq -r); fails loudly when
+# the text is not JSON.
+jget() {
+    printf '%s' "$1" | jq -er "$2" 2>/dev/null ||
+        fail "no '$2' in JSON: $1"
+}
+
+# The error code of a raw strata-ctl answer, e.g. {"ok":false,"error":{"code":3}}.
+error_code() { printf '%s' "$1" | jq -r '.error.code // empty' 2>/dev/null; }
+
+prop() { systemctl show -p "$2" --value "$1"; }
+active_state() { prop "$1" ActiveState; }
+
+# wait_until SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s.
+wait_until() {
+    local secs=$1 what=$2 i=0
+    shift 2
+    while ! "$@" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -le $((secs * 5)) ] || fail "timed out after ${secs}s waiting for: $what"
+        sleep 0.2
+    done
+}
+
+is_state() { [ "$(active_state "$1")" = "$2" ]; }
+
+# Stop everything and start strata.target afresh: each scenario begins with
+# the sockets listening, the supervisor running, identity and fs not
+# started, and no start-rate-limit counters left over from an earlier one.
+fresh_start() {
+    # shellcheck disable=SC2086 # word lists on purpose
+    systemctl stop strata.target $UNITS_SERVICES $UNITS_SOCKETS 2>/dev/null || true
+    systemctl reset-failed 'strata*' 2>/dev/null || true
+    systemctl start strata.target
+    wait_until 30 "strata-supervisor.service active" is_state strata-supervisor.service active
+}
+
+# Test data: world-readable (fs runs as a transient user that can read only
+# what every user can read), with escapes that fs must refuse.
+make_testdata() {
+    rm -rf "$TD" "$TD2"
+    mkdir -p "$TD/sub" "$TD/empty" "$TD2"
+    printf 'hello strata\n' >"$TD/hello.txt"
+    printf 'nested file\n' >"$TD/sub/nested.txt"
+    # 300 KiB so that a read in several pieces is needed.
+    head -c 307200 /dev/zero | tr '\0' 'x' >"$TD/big.txt"
+    # Not UTF-8: fs must return it as data_b64.
+    printf '\377\376\000\001binary' >"$TD/binary.bin"
+    printf 'sibling secret\n' >"$TD2/secret.txt"
+    ln -s /etc "$TD/etc-link"                      # absolute, to a directory
+    ln -s /etc/hostname "$TD/hostname-link"        # absolute, to a file
+    ln -s ../strata-test2/secret.txt "$TD/sibling-link"  # relative, to the sibling
+    ln -s sub/nested.txt "$TD/inner-link"          # stays inside: allowed
+    chmod -R a+rX "$TD" "$TD2"
+    chmod 0755 /srv
+}
+
+# issue_token ACTIONS PREFIX [TTL]: prints a token (as root, an admin).
+issue_token() {
+    strata-ctl issue --service fs --actions "$1" --path-prefix "$2" --ttl "${3:-600}" --quiet
+}
+
+# The cap_id (jti) of a token.
+cap_id_of() {
+    local out
+    out=$(STRATA_TOKEN=$1 strata-ctl whoami) || fail "strata-ctl whoami failed for a token"
+    jget "$out" .jti
+}
+
+# as_user USER CMD...: runs CMD as USER with a clean environment but
+# STRATA_TOKEN passed through when set.
+as_user() {
+    local u=$1
+    local envs=(STRATA_RUNTIME_DIR="$STRATA_RUNTIME_DIR" PATH="$PATH" HOME=/)
+    shift
+    if [ -n "${STRATA_TOKEN:-}" ]; then envs+=(STRATA_TOKEN="$STRATA_TOKEN"); fi
+    runuser -u "$u" -- env -i "${envs[@]}" "$@"
+}
