@@ -1,11 +1,12 @@
 # NixOS module for Strata: services.strata.*
 #
 # The unit files come from the package (systemd/ in the repository, installed
-# into $out/lib/systemd/system) through `systemd.packages`. This module never
-# writes a second copy of them: it only adds what NixOS needs on top
-# (`wantedBy`, because NixOS ignores [Install]) and the configuration, as
-# `environment` / `serviceConfig` entries that NixOS renders into an
-# `overrides.conf` drop-in next to the packaged unit.
+# into $out/lib/systemd/system) through `systemd.packages`, and so do its
+# tmpfiles.d rules. This module never writes a second copy of them: it only
+# adds what NixOS needs on top (`wantedBy`, because NixOS ignores [Install];
+# the static user that the package's sysusers.d file describes) and the
+# configuration, as `environment` / `serviceConfig` entries that NixOS renders
+# into an `overrides.conf` drop-in next to the packaged unit.
 {
   config,
   lib,
@@ -48,6 +49,11 @@ let
     )
   );
   showPaths = ps: concatStringsSep ", " (map (p: ''"${p}"'') ps);
+
+  # strata-fs.service has ProtectHome=yes, under which nothing can be bound;
+  # ProtectHome=tmpfs hides the same directories but lets the served ones
+  # be bound in.
+  underHome = p: lib.any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
 
   # User and group names as identity resolves them at start (comma-separated
   # lists in its environment, so no commas or spaces).
@@ -106,10 +112,16 @@ in
       description = ''
         Directories the fs service may serve. A token whose
         `path_prefix` lies outside all of them is refused. Each must be an
-        absolute, normalised path to an existing directory; each is bound
-        read-only into the sandbox of {file}`strata-fs.service`
-        (`BindReadOnlyPaths=`), so fs can never write to them. Passed as
-        `STRATA_FS_ROOTS`.
+        absolute, normalised path; each is bound read-only into the sandbox
+        of {file}`strata-fs.service` (`BindReadOnlyPaths=`, replacing the
+        unit's own list), so fs can never write to them. A directory that
+        does not exist is skipped, and fs refuses every prefix under it.
+        Passed as `STRATA_FS_ROOTS`.
+
+        fs runs as a transient user (`DynamicUser=`): it reads what every
+        user may read. To serve files that are not world-readable, give
+        them a group and add it to
+        {option}`systemd.services.strata-fs.serviceConfig.SupplementaryGroups`.
       '';
     };
 
@@ -242,12 +254,29 @@ in
     # .socket and .service, from $out/lib/systemd/system.
     systemd.packages = [ cfg.package ];
 
+    # /run/strata, group-writable for strata-identity and sticky, from
+    # $out/lib/tmpfiles.d.
+    systemd.tmpfiles.packages = [ cfg.package ];
+
+    # The static user of $out/lib/sysusers.d/strata.conf (NixOS manages its
+    # users itself). strata-identity.service has DynamicUser=yes with
+    # User=strata-identity: systemd uses this user since it exists, and
+    # identity may then publish /run/strata/identity.pub.
+    users.users.strata-identity = {
+      isSystemUser = true;
+      group = "strata-identity";
+      description = "Strata identity service";
+    };
+    users.groups.strata-identity = { };
+
     # NixOS does not read [Install] sections: say here what `systemctl
-    # enable` would have linked.
+    # enable strata.target` would have linked. The services themselves are
+    # left out on purpose: identity and fs start on their first connection,
+    # and strata.target pulls in the supervisor (Wants=).
     systemd.targets.strata.wantedBy = [ "multi-user.target" ];
 
     systemd.sockets = lib.genAttrs [ "strata-identity" "strata-fs" "strata-supervisor" ] (_: {
-      wantedBy = [ "sockets.target" ];
+      wantedBy = [ "strata.target" ];
     });
 
     systemd.services.strata-identity.environment = logEnvironment // {
@@ -261,9 +290,14 @@ in
       environment = logEnvironment // {
         STRATA_FS_ROOTS = concatStringsSep ":" cfg.fs.paths;
       };
-      # Appended to whatever the packaged unit binds (list-valued settings
-      # accumulate across drop-ins).
-      serviceConfig.BindReadOnlyPaths = cfg.fs.paths;
+      serviceConfig = {
+        # An empty assignment first (mkBefore: ahead of any other
+        # definition) resets the unit's own list (`-/srv`), then the served
+        # paths; "-": a missing directory is skipped rather than failing the
+        # service. Further definitions, e.g. an operator's, are appended.
+        BindReadOnlyPaths = lib.mkBefore ([ "" ] ++ map (p: "-${p}") cfg.fs.paths);
+        ProtectHome = mkIf (lib.any underHome cfg.fs.paths) "tmpfs";
+      };
     };
 
     systemd.services.strata-supervisor.environment = logEnvironment // {

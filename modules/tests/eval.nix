@@ -87,8 +87,8 @@ let
     (check "minimal: no assertion fails" (failedAssertions minimal == [ ]) (failedAssertions minimal))
     (check "minimal: no warning" (ourWarnings minimal == [ ]) (ourWarnings minimal))
     (check "minimal: strata.target is wanted by multi-user.target" (lib.elem "multi-user.target" minimal.systemd.targets.strata.wantedBy) minimal.systemd.targets.strata.wantedBy)
-    (check "minimal: the three sockets are wanted by sockets.target"
-      (lib.all (s: lib.elem "sockets.target" minimal.systemd.sockets.${s}.wantedBy) [
+    (check "minimal: the three sockets are wanted by strata.target"
+      (lib.all (s: lib.elem "strata.target" minimal.systemd.sockets.${s}.wantedBy) [
         "strata-identity"
         "strata-fs"
         "strata-supervisor"
@@ -99,8 +99,33 @@ let
     )
     (check "minimal: the package's units are used (systemd.packages)" (lib.elem fakePackage.outPath (map toString minimal.systemd.packages)) null)
     (check "minimal: strata-ctl is on the system PATH (environment.systemPackages)" (lib.elem fakePackage.outPath (map toString minimal.environment.systemPackages)) null)
+    (check "minimal: the package's tmpfiles.d rules are used" (lib.elem fakePackage.outPath (map toString minimal.systemd.tmpfiles.packages)) null)
+    (check "minimal: the services themselves are not started at boot (socket activation)"
+      (lib.all (u: !(lib.elem "strata.target" (minimal.systemd.services.${u}.wantedBy or [ ]))) [
+        "strata-identity"
+        "strata-fs"
+      ])
+      null
+    )
+    (check "minimal: the static user strata-identity exists, in its own group"
+      (
+        minimal.users.users.strata-identity.isSystemUser
+        && minimal.users.users.strata-identity.group == "strata-identity"
+        && minimal.users.groups ? strata-identity
+      )
+      null
+    )
     (check "minimal: fs serves /srv" ((env minimal "strata-fs").STRATA_FS_ROOTS == "/srv") (env minimal "strata-fs"))
-    (check "minimal: /srv is bound read-only into strata-fs" (minimal.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [ "/srv" ]) minimal.systemd.services.strata-fs.serviceConfig)
+    (check "minimal: the unit's binds are replaced by /srv, read-only, skipped if missing"
+      (
+        minimal.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [
+          ""
+          "-/srv"
+        ]
+      )
+      minimal.systemd.services.strata-fs.serviceConfig
+    )
+    (check "minimal: ProtectHome= is left as the unit has it" (!(minimal.systemd.services.strata-fs.serviceConfig ? ProtectHome)) null)
     (check "minimal: identity gets the documented defaults"
       (
         env minimal "strata-identity" == {
@@ -182,12 +207,13 @@ let
       (env nontrivial "strata-identity")
     )
     (check "nontrivial: fs roots are colon-joined" ((env nontrivial "strata-fs").STRATA_FS_ROOTS == "/srv/data:/var/lib/reports") (env nontrivial "strata-fs"))
-    (check "nontrivial: served paths are bound read-only, merged with the operator's own"
+    (check "nontrivial: served paths are bound read-only, then the operator's own"
       (
-        lib.sort lib.lessThan nontrivial.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [
+        nontrivial.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [
+          ""
+          "-/srv/data"
+          "-/var/lib/reports"
           "/etc/strata-extra"
-          "/srv/data"
-          "/var/lib/reports"
         ]
       )
       nontrivial.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths
@@ -206,6 +232,27 @@ let
         "strata-supervisor"
       ])
       null
+    )
+  ];
+
+  home =
+    (evalConfig {
+      services.strata = {
+        enable = true;
+        fs.paths = [
+          "/srv"
+          "/home/shared"
+        ];
+      };
+    }).config;
+  homeChecks = [
+    (check "home: serving under /home switches ProtectHome= to tmpfs"
+      (
+        failedAssertions home == [ ]
+        && home.systemd.services.strata-fs.serviceConfig.ProtectHome == "tmpfs"
+        && lib.elem "-/home/shared" home.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths
+      )
+      home.systemd.services.strata-fs.serviceConfig
     )
   ];
 
@@ -316,8 +363,7 @@ let
     in
     [
       (check "nixos: strata-fs.service drop-in binds the served paths" (
-        lib.hasInfix "BindReadOnlyPaths=/srv/data" fsText
-        && lib.hasInfix "BindReadOnlyPaths=/var/lib/reports" fsText
+        lib.hasInfix "BindReadOnlyPaths=\nBindReadOnlyPaths=-/srv/data\nBindReadOnlyPaths=-/var/lib/reports\n" fsText
       ) fsText)
       (check "nixos: strata-fs.service drop-in sets STRATA_FS_ROOTS" (lib.hasInfix "STRATA_FS_ROOTS=/srv/data:/var/lib/reports" fsText) fsText)
       (check "nixos: strata.target is linked into multi-user.target" (lib.elem "multi-user.target" units."strata.target".wantedBy) null)
@@ -330,7 +376,7 @@ let
   );
 
   checks =
-    minimalChecks ++ nontrivialChecks ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
+    minimalChecks ++ nontrivialChecks ++ homeChecks ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {
   inherit mode;

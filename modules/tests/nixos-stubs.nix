@@ -107,6 +107,49 @@ in
     description = "Packages providing systemd units and hooks.";
   };
 
+  # nixos/modules/system/boot/systemd/tmpfiles.nix
+  options.systemd.tmpfiles.packages = mkOption {
+    type = types.listOf types.package;
+    default = [ ];
+    description = "Packages whose lib/tmpfiles.d/*.conf rules are installed.";
+  };
+
+  # nixos/modules/config/users-groups.nix (userOpts: the sub-options the
+  # module sets)
+  options.users.users = mkOption {
+    type = types.attrsOf (
+      types.submodule {
+        options = {
+          isSystemUser = mkOption {
+            type = types.bool;
+            default = false;
+            description = "Whether this is a system user (uid below 1000, no home).";
+          };
+          group = mkOption {
+            type = types.str;
+            default = "";
+            description = "The user's primary group.";
+          };
+          description = mkOption {
+            type = types.passwdEntry types.str;
+            default = "";
+            description = "A short description of the user account (GECOS).";
+          };
+        };
+      }
+    );
+    default = { };
+    description = "Additional user accounts to be created automatically by the system.";
+  };
+
+  # nixos/modules/config/users-groups.nix (groupOpts: none of its
+  # sub-options is set, an empty group is declared)
+  options.users.groups = mkOption {
+    type = types.attrsOf (types.submodule { });
+    default = { };
+    description = "Additional groups to be created automatically by the system.";
+  };
+
   # nixos/modules/system/boot/systemd.nix, systemdUtils.types.targets
   options.systemd.targets = mkOption {
     type = types.attrsOf (types.submodule { options = { inherit wantedBy; }; });

@@ -1,0 +1,71 @@
+{
+  description = "Strata: a capability-based service runtime for systemd and NixOS";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+    in
+    {
+      # pkgs.strata, for configurations that prefer an overlay; the module's
+      # package option defaults to pkgs.strata.
+      overlays.default = final: _prev: {
+        strata = final.callPackage ./package.nix { };
+      };
+
+      packages = forAllSystems (pkgs: {
+        strata = pkgs.callPackage ./package.nix { };
+        default = self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
+      });
+
+      # `imports = [ strata.nixosModules.default ];` then
+      # `services.strata.enable = true;`. The package defaults to this
+      # flake's build for the host's system.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        {
+          imports = [ ./modules/strata.nix ];
+          services.strata.package =
+            lib.mkDefault
+              self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
+        };
+      nixosModules.strata = self.nixosModules.default;
+
+      # `nix flake check`: the package (with its unit tests) and every VM
+      # test of nixos-tests/.
+      checks = forAllSystems (
+        pkgs:
+        {
+          package = self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
+        }
+        // import ./nixos-tests { inherit pkgs self; }
+      );
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.strata ];
+          packages = with pkgs; [
+            rustc
+            cargo
+            clippy
+            rustfmt
+            rust-analyzer
+            jq
+          ];
+          # For rust-analyzer's view of the standard library.
+          RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";
+        };
+      });
+
+      # nixfmt (RFC 166 style); nixfmt-tree formats the whole tree on a bare
+      # `nix fmt`, older nixpkgs only have nixfmt-rfc-style.
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree or pkgs.nixfmt-rfc-style);
+    };
+}
