@@ -60,7 +60,7 @@ let
   # and warnings of its own.
   isOurs = lib.hasInfix "services.strata";
   failedAssertions =
-    c: map (a: a.message) (lib.filter (a: !a.assertion && isOurs a.message) c.assertions);
+    c: map (a: a.message) (lib.filter (a: isOurs a.message && !a.assertion) c.assertions);
   ourWarnings = c: lib.filter isOurs c.warnings;
 
   check = name: ok: detail: { inherit name ok detail; };
@@ -335,7 +335,8 @@ let
       units = nontrivial.systemd.units;
       fsText = units."strata-fs.service".text or "";
       realOptions = (evalConfig { }).options;
-      stubDocs = lib.filter (o: lib.head o.loc != "_module") (
+      # (Without the module system's own _module.* options.)
+      stubDocs = lib.filter (o: !(lib.elem "_module" o.loc)) (
         lib.optionAttrSetToDocList (lib.evalModules { modules = [ ./nixos-stubs.nix ]; }).options
       );
       # Walks the real option tree along a documented location, stepping into

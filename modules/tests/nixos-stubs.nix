@@ -111,6 +111,7 @@ in
   options.systemd.tmpfiles.packages = mkOption {
     type = types.listOf types.package;
     default = [ ];
+    apply = map lib.getLib;
     description = "Packages whose lib/tmpfiles.d/*.conf rules are installed.";
   };
 
