@@ -31,6 +31,10 @@
       nixosModules.default =
         { lib, pkgs, ... }:
         {
+          # Imported more than once (say as .default and as .strata), it
+          # counts once.
+          key = "${toString ./flake.nix}#nixosModules.default";
+          _file = "${toString ./flake.nix}#nixosModules.default";
           imports = [ ./modules/strata.nix ];
           services.strata.package =
             lib.mkDefault
@@ -50,7 +54,6 @@
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
-          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.strata ];
           packages = with pkgs; [
             rustc
             cargo

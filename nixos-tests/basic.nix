@@ -66,6 +66,12 @@ pkgs.testers.runNixOSTest {
         assert health["status"] == "ok", health
         assert active_state("strata-fs.service") == "active"
 
+    with subtest("the drop-in's values are the ones in effect"):
+        pid = machine.succeed("systemctl show -p MainPID --value strata-fs.service").strip()
+        environ = machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ").split("\n")
+        assert "STRATA_FS_ROOTS=/srv:/var/lib/shared-reports" in environ, environ
+        assert "STRATA_LOG=debug" in environ, environ
+
     with subtest("an admin named in services.strata.admins.users may issue"):
         out = json.loads(ctl("issue --service fs --actions open,read --path-prefix /var/lib/shared-reports", user="alice"))
         token = out["token"]
