@@ -1,0 +1,429 @@
+//! The command line: the Go prototype's raw form and the subcommands.
+//!
+//! Two forms share one parser. A first word containing a dot is a raw
+//! protocol method (`strata-ctl fs.list '{"path":"/srv"}'`), caught by clap's
+//! external-subcommand slot; any other first word is a subcommand. The
+//! prototype parsed its options with Go's `flag` package, so `-token T` (one
+//! dash) must keep working: [`normalize_argv`] rewrites it before clap sees it.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Raw form (compatible with the Go prototype):
+  strata-ctl [--token T | -token T] <service.action> [params_json]
+  Sends one request to $STRATA_RUNTIME_DIR/<service>.sock and prints the
+  response envelope as received, on one line, e.g.
+    strata-ctl --token \"$T\" fs.list '{\"path\":\"/srv/data\"}'
+
+Environment:
+  STRATA_TOKEN        token used when --token is not given
+  STRATA_RUNTIME_DIR  where the sockets are (default /run/strata)
+
+Exit status:
+  0 ok; 1 cannot reach the service (connection or I/O error); 2 usage error;
+  10+code when the service answered an error: 11 invalid request,
+  12 authentication required, 13 permission denied, 14 not found,
+  15 internal, 16 resource exhausted.
+
+See docs/cli.md for the whole reference.";
+
+/// Command-line client for Strata's identity, fs and supervisor services.
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata-ctl",
+    version,
+    about = "Command-line client for Strata: issue capability tokens, use them on fs, revoke them",
+    after_help = AFTER_HELP,
+    override_usage = "strata-ctl [OPTIONS] <COMMAND>\n       strata-ctl [--token T | -token T] <service.action> [params_json]"
+)]
+pub struct Cli {
+    /// Capability token to present (default: $STRATA_TOKEN). `-token T`
+    /// and `--token=T` work too.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Print JSON indented over several lines instead of on one line.
+    #[arg(long, global = true)]
+    pub pretty: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Issue a capability token (identity.issue; administrators only).
+    ///
+    /// Prints {"token","cap_id","expires"} (expires in Unix seconds), or only
+    /// the token with --quiet:
+    ///   export STRATA_TOKEN=$(strata-ctl issue --service fs --actions open,read,list,stat --path-prefix /srv/data --quiet)
+    Issue(IssueArgs),
+
+    /// Revoke a capability (identity.revoke).
+    ///
+    /// An administrator may revoke any capability; the holder of a token may
+    /// revoke its own (--self, or its cap_id with that token in
+    /// --token/STRATA_TOKEN).
+    Revoke(RevokeArgs),
+
+    /// Check a token (identity.verify): prints {"valid","revoked","expired","claims"}.
+    ///
+    /// Exits 0 whenever identity could read the token, valid or not; a
+    /// malformed or foreign token is code 2 (exit 12).
+    Verify {
+        /// The token to check (default: --token or $STRATA_TOKEN).
+        #[arg(value_name = "TOKEN")]
+        target: Option<String>,
+    },
+
+    /// Show the claims of the current token, with "valid", "revoked" and "expired".
+    Whoami,
+
+    /// List a directory (fs.list); needs the "list" action.
+    Ls {
+        /// Absolute path, or relative to the current directory.
+        path: String,
+        /// Print a table (type, size, name) instead of JSON.
+        #[arg(short, long)]
+        long: bool,
+    },
+
+    /// Write a file's bytes to stdout (fs.open, fs.read…, fs.close); needs "open" and "read".
+    Cat {
+        /// Absolute path, or relative to the current directory.
+        path: String,
+    },
+
+    /// Show a file's metadata (fs.stat); needs the "stat" action.
+    Stat {
+        /// Absolute path, or relative to the current directory.
+        path: String,
+    },
+
+    /// Show the health of every service as the supervisor sees it (supervisor.status).
+    Status,
+
+    /// Ask one service whether it is up (SERVICE.health), e.g. `health fs`.
+    Health {
+        /// identity, fs or supervisor.
+        service: String,
+    },
+
+    /// A raw protocol method such as fs.list (see "Raw form" below).
+    #[command(external_subcommand)]
+    Raw(Vec<String>),
+}
+
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    /// The service the token is for, e.g. fs.
+    #[arg(long)]
+    pub service: String,
+    /// Comma-separated actions, e.g. open,read,list,stat (fs: open read list stat close).
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub actions: Vec<String>,
+    /// Directory the token is confined to (required for fs), e.g. /srv/data.
+    #[arg(long, value_name = "DIR")]
+    pub path_prefix: Option<String>,
+    /// Lifetime in seconds (identity's default 3600, maximum 86400 unless configured).
+    #[arg(long, value_name = "SECS")]
+    pub ttl: Option<u64>,
+    /// Print only the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// The capability id (cap_id from `issue`, jti from `whoami`): 32 hex digits.
+    #[arg(
+        value_name = "CAP_ID",
+        required_unless_present = "self_",
+        conflicts_with = "self_"
+    )]
+    pub cap_id: Option<String>,
+    /// Revoke the capability of the current token (--token or $STRATA_TOKEN).
+    #[arg(long = "self", id = "self_")]
+    pub self_: bool,
+}
+
+/// Rewrites the prototype's single-dash `-token T` / `-token=T` into clap's
+/// `--token`. Everything after a `--` is left alone.
+pub fn normalize_argv<I, T>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let mut out = Vec::new();
+    let mut verbatim = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        let arg: OsString = arg.into();
+        if i == 0 || verbatim {
+            out.push(arg);
+            continue;
+        }
+        let rewritten = match arg.to_str() {
+            Some("--") => {
+                verbatim = true;
+                None
+            }
+            Some("-token") => Some(OsString::from("--token")),
+            Some(s) => s
+                .strip_prefix("-token=")
+                .map(|v| OsString::from(format!("--token={v}"))),
+            None => None,
+        };
+        out.push(rewritten.unwrap_or(arg));
+    }
+    out
+}
+
+/// A raw call as given on the command line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawCall {
+    pub method: String,
+    pub params: serde_json::Value,
+    /// Options given after the method (the prototype had none there; we
+    /// accept them for convenience).
+    pub token: Option<String>,
+    pub pretty: bool,
+}
+
+/// What the words after `strata-ctl [options]` ask for, when the first one is
+/// not a subcommand. `Ok(None)` means `--help` was asked for.
+pub fn parse_raw(words: &[String]) -> Result<Option<RawCall>, String> {
+    let (method, rest) = words
+        .split_first()
+        .ok_or_else(|| "missing command".to_string())?;
+    if !method.contains('.') {
+        return Err(format!(
+            "unknown command {method:?}: use a subcommand (see `strata-ctl --help`) \
+             or a raw method of the form service.action, e.g. fs.list"
+        ));
+    }
+    check_service_name(method.split('.').next().unwrap_or_default(), method)?;
+    let mut token = None;
+    let mut pretty = false;
+    let mut params_text: Option<&str> = None;
+    let mut it = rest.iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--pretty" => pretty = true,
+            "--token" => {
+                token = Some(
+                    it.next()
+                        .ok_or("--token needs a value: --token TOKEN")?
+                        .clone(),
+                )
+            }
+            s if s.starts_with("--token=") => token = Some(s["--token=".len()..].to_string()),
+            s if params_text.is_none() => params_text = Some(s),
+            s => {
+                return Err(format!(
+                    "unexpected argument {s:?} after the params: give one JSON object, \
+                     quoted for the shell, e.g. '{{\"path\":\"/srv/data\"}}'"
+                ))
+            }
+        }
+    }
+    let params = match params_text {
+        None => serde_json::json!({}),
+        Some(text) => parse_params(text)?,
+    };
+    Ok(Some(RawCall {
+        method: method.clone(),
+        params,
+        token,
+        pretty,
+    }))
+}
+
+/// The `params_json` argument: a JSON object.
+pub fn parse_params(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "params_json is not valid JSON ({e}): give one JSON object, quoted for the shell, \
+             e.g. '{{\"path\":\"/srv/data\"}}' (keys and strings in double quotes)"
+        )
+    })?;
+    if !value.is_object() {
+        return Err(format!(
+            "params_json must be a JSON object, not {text}: e.g. '{{\"path\":\"/srv/data\"}}' \
+             (use '{{}}' for no parameters)"
+        ));
+    }
+    Ok(value)
+}
+
+/// The service part of a method names a socket file: keep it a plain name.
+pub fn check_service_name(service: &str, what: &str) -> Result<(), String> {
+    let ok = !service.is_empty()
+        && service.len() <= 32
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what:?} does not name a service: methods look like service.action \
+             (identity, fs or supervisor), e.g. fs.list"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_argv(args.iter().copied())
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(normalize_argv(args.iter().copied()))
+    }
+
+    #[test]
+    fn single_dash_token_becomes_double_dash() {
+        assert_eq!(
+            norm(&["strata-ctl", "-token", "T", "fs.list", "{}"]),
+            ["strata-ctl", "--token", "T", "fs.list", "{}"]
+        );
+        assert_eq!(
+            norm(&["strata-ctl", "-token=T", "ls", "/srv"]),
+            ["strata-ctl", "--token=T", "ls", "/srv"]
+        );
+        // Already-long forms and other words are untouched.
+        assert_eq!(
+            norm(&["strata-ctl", "--token", "T", "--token=U", "cat", "-tokenx"]),
+            ["strata-ctl", "--token", "T", "--token=U", "cat", "-tokenx"]
+        );
+        // argv[0] and anything after `--` are left alone.
+        assert_eq!(
+            norm(&["-token", "ls", "--", "-token"]),
+            ["-token", "ls", "--", "-token"]
+        );
+    }
+
+    #[test]
+    fn raw_form_goes_to_the_external_slot() {
+        let cli = parse(&["strata-ctl", "-token", "T", "fs.list", r#"{"path":"/srv"}"#]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("T"));
+        let Command::Raw(words) = cli.command else {
+            panic!("not raw: {:?}", cli.command)
+        };
+        let call = parse_raw(&words).unwrap().unwrap();
+        assert_eq!(call.method, "fs.list");
+        assert_eq!(call.params, serde_json::json!({"path": "/srv"}));
+
+        let cli = parse(&["strata-ctl", "-token=T", "supervisor.status"]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("T"));
+        let Command::Raw(words) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            parse_raw(&words).unwrap().unwrap().params,
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
+    fn raw_params_must_be_a_json_object() {
+        let words = |p: &str| vec!["fs.list".to_string(), p.to_string()];
+        let e = parse_raw(&words("{path:/srv}")).unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+        let e = parse_raw(&words("[1]")).unwrap_err();
+        assert!(e.contains("must be a JSON object"), "{e}");
+        let e = parse_raw(&["fs.list".into(), "{}".into(), "{}".into()]).unwrap_err();
+        assert!(e.contains("unexpected argument"), "{e}");
+        assert!(parse_raw(&["fs.list".into(), "--help".into()])
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn words_without_a_dot_are_not_methods() {
+        let cli = parse(&["strata-ctl", "frobnicate"]).unwrap();
+        let Command::Raw(words) = cli.command else {
+            panic!()
+        };
+        assert!(parse_raw(&words).unwrap_err().contains("unknown command"));
+        assert!(parse_raw(&["../x.y".into()]).is_err());
+        assert!(parse_raw(&[".list".into()]).is_err());
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = parse(&[
+            "strata-ctl",
+            "issue",
+            "--service",
+            "fs",
+            "--actions",
+            "open,read",
+            "--path-prefix",
+            "/srv/x",
+            "--ttl",
+            "60",
+            "--quiet",
+        ])
+        .unwrap();
+        let Command::Issue(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.actions, ["open", "read"]);
+        assert_eq!(a.ttl, Some(60));
+        assert!(a.quiet);
+
+        // Global options may follow the subcommand.
+        let cli = parse(&["strata-ctl", "ls", "/srv", "-token", "T", "--long"]).unwrap();
+        assert_eq!(cli.token.as_deref(), Some("T"));
+        assert!(matches!(cli.command, Command::Ls { long: true, .. }));
+
+        let cli = parse(&["strata-ctl", "revoke", "--self"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Revoke(RevokeArgs {
+                self_: true,
+                cap_id: None
+            })
+        ));
+    }
+
+    #[test]
+    fn usage_errors_are_exit_2() {
+        for args in [
+            &["strata-ctl"][..],
+            &["strata-ctl", "revoke"],
+            &["strata-ctl", "revoke", "--self", "0123"],
+            &["strata-ctl", "issue", "--actions", "read"],
+            &[
+                "strata-ctl",
+                "issue",
+                "--service",
+                "fs",
+                "--actions",
+                "read",
+                "--ttl",
+                "x",
+            ],
+            &["strata-ctl", "ls"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,200 @@
+//! Why a command failed, what the user is told, and the exit status.
+//!
+//! Exit statuses are a contract that scripts code against:
+//! 0 ok, 1 the service could not be reached (or stdout failed), 2 usage,
+//! 10 + code when the service answered an error.
+
+use std::io;
+use std::path::PathBuf;
+
+use strata_shared::client::ClientError;
+use strata_shared::config;
+
+/// Exit status of a usage error (the same as clap's).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the service cannot be reached or the output cannot be written.
+pub const EXIT_IO: u8 = 1;
+/// Largest exit status used for a service error; above it shells give
+/// statuses their own meanings (126, 127, 128+signal).
+const EXIT_SERVICE_MAX: u8 = 125;
+
+/// The exit status for a service error `code`: 10 + code (12 for
+/// authentication required, 13 for permission denied, …).
+pub fn service_exit_code(code: u16) -> u8 {
+    u8::try_from(10 + u32::from(code))
+        .unwrap_or(u8::MAX)
+        .min(EXIT_SERVICE_MAX)
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line is wrong; the message says how to fix it.
+    Usage(String),
+    /// No answer from the service.
+    Client { method: String, error: ClientError },
+    /// The service answered `ok:false`.
+    Service {
+        method: String,
+        code: u16,
+        message: String,
+    },
+    /// The service answered something this client cannot use.
+    Protocol { method: String, message: String },
+    /// Writing the output failed.
+    Output(io::Error),
+    /// Already reported (the raw form prints the response itself).
+    Silent(u8),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => EXIT_USAGE,
+            Failure::Client { .. } | Failure::Protocol { .. } | Failure::Output(_) => EXIT_IO,
+            Failure::Service { code, .. } => service_exit_code(*code),
+            Failure::Silent(code) => *code,
+        }
+    }
+
+    /// The lines to print on stderr, hint included; empty when there is
+    /// nothing to say.
+    pub fn describe(&self) -> Vec<String> {
+        match self {
+            Failure::Usage(msg) => vec![
+                format!("strata-ctl: {msg}"),
+                "try `strata-ctl --help`".into(),
+            ],
+            Failure::Client { method, error } => describe_client_error(method, error),
+            Failure::Service {
+                method,
+                code,
+                message,
+            } => {
+                let mut lines = vec![format!("strata-ctl: {method}: {message} (code {code})")];
+                if let Some(h) = hint_for_code(*code) {
+                    lines.push(format!("hint: {h}"));
+                }
+                lines
+            }
+            Failure::Protocol { method, message } => {
+                vec![format!(
+                    "strata-ctl: {method}: unexpected answer: {message}"
+                )]
+            }
+            // A closed pipe (`strata-ctl cat f | head`) is not worth a message.
+            Failure::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => vec![],
+            Failure::Output(e) => vec![format!("strata-ctl: cannot write the output: {e}")],
+            Failure::Silent(_) => vec![],
+        }
+    }
+}
+
+/// What to do about a service error, where there is something useful to say.
+pub fn hint_for_code(code: u16) -> Option<&'static str> {
+    Some(match code {
+        2 => "get a token with `strata-ctl issue …` as an admin and pass --token or STRATA_TOKEN",
+        3 => "the token does not allow this; ask an admin for a token with the right actions/path_prefix",
+        6 => "a limit was hit; close handles or retry later",
+        _ => return None,
+    })
+}
+
+fn describe_client_error(method: &str, error: &ClientError) -> Vec<String> {
+    match error {
+        ClientError::Connect { path, source } => {
+            let mut lines = vec![format!(
+                "strata-ctl: {method}: cannot connect to {}: {source}",
+                path.display()
+            )];
+            lines.push(format!("hint: {}", connect_hint(path, source)));
+            lines
+        }
+        other => vec![format!("strata-ctl: {method}: {other}")],
+    }
+}
+
+fn connect_hint(path: &std::path::Path, source: &io::Error) -> String {
+    match source.kind() {
+        io::ErrorKind::PermissionDenied => format!(
+            "your user may not open {}; run as a user with access to the socket, \
+             or ask an admin",
+            path.display()
+        ),
+        _ => {
+            let dir: PathBuf = config::runtime_dir();
+            format!(
+                "is strata running? systemctl start strata.target \
+                 (sockets are looked for in {}; set STRATA_RUNTIME_DIR if they are elsewhere)",
+                dir.display()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_codes_map_to_ten_plus_code() {
+        assert_eq!(service_exit_code(1), 11);
+        assert_eq!(service_exit_code(2), 12);
+        assert_eq!(service_exit_code(3), 13);
+        assert_eq!(service_exit_code(4), 14);
+        assert_eq!(service_exit_code(6), 16);
+        // Codes that would collide with the shell's own statuses are capped.
+        assert_eq!(service_exit_code(200), 125);
+        assert_eq!(service_exit_code(u16::MAX), 125);
+    }
+
+    #[test]
+    fn failure_exit_statuses() {
+        assert_eq!(Failure::Usage("x".into()).exit_code(), 2);
+        let svc = |code| Failure::Service {
+            method: "fs.list".into(),
+            code,
+            message: "m".into(),
+        };
+        assert_eq!(svc(2).exit_code(), 12);
+        assert_eq!(svc(3).exit_code(), 13);
+        let conn = Failure::Client {
+            method: "fs.list".into(),
+            error: ClientError::Connect {
+                path: "/nowhere/fs.sock".into(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            },
+        };
+        assert_eq!(conn.exit_code(), 1);
+        let text = conn.describe().join("\n");
+        assert!(text.contains("/nowhere/fs.sock"), "{text}");
+        assert!(text.contains("systemctl start strata.target"), "{text}");
+        assert_eq!(
+            Failure::Output(io::ErrorKind::BrokenPipe.into()).exit_code(),
+            1
+        );
+        assert!(Failure::Output(io::ErrorKind::BrokenPipe.into())
+            .describe()
+            .is_empty());
+    }
+
+    #[test]
+    fn service_errors_name_method_code_and_hint() {
+        let f = Failure::Service {
+            method: "fs.open".into(),
+            code: 3,
+            message: "path is outside the token's prefix".into(),
+        };
+        let lines = f.describe();
+        assert_eq!(
+            lines[0],
+            "strata-ctl: fs.open: path is outside the token's prefix (code 3)"
+        );
+        assert!(lines[1].starts_with("hint: the token does not allow this"));
+        let f = Failure::Service {
+            method: "fs.open".into(),
+            code: 4,
+            message: "no such file".into(),
+        };
+        assert_eq!(f.describe().len(), 1);
+    }
+}
