@@ -21,7 +21,6 @@ let
     concatStringsSep
     filter
     hasPrefix
-    literalExpression
     mkEnableOption
     mkIf
     mkOption
