@@ -61,6 +61,11 @@ impl ActivatedService {
         let socket = runtime_dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)?;
+        // As a `.socket` unit with SocketMode=0666 would: any local user may
+        // connect, and the service decides what they may do.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))?;
         let notify_path = runtime_dir.join(format!("{name}.notify"));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path)?;

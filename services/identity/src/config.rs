@@ -1,0 +1,163 @@
+//! identity's settings, from the environment (see docs/configuration.md).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use strata_shared::config::{env_list, env_u64, runtime_dir, ConfigError};
+
+/// Longest token lifetime anyone may configure: 30 days.
+pub const TTL_CEILING: u64 = 30 * 24 * 3600;
+
+/// Everything identity reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds `signing.key` and `revocations.json`.
+    pub state_dir: PathBuf,
+    /// Where `identity.pub` is published.
+    pub runtime_dir: PathBuf,
+    pub admins: Admins,
+    pub default_ttl: u64,
+    pub max_ttl: u64,
+}
+
+/// Who may issue and revoke any capability, besides uid 0.
+#[derive(Debug, Clone, Default)]
+pub struct Admins {
+    pub uids: HashSet<u32>,
+    pub gids: HashSet<u32>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let state_dir = std::env::var_os("STRATA_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                // systemd may list several directories, colon-separated.
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|v| v.split(':').next().map(PathBuf::from))
+                    .filter(|p| !p.as_os_str().is_empty())
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/lib/strata/identity"));
+        let max_ttl = env_u64("STRATA_TOKEN_MAX_TTL", 86_400, 1, TTL_CEILING)?;
+        let default_ttl = env_u64("STRATA_TOKEN_DEFAULT_TTL", 3_600.min(max_ttl), 1, max_ttl)?;
+        Ok(Self {
+            state_dir,
+            runtime_dir: runtime_dir(),
+            admins: Admins::from_env()?,
+            default_ttl,
+            max_ttl,
+        })
+    }
+}
+
+impl Admins {
+    /// `STRATA_ADMIN_UIDS`/`GIDS` (numbers) and `STRATA_ADMIN_USERS`/`GROUPS`
+    /// (names, resolved now through NSS). A name that does not resolve is
+    /// logged and skipped: it cannot match any caller anyway.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut admins = Admins::default();
+        for (var, set) in [
+            ("STRATA_ADMIN_UIDS", &mut admins.uids),
+            ("STRATA_ADMIN_GIDS", &mut admins.gids),
+        ] {
+            for item in env_list(var, ',') {
+                let id = item.parse::<u32>().map_err(|_| ConfigError {
+                    var,
+                    value: item.clone(),
+                    expected: "expected comma-separated numeric ids; use STRATA_ADMIN_USERS / STRATA_ADMIN_GROUPS for names".into(),
+                })?;
+                set.insert(id);
+            }
+        }
+        for name in env_list("STRATA_ADMIN_USERS", ',') {
+            match lookup_user(&name) {
+                Some(uid) => {
+                    admins.uids.insert(uid);
+                }
+                None => tracing::warn!("STRATA_ADMIN_USERS: no user named {name:?}; skipped"),
+            }
+        }
+        for name in env_list("STRATA_ADMIN_GROUPS", ',') {
+            match lookup_group(&name) {
+                Some(gid) => {
+                    admins.gids.insert(gid);
+                }
+                None => tracing::warn!("STRATA_ADMIN_GROUPS: no group named {name:?}; skipped"),
+            }
+        }
+        Ok(admins)
+    }
+
+    /// uid 0, a listed uid, or a listed primary or supplementary gid.
+    pub fn contains(&self, uid: u32, gid: u32, groups: impl FnOnce() -> Vec<u32>) -> bool {
+        if uid == 0 || self.uids.contains(&uid) || self.gids.contains(&gid) {
+            return true;
+        }
+        !self.gids.is_empty() && groups().iter().any(|g| self.gids.contains(g))
+    }
+}
+
+fn lookup_user(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; getpwnam_r writes only
+    // into `pwd` and `buf` (of the length given) and sets `result`.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in lookup_user.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_listed_ids_are_admins() {
+        let admins = Admins {
+            uids: [1000].into(),
+            gids: [50].into(),
+        };
+        assert!(admins.contains(0, 0, Vec::new));
+        assert!(admins.contains(1000, 1000, Vec::new));
+        assert!(admins.contains(1001, 50, Vec::new));
+        assert!(admins.contains(1001, 1001, || vec![10, 50]));
+        assert!(!admins.contains(1001, 1001, || vec![10, 20]));
+        assert!(!Admins::default().contains(1001, 1001, || vec![0]));
+    }
+
+    #[test]
+    fn names_resolve_through_nss() {
+        assert_eq!(lookup_user("root"), Some(0));
+        assert_eq!(lookup_group("root"), Some(0));
+        assert_eq!(lookup_user("no-such-user-strata"), None);
+    }
+}

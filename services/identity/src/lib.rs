@@ -1,0 +1,93 @@
+//! identity: holds the Ed25519 signing key, issues PASETO v2.public
+//! capability tokens to administrators, revokes them, and tells verifiers
+//! (fs, strata-ctl) the public key and the revocations.
+//!
+//! Who is an administrator is decided from the caller's kernel-reported
+//! peer credentials, never from anything the caller sends: this is what
+//! closes the prototype's "anyone who can reach the socket mints tokens".
+
+pub mod config;
+pub mod keys;
+mod methods;
+pub mod revocations;
+pub mod store;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ed25519_compact::KeyPair;
+use strata_shared::capability::Verifier;
+use strata_shared::server::{CallContext, Service};
+use strata_shared::wire::{Error, Request, ResponseBuf};
+
+use crate::config::Config;
+use crate::revocations::RevocationStore;
+
+/// The identity service's state.
+pub struct Identity {
+    config: Config,
+    keys: KeyPair,
+    verifier: Verifier,
+    revocations: RevocationStore,
+    started: Instant,
+    public_b64: String,
+}
+
+impl Identity {
+    /// Loads (or creates) the key and the revocation list.
+    pub fn open(config: Config) -> Result<Self, String> {
+        let (keys, created) = keys::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
+        let revocations = RevocationStore::open(&config.state_dir)?;
+        let verifier = Verifier::new(keys.pk);
+        tracing::info!(
+            kid = verifier.kid(),
+            state_dir = %config.state_dir.display(),
+            revocations = revocations.len(),
+            "{} signing key",
+            if created { "created a new" } else { "loaded the" }
+        );
+        Ok(Self {
+            public_b64: STANDARD.encode(keys.pk.as_ref()),
+            config,
+            keys,
+            verifier,
+            revocations,
+            started: Instant::now(),
+        })
+    }
+
+    /// The key id in the footer of every token issued.
+    pub fn kid(&self) -> &str {
+        self.verifier.kid()
+    }
+
+    /// Writes `$STRATA_RUNTIME_DIR/identity.pub` for prototype clients.
+    /// Verifiers should prefer `identity.pubkey`; failing to write the file
+    /// is therefore only a warning.
+    pub fn publish_public_key(&self) {
+        let path: PathBuf = self.config.runtime_dir.join("identity.pub");
+        let result: io::Result<()> =
+            store::write_atomic(&path, format!("{}\n", self.public_b64).as_bytes(), 0o644);
+        match result {
+            Ok(()) => tracing::info!("published the public key at {}", path.display()),
+            Err(e) => tracing::warn!(
+                "cannot publish {} ({e}); verifiers can still use identity.pubkey",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl Service for Identity {
+    async fn call<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+        req: &'a Request<'a>,
+        out: &'a mut ResponseBuf,
+    ) -> Result<(), Error> {
+        methods::dispatch(self, ctx, req, out).await
+    }
+}

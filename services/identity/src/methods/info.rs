@@ -1,0 +1,35 @@
+//! `identity.pubkey` and `identity.health`: no authentication, nothing
+//! secret.
+
+use serde::Serialize;
+use strata_shared::wire::{Error, ResponseBuf};
+
+use crate::Identity;
+
+pub fn pubkey(id: &Identity, out: &mut ResponseBuf) -> Result<(), Error> {
+    #[derive(Serialize)]
+    struct R<'a> {
+        public_key: &'a str,
+        kid: &'a str,
+    }
+    out.write_result(&R {
+        public_key: &id.public_b64,
+        kid: id.kid(),
+    })
+}
+
+pub fn health(id: &Identity, out: &mut ResponseBuf) -> Result<(), Error> {
+    #[derive(Serialize)]
+    struct R {
+        status: &'static str,
+        service: &'static str,
+        uptime_seconds: u64,
+        revocations: usize,
+    }
+    out.write_result(&R {
+        status: "ok",
+        service: "identity",
+        uptime_seconds: id.started.elapsed().as_secs(),
+        revocations: id.revocations.len(),
+    })
+}

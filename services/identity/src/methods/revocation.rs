@@ -1,0 +1,133 @@
+//! `identity.revoke` (an administrator, or the holder of the capability)
+//! and `identity.revocations` (the feed verifiers long-poll).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_shared::audit::{self, Outcome};
+use strata_shared::capability::{self, is_cap_id};
+use strata_shared::server::CallContext;
+use strata_shared::wire::{Error, Request, ResponseBuf};
+
+use crate::Identity;
+
+/// Longest long-poll a verifier may ask for.
+const MAX_WAIT_MS: u64 = 30_000;
+
+#[derive(Deserialize)]
+struct RevokeParams {
+    cap_id: String,
+}
+
+pub async fn revoke(
+    id: &Identity,
+    ctx: &CallContext,
+    req: &Request<'_>,
+    out: &mut ResponseBuf,
+) -> Result<(), Error> {
+    let p: RevokeParams = req.params()?;
+    if !is_cap_id(&p.cap_id) {
+        return Err(Error::invalid(format!(
+            "cap_id {:?} is not a capability id (32 lowercase hex digits)",
+            p.cap_id
+        )));
+    }
+    let peer = &ctx.peer;
+    let admin = id
+        .config
+        .admins
+        .contains(peer.uid, peer.gid, || ctx.peer_groups());
+    // How long the entry must be kept: until the token expires. The holder's
+    // token tells us; otherwise no token of ours outlives the maximum TTL.
+    let mut keep_until = capability::now() + id.config.max_ttl as i64;
+    let reason = if admin {
+        "administrator"
+    } else {
+        let Some(token) = req.token.as_deref() else {
+            audit::decision(
+                peer,
+                &req.method,
+                Some(&p.cap_id),
+                None,
+                Outcome::Deny,
+                "no token, not an administrator",
+            );
+            return Err(Error::denied(
+                "only an administrator, or the holder presenting this capability's token, may revoke it",
+            ));
+        };
+        let cap = id.verifier.decode(token).inspect_err(|e| {
+            audit::decision(
+                peer,
+                &req.method,
+                Some(&p.cap_id),
+                None,
+                Outcome::Deny,
+                &e.to_string(),
+            );
+        })?;
+        if cap.cap_id() != p.cap_id {
+            audit::decision(
+                peer,
+                &req.method,
+                Some(&p.cap_id),
+                None,
+                Outcome::Deny,
+                "token is for another capability",
+            );
+            return Err(Error::denied(
+                "the token presented is for another capability; a holder may revoke only its own",
+            ));
+        }
+        keep_until = cap.expires;
+        "holder"
+    };
+    id.revocations
+        .revoke(&p.cap_id, keep_until)
+        .await
+        .map_err(|e| {
+            tracing::error!("cannot persist revocation of {}: {e}", p.cap_id);
+            Error::internal(format!(
+                "the revocation could not be written to disk ({e}); it is NOT in force, retry"
+            ))
+        })?;
+    audit::decision(
+        peer,
+        &req.method,
+        Some(&p.cap_id),
+        None,
+        Outcome::Allow,
+        reason,
+    );
+    out.write_result(&serde_json::json!({"status": "revoked"}))
+}
+
+#[derive(Deserialize)]
+struct DeltaParams {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+pub async fn revocations(
+    id: &Identity,
+    req: &Request<'_>,
+    out: &mut ResponseBuf,
+) -> Result<(), Error> {
+    let p: DeltaParams = req.params()?;
+    if p.wait_ms > MAX_WAIT_MS {
+        return Err(Error::invalid(format!("wait_ms is at most {MAX_WAIT_MS}")));
+    }
+    let delta = id
+        .revocations
+        .delta(
+            p.since,
+            p.epoch.as_deref(),
+            Duration::from_millis(p.wait_ms),
+        )
+        .await;
+    out.write_result(&delta)
+}

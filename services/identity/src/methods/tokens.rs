@@ -1,0 +1,193 @@
+//! `identity.issue` (administrators only) and `identity.verify` (anyone).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use strata_shared::audit::{self, Outcome};
+use strata_shared::capability::{self, Claims, Grant, FS_ACTIONS};
+use strata_shared::server::CallContext;
+use strata_shared::wire::{Error, Request, ResponseBuf};
+use strata_shared::{paths, random};
+
+use crate::Identity;
+
+const MAX_ACTIONS: usize = 16;
+const MAX_NAME: usize = 32;
+
+#[derive(Deserialize)]
+struct IssueParams {
+    service: String,
+    actions: Vec<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `[a-z][a-z0-9_-]{0,31}` for services, without `-` for actions.
+fn is_name(s: &str, allow_dash: bool) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && s.len() <= MAX_NAME
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || (allow_dash && b == b'-')
+        })
+}
+
+fn check_grant(p: &IssueParams, id: &Identity) -> Result<u64, Error> {
+    if !is_name(&p.service, true) {
+        return Err(Error::invalid(format!(
+            "service {:?} is not a service name ([a-z][a-z0-9_-]*, at most {MAX_NAME})",
+            p.service
+        )));
+    }
+    if p.actions.is_empty() || p.actions.len() > MAX_ACTIONS {
+        return Err(Error::invalid(format!(
+            "actions must list 1 to {MAX_ACTIONS} actions"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for a in &p.actions {
+        if !is_name(a, false) {
+            return Err(Error::invalid(format!(
+                "action {a:?} is not an action name"
+            )));
+        }
+        if !seen.insert(a.as_str()) {
+            return Err(Error::invalid(format!("action {a:?} is listed twice")));
+        }
+        if p.service == "fs" && !FS_ACTIONS.contains(&a.as_str()) {
+            return Err(Error::invalid(format!(
+                "fs has no action {a:?}; fs actions are {}",
+                FS_ACTIONS.join(", ")
+            )));
+        }
+    }
+    match &p.path_prefix {
+        Some(prefix) => paths::check_prefix(prefix)?,
+        None if p.service == "fs" => {
+            return Err(Error::invalid(
+                "fs tokens need a path_prefix: the directory the token may reach",
+            ))
+        }
+        None => {}
+    }
+    let ttl = p.ttl_seconds.unwrap_or(id.config.default_ttl);
+    if ttl == 0 || ttl > id.config.max_ttl {
+        return Err(Error::invalid(format!(
+            "ttl_seconds must be from 1 to {} (STRATA_TOKEN_MAX_TTL)",
+            id.config.max_ttl
+        )));
+    }
+    Ok(ttl)
+}
+
+pub fn issue(
+    id: &Identity,
+    ctx: &CallContext,
+    req: &Request<'_>,
+    out: &mut ResponseBuf,
+) -> Result<(), Error> {
+    let peer = &ctx.peer;
+    if !id
+        .config
+        .admins
+        .contains(peer.uid, peer.gid, || ctx.peer_groups())
+    {
+        let reason = "caller is not an administrator";
+        audit::decision(peer, &req.method, None, None, Outcome::Deny, reason);
+        return Err(Error::denied(format!(
+            "uid {} is not an administrator: only uid 0 and the users and groups in \
+             STRATA_ADMIN_UIDS/GIDS/USERS/GROUPS may issue tokens",
+            peer.uid
+        )));
+    }
+    let p: IssueParams = req.params()?;
+    let ttl = check_grant(&p, id)?;
+    let cap_id = random::id128();
+    let issued = capability::now();
+    let expires = issued + ttl as i64;
+    let token = capability::issue(
+        &id.keys.sk,
+        id.kid(),
+        &Grant {
+            cap_id: &cap_id,
+            service: &p.service,
+            actions: &p.actions,
+            path_prefix: p.path_prefix.as_deref(),
+            issued,
+            expires,
+        },
+    );
+    audit::decision(
+        peer,
+        &req.method,
+        Some(&cap_id),
+        p.path_prefix.as_deref(),
+        Outcome::Allow,
+        "administrator",
+    );
+    #[derive(Serialize)]
+    struct R<'a> {
+        token: &'a str,
+        cap_id: &'a str,
+        expires: i64,
+    }
+    out.write_result(&R {
+        token: &token,
+        cap_id: &cap_id,
+        expires,
+    })
+}
+
+#[derive(Deserialize)]
+struct VerifyParams<'a> {
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
+pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result<(), Error> {
+    let p: VerifyParams = req.params()?;
+    let cap = id.verifier.decode(&p.token)?;
+    let now = capability::now();
+    let timely = cap.check_time(now);
+    let revoked = id.revocations.is_revoked(cap.cap_id());
+    #[derive(Serialize)]
+    struct R<'a> {
+        valid: bool,
+        revoked: bool,
+        expired: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        claims: &'a Claims,
+    }
+    let expired = now >= cap.expires;
+    let reason = match (&timely, revoked) {
+        (_, true) => Some(format!("capability {} has been revoked", cap.cap_id())),
+        (Err(e), false) => Some(e.to_string()),
+        (Ok(()), false) => None,
+    };
+    out.write_result(&R {
+        valid: timely.is_ok() && !revoked,
+        revoked,
+        expired,
+        reason,
+        claims: &cap.claims,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_name;
+
+    #[test]
+    fn names() {
+        assert!(is_name("fs", true));
+        assert!(is_name("my-svc_2", true));
+        assert!(!is_name("my-svc", false));
+        assert!(!is_name("", true));
+        assert!(!is_name("Fs", true));
+        assert!(!is_name("1fs", true));
+        assert!(!is_name(&"a".repeat(33), true));
+    }
+}

@@ -1,0 +1,557 @@
+//! identity, started as systemd would start it (listening socket on fd 3,
+//! LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET), spoken to in the raw protocol.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+use strata_shared::capability::{self, Verifier};
+use strata_shared::client::Client;
+use strata_shared::testing::{workspace_binary, ActivatedService};
+use strata_shared::wire::{self, Response};
+
+const NOBODY: u32 = 65534;
+
+struct Fixture {
+    svc: ActivatedService,
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start(envs: &[(&str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    // Other uids (see `call_as`) must reach the socket inside.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let mut all = vec![("STRATA_STATE_DIR", state.to_str().unwrap())];
+    all.extend_from_slice(envs);
+    let svc = ActivatedService::start(
+        &workspace_binary("strata-identity"),
+        "identity",
+        &dir.path().join("run"),
+        &all,
+    )
+    .unwrap();
+    Fixture {
+        svc,
+        state: state.clone(),
+        _dir: dir,
+    }
+}
+
+fn client(f: &Fixture) -> Client {
+    Client::connect(&f.svc.socket).unwrap()
+}
+
+fn ok(resp: Response) -> Value {
+    assert!(resp.ok, "expected ok, got {resp:?}");
+    resp.result.unwrap()
+}
+
+fn code(resp: Response) -> u16 {
+    assert!(!resp.ok, "expected an error, got {resp:?}");
+    resp.error.unwrap().code
+}
+
+fn issue(c: &mut Client, prefix: &str, ttl: u64) -> Value {
+    ok(c.call(
+        "identity.issue",
+        None,
+        &json!({"service":"fs","actions":["open","read"],"path_prefix":prefix,"ttl_seconds":ttl}),
+    )
+    .unwrap())
+}
+
+/// Runs one request as another uid/gid, by re-running this test binary as
+/// a child process that executes only `child_request` (setuid is
+/// process-wide, so it cannot be done on a test thread).
+fn call_as(
+    uid: u32,
+    gid: u32,
+    socket: &Path,
+    method: &str,
+    token: Option<&str>,
+    params: Value,
+) -> Response {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_request",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STRATA_CHILD_SOCKET", socket)
+        .env("STRATA_CHILD_METHOD", method)
+        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
+        .env("STRATA_CHILD_PARAMS", params.to_string())
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no response: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap()
+}
+
+/// The child side of [`call_as`]; does nothing in a normal test run.
+#[test]
+fn child_request() {
+    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
+        return;
+    };
+    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap();
+    let params: Value =
+        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").unwrap()).unwrap();
+    let mut c = Client::connect(Path::new(&socket)).unwrap();
+    let resp = c
+        .call(
+            &std::env::var("STRATA_CHILD_METHOD").unwrap(),
+            (!token.is_empty()).then_some(token.as_str()),
+            &params,
+        )
+        .unwrap();
+    println!("RESPONSE {}", serde_json::to_string(&resp).unwrap());
+}
+
+#[test]
+fn announces_ready_and_publishes_the_key_it_signs_with() {
+    let f = start(&[]);
+    f.svc
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    let mut c = client(&f);
+    let pk = ok(c.call("identity.pubkey", None, &json!({})).unwrap());
+    let published = std::fs::read_to_string(f.svc.runtime_dir.join("identity.pub")).unwrap();
+    assert_eq!(published.trim(), pk["public_key"].as_str().unwrap());
+    let raw = STANDARD.decode(published.trim()).unwrap();
+    let verifier = Verifier::new(ed25519_compact::PublicKey::from_slice(&raw).unwrap());
+    assert_eq!(pk["kid"], verifier.kid());
+
+    let issued = issue(&mut c, "/srv/data", 600);
+    let token = issued["token"].as_str().unwrap();
+    let cap = verifier.verify(token, capability::now()).unwrap();
+    assert_eq!(cap.cap_id(), issued["cap_id"].as_str().unwrap());
+    assert_eq!(cap.claims.sub, "capability");
+    assert_eq!(cap.claims.service, "fs");
+    assert_eq!(cap.claims.actions, ["open", "read"]);
+    assert_eq!(
+        cap.claims.constraints.path_prefix.as_deref(),
+        Some("/srv/data")
+    );
+    assert_eq!(cap.expires, issued["expires"].as_i64().unwrap());
+    assert!((cap.expires - capability::now() - 600).abs() <= 2);
+    // The footer names the key.
+    let footer = token.rsplit('.').next().unwrap();
+    let footer = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(footer)
+        .unwrap();
+    let footer: Value = serde_json::from_slice(&footer).unwrap();
+    assert_eq!(footer["kid"], verifier.kid());
+    let key_mode = std::fs::metadata(f.state.join("signing.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn only_administrators_may_issue() {
+    let f = start(&[("STRATA_ADMIN_UIDS", "4242"), ("STRATA_ADMIN_GIDS", "4343")]);
+    let params = json!({"service":"fs","actions":["read"],"path_prefix":"/srv"});
+    let denied = call_as(
+        NOBODY,
+        NOBODY,
+        &f.svc.socket,
+        "identity.issue",
+        None,
+        params.clone(),
+    );
+    assert_eq!(code(denied), 3);
+    // A token does not make a caller an administrator.
+    let token = issue(&mut client(&f), "/srv", 60)["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let denied = call_as(
+        NOBODY,
+        NOBODY,
+        &f.svc.socket,
+        "identity.issue",
+        Some(&token),
+        params.clone(),
+    );
+    assert_eq!(code(denied), 3);
+    let by_uid = call_as(
+        4242,
+        NOBODY,
+        &f.svc.socket,
+        "identity.issue",
+        None,
+        params.clone(),
+    );
+    assert!(by_uid.ok, "{by_uid:?}");
+    let by_gid = call_as(NOBODY, 4343, &f.svc.socket, "identity.issue", None, params);
+    assert!(by_gid.ok, "{by_gid:?}");
+}
+
+#[test]
+fn issue_checks_its_parameters() {
+    let f = start(&[
+        ("STRATA_TOKEN_MAX_TTL", "100"),
+        ("STRATA_TOKEN_DEFAULT_TTL", "50"),
+    ]);
+    let mut c = client(&f);
+    for (params, why) in [
+        (
+            json!({"actions":["read"],"path_prefix":"/srv"}),
+            "missing service",
+        ),
+        (
+            json!({"service":"fs","path_prefix":"/srv"}),
+            "missing actions",
+        ),
+        (
+            json!({"service":"fs","actions":[],"path_prefix":"/srv"}),
+            "no actions",
+        ),
+        (
+            json!({"service":"fs","actions":["write"],"path_prefix":"/srv"}),
+            "unknown fs action",
+        ),
+        (
+            json!({"service":"fs","actions":["read","read"],"path_prefix":"/srv"}),
+            "duplicate action",
+        ),
+        (
+            json!({"service":"fs","actions":["read"]}),
+            "fs without prefix",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"srv"}),
+            "relative prefix",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv/../etc"}),
+            "dotdot prefix",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","ttl_seconds":0}),
+            "ttl 0",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","ttl_seconds":101}),
+            "ttl over max",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","ttl_seconds":"10"}),
+            "ttl string",
+        ),
+        (
+            json!({"service":"Fs!","actions":["read"],"path_prefix":"/srv"}),
+            "bad service",
+        ),
+    ] {
+        let resp = c.call("identity.issue", None, &params).unwrap();
+        assert_eq!(code(resp), 1, "{why}");
+    }
+    let r = ok(c
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service":"fs","actions":["read"],"path_prefix":"/srv"}),
+        )
+        .unwrap());
+    assert!(
+        (r["expires"].as_i64().unwrap() - capability::now() - 50).abs() <= 2,
+        "default TTL"
+    );
+    let r = ok(c
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service":"fs","actions":["read"],"path_prefix":"/srv","ttl_seconds":100}),
+        )
+        .unwrap());
+    assert!(r["token"].is_string());
+}
+
+#[test]
+fn revocation_is_on_disk_before_the_reply_and_survives_restart() {
+    let mut f = start(&[]);
+    let mut c = client(&f);
+    let kept = issue(&mut c, "/srv", 600);
+    let gone = issue(&mut c, "/srv", 600);
+    let gone_id = gone["cap_id"].as_str().unwrap();
+    let r = ok(c
+        .call("identity.revoke", None, &json!({"cap_id": gone_id}))
+        .unwrap());
+    assert_eq!(r["status"], "revoked");
+    let on_disk = std::fs::read_to_string(f.state.join("revocations.json")).unwrap();
+    assert!(
+        on_disk.contains(gone_id),
+        "revocation must be written before the reply"
+    );
+    // Idempotent.
+    ok(c.call("identity.revoke", None, &json!({"cap_id": gone_id}))
+        .unwrap());
+
+    let key_before = std::fs::read(f.state.join("signing.key")).unwrap();
+    f.svc.restart().unwrap();
+    let mut c = client(&f);
+    assert_eq!(
+        std::fs::read(f.state.join("signing.key")).unwrap(),
+        key_before
+    );
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": kept["token"]}))
+        .unwrap());
+    assert_eq!(v["valid"], true, "old tokens stay valid across a restart");
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": gone["token"]}))
+        .unwrap());
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["revoked"], true);
+    assert_eq!(v["claims"]["jti"], gone_id);
+}
+
+#[test]
+fn holders_may_revoke_their_own_capability_only() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let mine = issue(&mut c, "/srv", 600);
+    let other = issue(&mut c, "/srv", 600);
+    let sock = &f.svc.socket;
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        None,
+        json!({"cap_id": other["cap_id"]}),
+    );
+    assert_eq!(code(r), 3, "no token, not an admin");
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        mine["token"].as_str(),
+        json!({"cap_id": other["cap_id"]}),
+    );
+    assert_eq!(code(r), 3, "another capability's id");
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        Some("v2.public.garbage"),
+        json!({"cap_id": other["cap_id"]}),
+    );
+    assert_eq!(code(r), 2, "bad token");
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        mine["token"].as_str(),
+        json!({"cap_id": mine["cap_id"]}),
+    );
+    assert!(r.ok, "{r:?}");
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": mine["token"]}))
+        .unwrap());
+    assert_eq!(v["revoked"], true);
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": other["token"]}))
+        .unwrap());
+    assert_eq!(v["revoked"], false);
+    let r = c
+        .call("identity.revoke", None, &json!({"cap_id": "not-a-cap-id"}))
+        .unwrap();
+    assert_eq!(code(r), 1);
+}
+
+#[test]
+fn verify_reports_expiry_and_refuses_forgeries() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let short = issue(&mut c, "/srv", 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": short["token"]}))
+        .unwrap());
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["expired"], true);
+    for bad in ["", "v2.public.AAAA", "v2.local.AAAA", "v4.public.AAAA"] {
+        let r = c
+            .call("identity.verify", None, &json!({"token": bad}))
+            .unwrap();
+        assert_eq!(code(r), 2, "{bad}");
+    }
+    let other_key = strata_shared::token::keypair_from_seed(&[1; 32]);
+    let forged = capability::issue(
+        &other_key.sk,
+        &strata_shared::token::key_id(&other_key.pk),
+        &capability::Grant {
+            cap_id: "0123456789abcdef0123456789abcdef",
+            service: "fs",
+            actions: &["read".to_string()],
+            path_prefix: Some("/"),
+            issued: capability::now(),
+            expires: capability::now() + 60,
+        },
+    );
+    let r = c
+        .call("identity.verify", None, &json!({"token": forged}))
+        .unwrap();
+    assert_eq!(code(r), 2);
+    let r = c.call("identity.verify", None, &json!({})).unwrap();
+    assert_eq!(code(r), 1);
+}
+
+#[test]
+fn revocation_feed_long_polls() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let t = issue(&mut c, "/srv", 600);
+    let first = ok(c.call("identity.revocations", None, &json!({})).unwrap());
+    let seq = first["seq"].as_u64().unwrap();
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    let socket = f.svc.socket.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut c = Client::connect(&socket).unwrap();
+        let started = Instant::now();
+        let r = c
+            .call(
+                "identity.revocations",
+                None,
+                &json!({"since": seq, "epoch": epoch, "wait_ms": 10000}),
+            )
+            .unwrap();
+        (started.elapsed(), r)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let revoked_at = Instant::now();
+    ok(
+        c.call("identity.revoke", None, &json!({"cap_id": t["cap_id"]}))
+            .unwrap(),
+    );
+    let (waited, r) = waiter.join().unwrap();
+    let r = ok(r);
+    assert_eq!(r["revocations"][0]["cap_id"], t["cap_id"]);
+    assert_eq!(r["seq"].as_u64().unwrap(), seq + 1);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(2));
+    let r = c
+        .call("identity.revocations", None, &json!({"wait_ms": 999999}))
+        .unwrap();
+    assert_eq!(code(r), 1);
+}
+
+#[test]
+fn malformed_requests_get_code_1() {
+    let f = start(&[]);
+    // Bad fields: the connection stays usable.
+    let mut c = client(&f);
+    for payload in [
+        &br#"{"v":2,"req_id":"a","method":"identity.health"}"#[..],
+        br#"{"req_id":"a","method":"identity.health"}"#,
+        br#"{"v":1,"req_id":"a","method":"identity.nope"}"#,
+        br#"{"v":1,"req_id":"a","method":"fs.read"}"#,
+        br#"{"v":1,"req_id":"a","method":"identity.revoke","params":{"cap_id":7}}"#,
+    ] {
+        let r = Response::parse(&c.call_raw(payload).unwrap()).unwrap();
+        assert_eq!(r.req_id, "a");
+        assert_eq!(code(r), 1);
+    }
+    let r = c.call("identity.health", None, &json!({})).unwrap();
+    assert_eq!(ok(r)["status"], "ok");
+
+    // Unreadable frames: code 1, then the connection is closed.
+    for payload in [&b"not json"[..], b"\xff\xfe\xfd", b"[1,2,3]"] {
+        let mut c = client(&f);
+        let r = Response::parse(&c.call_raw(payload).unwrap()).unwrap();
+        assert_eq!(code(r), 1);
+        assert!(
+            wire::read_frame_blocking(c.stream()).unwrap().is_none(),
+            "closed"
+        );
+    }
+
+    // A 4 GiB length prefix is refused from the header alone.
+    let mut c = client(&f);
+    c.stream().write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let r = Response::parse(&wire::read_frame_blocking(c.stream()).unwrap().unwrap()).unwrap();
+    assert_eq!(code(r), 1);
+    let mut rest = Vec::new();
+    c.stream().read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    // Still serving.
+    let r = client(&f)
+        .call("identity.health", None, &json!({}))
+        .unwrap();
+    assert!(r.ok);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        let p = wire::encode_request(&format!("r{i}"), "identity.health", None, &json!({}));
+        wire::encode_frame(&p, &mut batch);
+    }
+    c.stream().write_all(&batch).unwrap();
+    for i in 0..50 {
+        let r = Response::parse(&wire::read_frame_blocking(c.stream()).unwrap().unwrap()).unwrap();
+        assert_eq!(r.req_id, format!("r{i}"));
+        assert!(r.ok);
+    }
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut f = start(&[]);
+    f.svc
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    let _idle = client(&f);
+    let status = f.svc.terminate().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn refuses_to_start_on_a_corrupt_revocation_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("revocations.json"), "{\"epoch\":").unwrap();
+    let mut svc = ActivatedService::start(
+        &workspace_binary("strata-identity"),
+        "identity",
+        &dir.path().join("run"),
+        &[("STRATA_STATE_DIR", state.to_str().unwrap())],
+    )
+    .unwrap();
+    let status = svc.wait(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+    // The file was not replaced by an empty list.
+    assert_eq!(
+        std::fs::read_to_string(state.join("revocations.json")).unwrap(),
+        "{\"epoch\":"
+    );
+}
