@@ -1,0 +1,1 @@
+//! Hostile-client tests live in tests/; this crate has no library code.
