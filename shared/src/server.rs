@@ -47,12 +47,30 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The defaults, with `STRATA_MAX_CONNECTIONS` applied.
+    /// The defaults, with `STRATA_MAX_CONNECTIONS`, `STRATA_FRAME_TIMEOUT_MS`
+    /// and `STRATA_IDLE_TIMEOUT_SECS` applied (the last two exist mainly so
+    /// tests need not wait 10 s for a stalled client to be dropped).
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let max = crate::config::env_u64("STRATA_MAX_CONNECTIONS", 1024, 1, 1 << 20)?;
+        use crate::config::env_u64;
+        let d = Self::default();
+        let max = env_u64("STRATA_MAX_CONNECTIONS", 1024, 1, 1 << 20)?;
+        let frame_ms = env_u64(
+            "STRATA_FRAME_TIMEOUT_MS",
+            d.frame_timeout.as_millis() as u64,
+            10,
+            600_000,
+        )?;
+        let idle = env_u64(
+            "STRATA_IDLE_TIMEOUT_SECS",
+            d.idle_timeout.as_secs(),
+            1,
+            86_400,
+        )?;
         Ok(Self {
             max_connections: max as usize,
-            ..Self::default()
+            frame_timeout: Duration::from_millis(frame_ms),
+            idle_timeout: Duration::from_secs(idle),
+            ..d
         })
     }
 }
