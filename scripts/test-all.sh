@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Every test Strata has, in the order that fails fastest: formatting and
+# lints, unit and integration tests (real binaries on real activation fds),
+# the .nix parse check, a short fuzz run of every target, the benchmark in
+# smoke mode, and the whole stack under a real systemd in an nspawn
+# container. This is the README's test command and what CI (.ci/run) runs.
+#
+# Needs root (the container, and tests that switch uid). Installs what it
+# needs when missing: Debian packages (systemd-container, debootstrap,
+# nix-bin) and cargo-fuzz.
+#
+# Usage: sudo scripts/test-all.sh [--skip-container] [--skip-fuzz]
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SKIP_CONTAINER=0
+SKIP_FUZZ=0
+for arg in "$@"; do
+    case $arg in
+        --skip-container) SKIP_CONTAINER=1 ;;
+        --skip-fuzz) SKIP_FUZZ=1 ;;
+        *) echo "test-all: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
+
+step() { printf '\n=== %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test-all: run as root (sudo): the container test and the uid-switching tests need it" >&2
+    exit 2
+fi
+
+step "installing what is missing"
+missing=()
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+echo "ok"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build (debug and release)"
+cargo build --workspace
+cargo build --release --workspace
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "nix-instantiate --parse on every .nix file"
+scripts/check-nix.sh
+
+if [ "$SKIP_FUZZ" -eq 0 ] && [ -x scripts/fuzz.sh ]; then
+    step "fuzz targets, briefly"
+    scripts/fuzz.sh
+fi
+
+step "benchmark, smoke mode"
+cargo run --release -q -p strata-bench -- --quick --json target/strata-bench-quick.json
+
+step "demo"
+scripts/demo.sh >/dev/null
+
+if [ "$SKIP_CONTAINER" -eq 0 ]; then
+    step "the whole stack under systemd (nspawn)"
+    scripts/container-test.sh --no-build
+fi
+
+step "all tests passed"
