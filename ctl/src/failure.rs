@@ -71,7 +71,7 @@ impl Failure {
                 message,
             } => {
                 let mut lines = vec![format!("strata-ctl: {method}: {message} (code {code})")];
-                if let Some(h) = hint_for_code(*code) {
+                if let Some(h) = hint(method, *code) {
                     lines.push(format!("hint: {h}"));
                 }
                 lines
@@ -90,6 +90,22 @@ impl Failure {
 }
 
 /// What to do about a service error, where there is something useful to say.
+pub fn hint(method: &str, code: u16) -> Option<&'static str> {
+    Some(match (method, code) {
+        // identity decides these on who the caller is, not on a token.
+        ("identity.issue", 3) => {
+            "only administrators may issue tokens: run as root or as a user or group \
+             listed in identity's STRATA_ADMIN_UIDS/GIDS/USERS/GROUPS"
+        }
+        ("identity.revoke", 3) => {
+            "only an administrator, or the holder of that very token (--token or \
+             STRATA_TOKEN), may revoke a capability"
+        }
+        (_, code) => return hint_for_code(code),
+    })
+}
+
+/// The general hint for a service error code.
 pub fn hint_for_code(code: u16) -> Option<&'static str> {
     Some(match code {
         2 => "get a token with `strata-ctl issue …` as an admin and pass --token or STRATA_TOKEN",
@@ -190,6 +206,12 @@ mod tests {
             "strata-ctl: fs.open: path is outside the token's prefix (code 3)"
         );
         assert!(lines[1].starts_with("hint: the token does not allow this"));
+        let f = Failure::Service {
+            method: "identity.issue".into(),
+            code: 3,
+            message: "caller uid 1000 is not an administrator".into(),
+        };
+        assert!(f.describe()[1].contains("only administrators may issue"));
         let f = Failure::Service {
             method: "fs.open".into(),
             code: 4,
