@@ -1,0 +1,112 @@
+//! The end-to-end check: `<service>.health` over the service's socket, with
+//! the shared blocking client.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use strata_shared::client::Client;
+
+/// A probe that got a good answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    /// Connect, request and response, end to end.
+    pub latency: Duration,
+    /// Anything worth telling from the answer (for fs: identity unreachable).
+    pub note: Option<String>,
+}
+
+/// Asks one service whether it is healthy. Blocking; the monitor runs it
+/// on its own thread with a deadline.
+pub trait Prober: Send + Sync {
+    fn probe(&self, service: &str) -> Result<Probed, String>;
+}
+
+/// [`Prober`] over `$STRATA_RUNTIME_DIR/<service>.sock`.
+pub struct HealthProber {
+    pub runtime_dir: PathBuf,
+    /// Read and write timeout on the connection.
+    pub timeout: Duration,
+}
+
+impl Prober for HealthProber {
+    fn probe(&self, service: &str) -> Result<Probed, String> {
+        let socket = self.runtime_dir.join(format!("{service}.sock"));
+        let method = format!("{service}.health");
+        let start = Instant::now();
+        let mut client = Client::connect(&socket).map_err(|e| e.to_string())?;
+        client
+            .set_timeout(Some(self.timeout))
+            .map_err(|e| format!("cannot set a timeout on {}: {e}", socket.display()))?;
+        let response = client
+            .call(&method, None, &Value::Object(Default::default()))
+            .map_err(|e| match e {
+                strata_shared::client::ClientError::Io(io)
+                    if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    format!("{method} did not answer within {:?}", self.timeout)
+                }
+                e => format!("{method}: {e}"),
+            })?;
+        let latency = start.elapsed();
+        let result = response
+            .into_result()
+            .map_err(|e| format!("{method} answered {e}"))?;
+        judge(service, &result).map(|note| Probed { latency, note })
+    }
+}
+
+/// Reads a health result: `status` must be `"ok"`. Returns a note for
+/// anything else the operator should see.
+pub fn judge(service: &str, result: &Value) -> Result<Option<String>, String> {
+    match result.get("status").and_then(Value::as_str) {
+        Some("ok") => {}
+        Some(other) => return Err(format!("{service}.health reported status {other:?}")),
+        None => {
+            return Err(format!(
+                "{service}.health answered without a status: {result}"
+            ))
+        }
+    }
+    // fs says whether it can reach identity for revocations. It still
+    // serves (and refuses what it cannot check), so it stays healthy.
+    Ok(match result.get("identity").and_then(Value::as_str) {
+        Some(s) if s != "synced" => Some(format!("identity {s}")),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn judges_health_results() {
+        assert_eq!(judge("identity", &json!({"status":"ok"})), Ok(None));
+        assert_eq!(
+            judge("fs", &json!({"status":"ok","identity":"unavailable"})),
+            Ok(Some("identity unavailable".into()))
+        );
+        assert_eq!(
+            judge("fs", &json!({"status":"ok","identity":"synced"})),
+            Ok(None)
+        );
+        assert!(judge("fs", &json!({"status":"degraded"})).is_err());
+        assert!(judge("fs", &json!({})).is_err());
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_failed_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = HealthProber {
+            runtime_dir: dir.path().to_path_buf(),
+            timeout: Duration::from_millis(200),
+        };
+        let e = p.probe("fs").unwrap_err();
+        assert!(e.contains("fs.sock"), "{e}");
+    }
+}
