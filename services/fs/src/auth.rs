@@ -1,0 +1,468 @@
+//! Who is asking: token verification, the verification cache, and the
+//! revocations fs knows of.
+//!
+//! The [`Authority`] holds identity's public key (learned only through
+//! `identity.pubkey`, see [`crate::identity_sync`]), a bounded cache of tokens
+//! whose signature already verified, and the set of revoked capability ids.
+//!
+//! The cache exists for speed: an ed25519 verification costs tens of
+//! microseconds, far more than the rest of a request, and a client sends the
+//! same token on every request. It never weakens a check: only the
+//! signature, footer and claim decoding are cached; the validity window is
+//! checked against the clock and the capability against the revocation set
+//! on **every** request, so a revoked or expired token is refused on its next
+//! use, not when a cache entry ages out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ed25519_compact::PublicKey;
+use strata_shared::capability::{self, Capability, InvalidToken, Verifier};
+use strata_shared::wire::Error;
+use tokio::sync::watch;
+
+/// Most tokens kept in the verification cache. Strata's tokens are about
+/// 400 bytes, so a full cache is under 2 MiB.
+pub const CACHE_ENTRIES: usize = 4096;
+/// Tokens longer than this are verified every time instead of being cached,
+/// so that the cache's memory stays bounded whatever clients send.
+pub const CACHE_MAX_TOKEN_LEN: usize = 1024;
+/// How long, after start, a request that needs a token waits for the first
+/// key from identity before it is answered code 5. Under socket activation
+/// fs and identity may both be starting when the first request arrives; a
+/// short wait turns that race into a slightly slower first answer instead of
+/// an error.
+pub const STARTUP_KEY_WAIT: Duration = Duration::from_secs(2);
+
+/// Message of the code-5 answer given while no key is known.
+pub const NO_KEY: &str = "identity is unavailable; cannot verify tokens yet \
+     (is strata-identity running? try `systemctl status strata-identity`)";
+
+/// A capability whose token verified, with its id in the form the handle
+/// table and revocation set compare cheaply.
+#[derive(Debug)]
+pub struct Cap {
+    pub capability: Capability,
+    /// `cap_id` (the `jti`, 32 hex digits) as a number.
+    pub id: u128,
+}
+
+impl Cap {
+    /// Wraps a verified capability. `None` if its id is not 32 lowercase hex
+    /// digits (the verifier already refuses those).
+    pub fn new(capability: Capability) -> Option<Self> {
+        let id = parse_cap_id(capability.cap_id())?;
+        Some(Self { capability, id })
+    }
+
+    /// The capability id as text, for messages and logs.
+    pub fn cap_id(&self) -> &str {
+        self.capability.cap_id()
+    }
+
+    /// The token's `constraints.path_prefix`, if it has one.
+    pub fn path_prefix(&self) -> Option<&str> {
+        self.capability.claims.constraints.path_prefix.as_deref()
+    }
+}
+
+/// Parses a capability id (exactly 32 lowercase hex digits) into a number.
+pub fn parse_cap_id(s: &str) -> Option<u128> {
+    if !capability::is_cap_id(s) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok()
+}
+
+/// A refused authentication: the error to answer and, when the token did
+/// verify (it is expired or revoked), the capability, for the audit log.
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub error: Error,
+    pub cap: Option<Arc<Cap>>,
+}
+
+impl AuthFailure {
+    fn new(error: Error, cap: Option<Arc<Cap>>) -> Self {
+        Self { error, cap }
+    }
+}
+
+/// One public key and the tokens verified with it. Replacing the key
+/// replaces this whole value, so the cache can never answer for a key that
+/// is no longer identity's.
+struct KeyState {
+    verifier: Verifier,
+    cache: RwLock<HashMap<Box<str>, Arc<Cap>>>,
+    cache_entries: usize,
+}
+
+impl KeyState {
+    fn new(public: PublicKey, cache_entries: usize) -> Self {
+        Self {
+            verifier: Verifier::new(public),
+            cache: RwLock::new(HashMap::new()),
+            cache_entries,
+        }
+    }
+
+    /// The capability of a token: from the cache, or verified now and cached.
+    fn decode(&self, token: &str) -> Result<Arc<Cap>, InvalidToken> {
+        if let Some(cap) = self.cache.read().expect("cache lock").get(token) {
+            return Ok(cap.clone());
+        }
+        let capability = self.verifier.decode(token)?;
+        let cap = Arc::new(
+            Cap::new(capability)
+                .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?,
+        );
+        if token.len() <= CACHE_MAX_TOKEN_LEN {
+            let mut cache = self.cache.write().expect("cache lock");
+            if cache.len() >= self.cache_entries {
+                // Only tokens that verified get here, and only an
+                // administrator can mint those, so a full cache means a busy
+                // host rather than an attack: starting over costs one
+                // verification per live token.
+                cache.clear();
+            }
+            cache.insert(token.into(), cap.clone());
+        }
+        Ok(cap)
+    }
+
+    fn forget(&self, token: &str) {
+        self.cache.write().expect("cache lock").remove(token);
+    }
+}
+
+/// Revoked capability ids with the time their tokens expire (Unix seconds).
+/// A revocation is only needed until then: after it, the token is refused
+/// as expired anyway, so the entry can go.
+#[derive(Default)]
+pub struct Revocations {
+    ids: RwLock<HashMap<u128, i64>>,
+}
+
+impl Revocations {
+    pub fn contains(&self, id: u128) -> bool {
+        self.ids.read().expect("revocation lock").contains_key(&id)
+    }
+
+    /// Records a revocation. True when it was not known before.
+    pub fn insert(&self, id: u128, expires: i64) -> bool {
+        self.ids
+            .write()
+            .expect("revocation lock")
+            .insert(id, expires)
+            .is_none()
+    }
+
+    /// Forgets revocations whose tokens have expired by `now`.
+    pub fn prune(&self, now: i64) {
+        self.ids
+            .write()
+            .expect("revocation lock")
+            .retain(|_, expires| *expires > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.read().expect("revocation lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Decides whether a token is a valid fs capability right now.
+pub struct Authority {
+    key: RwLock<Option<Arc<KeyState>>>,
+    /// Revoked capabilities. Only ever grows (minus expired entries): there
+    /// is no un-revoke, so a resync with identity adds and never removes.
+    pub revocations: Revocations,
+    key_ready: watch::Sender<bool>,
+    wait_for_key_until: Instant,
+    synced: AtomicBool,
+    cache_entries: usize,
+}
+
+impl Default for Authority {
+    fn default() -> Self {
+        Self::new(STARTUP_KEY_WAIT)
+    }
+}
+
+impl Authority {
+    /// An authority with no key yet. Requests that arrive within
+    /// `startup_wait` wait for the first key; later ones get code 5 at once.
+    pub fn new(startup_wait: Duration) -> Self {
+        Self::with_cache_size(startup_wait, CACHE_ENTRIES)
+    }
+
+    /// [`Self::new`] with a verification cache of `cache_entries` tokens.
+    pub fn with_cache_size(startup_wait: Duration, cache_entries: usize) -> Self {
+        Self {
+            cache_entries: cache_entries.max(1),
+            key: RwLock::new(None),
+            revocations: Revocations::default(),
+            key_ready: watch::Sender::new(false),
+            wait_for_key_until: Instant::now() + startup_wait,
+            synced: AtomicBool::new(false),
+        }
+    }
+
+    /// Installs identity's public key. Returns true when it differs from
+    /// the key held before; the verification cache then starts empty.
+    pub fn install_key(&self, public: PublicKey) -> bool {
+        let mut key = self.key.write().expect("key lock");
+        if let Some(current) = key.as_ref() {
+            if current.verifier.public_key() == &public {
+                return false;
+            }
+        }
+        *key = Some(Arc::new(KeyState::new(public, self.cache_entries)));
+        drop(key);
+        self.key_ready.send_replace(true);
+        true
+    }
+
+    /// The key id of the key held, if any.
+    pub fn kid(&self) -> Option<String> {
+        self.current().map(|k| k.verifier.kid().to_string())
+    }
+
+    /// Whether a key is held (tokens can be verified).
+    pub fn has_key(&self) -> bool {
+        self.key.read().expect("key lock").is_some()
+    }
+
+    /// Records whether fs is currently in step with identity (for
+    /// `fs.health`).
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Relaxed);
+    }
+
+    /// True while the revocation feed from identity is connected and a key
+    /// is held.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) && self.has_key()
+    }
+
+    fn current(&self) -> Option<Arc<KeyState>> {
+        self.key.read().expect("key lock").clone()
+    }
+
+    /// The key, waiting for it during the start-up window.
+    async fn key(&self) -> Option<Arc<KeyState>> {
+        if let Some(k) = self.current() {
+            return Some(k);
+        }
+        let left = self
+            .wait_for_key_until
+            .saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            let mut ready = self.key_ready.subscribe();
+            let _ = tokio::time::timeout(left, ready.wait_for(|r| *r)).await;
+        }
+        self.current()
+    }
+
+    /// Verifies `token` (code 2 when missing or invalid, code 5 while no key
+    /// is known) and checks expiry and revocation now.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Arc<Cap>, AuthFailure> {
+        let Some(token) = token else {
+            return Err(AuthFailure::new(
+                Error::unauthenticated(
+                    "this method needs a token: send \"auth\":{\"token\":\"v2.public…\"} \
+                     (get one from an administrator with `strata-ctl issue`)",
+                ),
+                None,
+            ));
+        };
+        let Some(key) = self.key().await else {
+            return Err(AuthFailure::new(Error::internal(NO_KEY), None));
+        };
+        self.check(&key, token, capability::now())
+    }
+
+    fn check(&self, key: &KeyState, token: &str, now: i64) -> Result<Arc<Cap>, AuthFailure> {
+        let cap = key
+            .decode(token)
+            .map_err(|e| AuthFailure::new(e.into(), None))?;
+        if self.revocations.contains(cap.id) {
+            return Err(AuthFailure::new(
+                InvalidToken::Revoked(cap.cap_id().to_string()).into(),
+                Some(cap),
+            ));
+        }
+        if let Err(e) = cap.capability.check_time(now) {
+            if matches!(e, InvalidToken::Expired(_)) {
+                // It will never be valid again: free its cache slot.
+                key.forget(token);
+            }
+            return Err(AuthFailure::new(e.into(), Some(cap)));
+        }
+        Ok(cap)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ed25519_compact::KeyPair;
+    use strata_shared::capability::{issue, Grant};
+    use strata_shared::token::{key_id, keypair_from_seed};
+    use strata_shared::wire::ErrorCode;
+
+    pub const CAP: &str = "00112233445566778899aabbccddeeff";
+
+    pub fn token(kp: &KeyPair, cap_id: &str, actions: &[&str], prefix: &str, ttl: i64) -> String {
+        let actions: Vec<String> = actions.iter().map(|s| s.to_string()).collect();
+        let now = capability::now();
+        issue(
+            &kp.sk,
+            &key_id(&kp.pk),
+            &Grant {
+                cap_id,
+                service: "fs",
+                actions: &actions,
+                path_prefix: Some(prefix),
+                issued: now,
+                expires: now + ttl,
+            },
+        )
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn no_key_is_code_5_after_the_startup_wait() {
+        let a = Authority::new(Duration::from_millis(50));
+        let started = Instant::now();
+        let e = block(a.authenticate(Some("v2.public.x"))).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::Internal);
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        // After the window, no more waiting.
+        let started = Instant::now();
+        let e = block(a.authenticate(Some("v2.public.x"))).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::Internal);
+        assert!(started.elapsed() < Duration::from_millis(40));
+    }
+
+    #[test]
+    fn missing_token_is_code_2_even_without_a_key() {
+        let a = Authority::new(Duration::ZERO);
+        let e = block(a.authenticate(None)).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
+    }
+
+    #[test]
+    fn a_key_installed_during_the_wait_is_used() {
+        let a = Arc::new(Authority::new(Duration::from_secs(5)));
+        let kp = keypair_from_seed(&[1; 32]);
+        let t = token(&kp, CAP, &["read"], "/srv", 60);
+        let a2 = a.clone();
+        let installer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a2.install_key(kp.pk);
+        });
+        let cap = block(a.authenticate(Some(&t))).unwrap();
+        assert_eq!(cap.cap_id(), CAP);
+        installer.join().unwrap();
+    }
+
+    #[test]
+    fn cached_tokens_still_honour_revocation_and_expiry() {
+        let a = Authority::new(Duration::ZERO);
+        let kp = keypair_from_seed(&[2; 32]);
+        a.install_key(kp.pk);
+        let key = a.current().unwrap();
+        let t = token(&kp, CAP, &["read"], "/srv", 60);
+        let now = capability::now();
+        assert!(a.check(&key, &t, now).is_ok());
+        assert!(a.check(&key, &t, now).is_ok(), "served from the cache");
+        assert_eq!(key.cache.read().unwrap().len(), 1);
+        // Expiry is checked against the clock on every use.
+        let e = a.check(&key, &t, now + 61).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
+        assert!(e.error.message.contains("expired"), "{}", e.error.message);
+        assert!(key.cache.read().unwrap().is_empty(), "expired entry freed");
+        // Revocation is checked on every use.
+        assert!(a.check(&key, &t, now).is_ok());
+        a.revocations.insert(parse_cap_id(CAP).unwrap(), now + 60);
+        let e = a.check(&key, &t, now).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
+        assert!(e.error.message.contains("revoked"));
+        assert_eq!(e.cap.unwrap().cap_id(), CAP);
+    }
+
+    #[test]
+    fn a_new_key_empties_the_cache_and_old_tokens_fail() {
+        let a = Authority::new(Duration::ZERO);
+        let old = keypair_from_seed(&[3; 32]);
+        let new = keypair_from_seed(&[4; 32]);
+        assert!(a.install_key(old.pk));
+        assert!(!a.install_key(old.pk), "same key is not a change");
+        let t = token(&old, CAP, &["read"], "/srv", 60);
+        assert!(block(a.authenticate(Some(&t))).is_ok());
+        assert!(a.install_key(new.pk));
+        let e = block(a.authenticate(Some(&t))).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
+        assert_eq!(a.kid().unwrap(), key_id(&new.pk));
+    }
+
+    #[test]
+    fn garbage_is_code_2_and_not_cached() {
+        let a = Authority::new(Duration::ZERO);
+        let kp = keypair_from_seed(&[5; 32]);
+        a.install_key(kp.pk);
+        for bad in ["", "v2.public.", "v2.local.AAAA", "not a token"] {
+            let e = block(a.authenticate(Some(bad))).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::AuthenticationRequired, "{bad:?}");
+        }
+        assert!(a.current().unwrap().cache.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let a = Authority::with_cache_size(Duration::ZERO, 8);
+        let kp = keypair_from_seed(&[6; 32]);
+        a.install_key(kp.pk);
+        let key = a.current().unwrap();
+        let now = capability::now();
+        for i in 0..20 {
+            let id = format!("{i:032x}");
+            let t = token(&kp, &id, &["read"], "/srv", 60);
+            assert!(a.check(&key, &t, now).is_ok());
+            assert!(key.cache.read().unwrap().len() <= 8);
+        }
+    }
+
+    #[test]
+    fn revocations_prune_expired_entries() {
+        let r = Revocations::default();
+        assert!(r.insert(1, 100));
+        assert!(!r.insert(1, 100));
+        assert!(r.insert(2, 300));
+        r.prune(200);
+        assert!(!r.contains(1));
+        assert!(r.contains(2));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn cap_ids_parse_strictly() {
+        assert_eq!(parse_cap_id(CAP), Some(0x00112233445566778899aabbccddeeff));
+        assert_eq!(parse_cap_id("00112233445566778899AABBCCDDEEFF"), None);
+        assert_eq!(parse_cap_id("+0112233445566778899aabbccddeeff"), None);
+        assert_eq!(parse_cap_id("abc"), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! `fs.list` and `fs.stat`, and the path resolution every path method
+//! shares.
+//!
+//! A request path is checked lexically only for what can never be valid and
+//! for lying under the token's prefix component by component; the rest is
+//! resolved by the kernel beneath the prefix directory
+//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`), which refuses `..`,
+//! symlinks and magic links that would leave it.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::io::Write;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType, OFlags, RawDir};
+use rustix::io::Errno;
+use serde::Deserialize;
+use strata_shared::paths;
+use strata_shared::server::CallContext;
+use strata_shared::wire::{Error, Request, ResponseBuf, MAX_FRAME};
+
+use crate::auth::Cap;
+use crate::FsService;
+
+/// Most entries `fs.list` returns; past it the result says `truncated`.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Room kept free in the response frame for closing the envelope.
+const FRAME_MARGIN: usize = 256;
+
+#[derive(Deserialize)]
+struct PathParams<'a> {
+    #[serde(borrow)]
+    path: Cow<'a, str>,
+}
+
+/// One directory entry: its name is `names[start..start + len]` (NUL
+/// included, so it can be handed back to the kernel as a C string).
+struct Entry {
+    start: usize,
+    len: usize,
+    is_dir: bool,
+    size: u64,
+}
+
+/// Per-thread scratch space for `fs.list`, reused across requests.
+struct ListScratch {
+    dirbuf: Vec<MaybeUninit<u8>>,
+    names: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+thread_local! {
+    static LIST: RefCell<ListScratch> = const {
+        RefCell::new(ListScratch { dirbuf: Vec::new(), names: Vec::new(), entries: Vec::new() })
+    };
+}
+
+impl FsService {
+    /// The prefix directory of `cap` and the part of `path` below it. Code 3
+    /// when the token has no prefix, the prefix is outside the roots, or the
+    /// path is outside the prefix; code 1 for a malformed path.
+    pub fn resolve(&self, cap: &Cap, path: &str) -> Result<(Arc<OwnedFd>, String), Error> {
+        let prefix = cap.path_prefix().ok_or_else(|| {
+            Error::denied("token has no constraints.path_prefix; fs needs one to confine paths")
+        })?;
+        let rel = paths::relative_to_prefix(prefix, path)?;
+        let dir = self.prefixes.get(&self.config, prefix)?;
+        Ok((dir, rel))
+    }
+
+    /// `fs.list {path}` → `{entries:[{name, is_dir, size}], truncated?}`.
+    pub async fn list(
+        &self,
+        ctx: &CallContext,
+        req: &Request<'_>,
+        out: &mut ResponseBuf,
+    ) -> Result<(), Error> {
+        let p: PathParams = req.params()?;
+        let path: &str = &p.path;
+        let cap = self.authorize(ctx, req, Some("list"), Some(path)).await?;
+        let result = self.open_dir(&cap, path);
+        self.audit(ctx, "fs.list", &cap, Some(path), &result);
+        let dir = result?;
+        write_listing(&dir, out.result_writer())
+            .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
+    }
+
+    fn open_dir(&self, cap: &Cap, path: &str) -> Result<OwnedFd, Error> {
+        let (prefix, rel) = self.resolve(cap, path)?;
+        paths::open_beneath(&*prefix, &rel, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+            if e == Errno::NOTDIR {
+                // Either the target or a component on the way is not a
+                // directory: look again without O_DIRECTORY (error path
+                // only) to give the better message.
+                if let Ok(fd) = paths::open_beneath(&*prefix, &rel, OFlags::PATH) {
+                    if let Ok(st) = rustix::fs::fstat(&fd) {
+                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                            return Error::invalid(format!(
+                                "{path:?} is not a directory; use fs.stat or fs.open"
+                            ));
+                        }
+                    }
+                }
+            }
+            paths::errno_to_error(e, &format!("{path:?}"))
+        })
+    }
+
+    /// `fs.stat {path}` → `{name, is_dir, size, mode, mtime}`. A final
+    /// symlink is followed (beneath the prefix, like every resolution).
+    pub async fn stat(
+        &self,
+        ctx: &CallContext,
+        req: &Request<'_>,
+        out: &mut ResponseBuf,
+    ) -> Result<(), Error> {
+        let p: PathParams = req.params()?;
+        let path: &str = &p.path;
+        let cap = self.authorize(ctx, req, Some("stat"), Some(path)).await?;
+        let result = self.stat_path(&cap, path);
+        self.audit(ctx, "fs.stat", &cap, Some(path), &result);
+        let st = result?;
+        let name = path
+            .rsplit('/')
+            .find(|c| !c.is_empty() && *c != ".")
+            .unwrap_or("/");
+        let w = out.result_writer();
+        w.extend_from_slice(b"{\"name\":");
+        serde_json::to_writer(&mut *w, name)
+            .map_err(|e| Error::internal(format!("cannot encode name: {e}")))?;
+        let _ = write!(
+            w,
+            ",\"is_dir\":{},\"size\":{},\"mode\":{},\"mtime\":{}}}",
+            FileType::from_raw_mode(st.st_mode) == FileType::Directory,
+            u64::try_from(st.st_size).unwrap_or(0),
+            st.st_mode & 0o7777,
+            // The kernel type is unsigned on some architectures; the value is
+            // a signed time_t (before 1970 is negative).
+            st.st_mtime as i64,
+        );
+        Ok(())
+    }
+
+    fn stat_path(&self, cap: &Cap, path: &str) -> Result<rustix::fs::Stat, Error> {
+        let (prefix, rel) = self.resolve(cap, path)?;
+        let fd = paths::open_beneath(&*prefix, &rel, OFlags::PATH)
+            .map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))?;
+        rustix::fs::fstat(&fd).map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))
+    }
+}
+
+/// Reads the directory `dir` and writes the `fs.list` result to `out`:
+/// entries sorted by name, each stat'ed without following symlinks.
+///
+/// At most [`MAX_ENTRIES`] are kept — the first ones in the kernel's
+/// directory order, so memory and time stay bounded however large the
+/// directory — and they are sorted among themselves. Entries are also cut
+/// short when the response would no longer fit in one frame. Either way the
+/// result carries `"truncated":true`. A name that is not UTF-8 is shown with
+/// U+FFFD in place of the bad bytes.
+pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
+    LIST.with_borrow_mut(|s| {
+        let ListScratch {
+            dirbuf,
+            names,
+            entries,
+        } = s;
+        if dirbuf.len() < 32 * 1024 {
+            dirbuf.resize(32 * 1024, MaybeUninit::uninit());
+        }
+        names.clear();
+        entries.clear();
+        let mut truncated = false;
+        let mut iter = RawDir::new(dir.as_fd(), dirbuf.as_mut_slice());
+        while let Some(entry) = iter.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes_with_nul();
+            if name == b".\0" || name == b"..\0" {
+                continue;
+            }
+            if entries.len() >= MAX_ENTRIES {
+                truncated = true;
+                break;
+            }
+            entries.push(Entry {
+                start: names.len(),
+                len: name.len(),
+                is_dir: false,
+                size: 0,
+            });
+            names.extend_from_slice(name);
+        }
+        entries.sort_unstable_by(|a, b| {
+            names[a.start..a.start + a.len].cmp(&names[b.start..b.start + b.len])
+        });
+        let budget = MAX_FRAME.saturating_sub(out.len() + FRAME_MARGIN);
+        let start = out.len();
+        out.extend_from_slice(b"{\"entries\":[");
+        let mut first = true;
+        for e in entries.iter_mut() {
+            let raw = &names[e.start..e.start + e.len];
+            let cname = CStr::from_bytes_with_nul(raw).expect("names are NUL-terminated");
+            match rustix::fs::statat(dir, cname, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    e.is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                    e.size = u64::try_from(st.st_size).unwrap_or(0);
+                }
+                // Removed since it was listed: leave it out.
+                Err(Errno::NOENT) => continue,
+                Err(err) => return Err(err),
+            }
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
+            serde_json::to_writer(&mut *out, &*text).expect("a string serializes");
+            let _ = write!(out, ",\"is_dir\":{},\"size\":{}}}", e.is_dir, e.size);
+            if out.len() - start > budget {
+                out.truncate(mark);
+                truncated = true;
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        if truncated {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        out.push(b'}');
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn list(dir: &std::path::Path) -> serde_json::Value {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_listing(&fd, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn empty_directory_is_an_empty_array() {
+        let t = tempfile::tempdir().unwrap();
+        let v = list(t.path());
+        assert_eq!(v, serde_json::json!({"entries": []}));
+    }
+
+    #[test]
+    fn entries_are_sorted_and_symlinks_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("b"), "12345").unwrap();
+        std::fs::create_dir(t.path().join("a")).unwrap();
+        symlink("a", t.path().join("c")).unwrap();
+        let v = list(t.path());
+        let e = v["entries"].as_array().unwrap();
+        let names: Vec<&str> = e.iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(e[0]["is_dir"], true);
+        assert_eq!(e[1]["size"], 5);
+        assert_eq!(e[2]["is_dir"], false, "a symlink is listed as itself");
+        assert_eq!(e[2]["size"], 1, "the size of the link");
+        assert!(v.get("truncated").is_none());
+    }
+
+    #[test]
+    fn large_directories_are_truncated() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..MAX_ENTRIES + 5 {
+            std::fs::File::create(t.path().join(format!("f{i:05}"))).unwrap();
+        }
+        let v = list(t.path());
+        assert_eq!(v["entries"].as_array().unwrap().len(), MAX_ENTRIES);
+        assert_eq!(v["truncated"], true);
+    }
+}
