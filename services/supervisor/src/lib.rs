@@ -100,7 +100,12 @@ pub async fn run(
         timing.interval
     );
     let snapshot: Snapshot = Arc::new(Mutex::new(monitor.snapshot()));
-    let health = tokio::spawn(health_loop(monitor, snapshot.clone(), timing.interval));
+    let health = tokio::spawn(health_loop(
+        monitor,
+        snapshot.clone(),
+        timing.interval,
+        watchdog.is_some(),
+    ));
     let service = Arc::new(Supervisor::new(snapshot));
     activation::notify_ready();
     let result = tokio::select! {
@@ -117,7 +122,7 @@ pub async fn run(
 /// Checks, publishes, pings; forever. `WATCHDOG=1` is sent here and nowhere
 /// else: each ping says "a whole check just completed", so a health loop
 /// that hangs stops the pings and systemd restarts the supervisor.
-async fn health_loop(monitor: Monitor, snapshot: Snapshot, interval: Duration) {
+async fn health_loop(monitor: Monitor, snapshot: Snapshot, interval: Duration, watchdog: bool) {
     let monitor = Arc::new(Mutex::new(monitor));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -140,6 +145,8 @@ async fn health_loop(monitor: Monitor, snapshot: Snapshot, interval: Duration) {
         };
         *snapshot.lock().unwrap_or_else(|p| p.into_inner()) = services;
         activation::notify_status(&summary);
-        activation::notify_watchdog();
+        if watchdog {
+            activation::notify_watchdog();
+        }
     }
 }

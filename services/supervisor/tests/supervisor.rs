@@ -1,0 +1,299 @@
+//! The real `strata-supervisor`, started with a real activation fd and a
+//! notify socket, against a fake `systemctl` and fake (or real) services.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::*;
+use strata_shared::testing::{workspace_binary, ActivatedService};
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn ready_then_healthy_with_latency_then_sigterm_exits_zero() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.running("fs");
+    let identity = FakeHealth::start(&env.runtime_dir, "identity");
+    let fs = FakeHealth::start(&env.runtime_dir, "fs");
+    let mut sup = env.start_supervisor(&[]);
+    sup.wait_notify("READY=1", T).expect("READY=1");
+
+    assert_eq!(
+        call(&sup, "supervisor.health").unwrap(),
+        serde_json::json!({"status": "ok", "service": "supervisor"})
+    );
+    let err = call(&sup, "supervisor.nope").unwrap_err();
+    assert_eq!(err.code, 1, "{err}");
+
+    let s = wait_status(&sup, T, "both healthy", |s| {
+        state_of(s, "identity") == "healthy" && state_of(s, "fs") == "healthy"
+    });
+    let services = s["services"].as_object().unwrap();
+    assert_eq!(services.len(), 2, "{s:#}");
+    for name in ["identity", "fs"] {
+        let h = &s["services"][name];
+        let last_ok = h["last_ok"].as_u64().expect("last_ok is a number");
+        assert!(last_ok.abs_diff(unix_now()) < 10, "{h}");
+        let latency = h["latency_ms"].as_f64().expect("latency_ms is a number");
+        assert!(latency > 0.0 && latency < 2000.0, "{h}");
+        assert_eq!(h["consecutive_failures"], 0, "{h}");
+        assert_eq!(h["restarts"], 0, "{h}");
+        assert!(h["detail"].as_str().unwrap().contains("pid 4242"), "{h}");
+        let mut keys: Vec<_> = h.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "consecutive_failures",
+                "detail",
+                "last_ok",
+                "latency_ms",
+                "restarts",
+                "state"
+            ]
+        );
+    }
+    assert!(identity.calls() >= 1 && fs.calls() >= 1);
+    assert!(env.systemctl.restarts().is_empty());
+
+    let status = sup.terminate().expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn idle_service_is_reported_idle_and_never_connected_to() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.idle("fs");
+    let identity = FakeHealth::start(&env.runtime_dir, "identity");
+    // fs's socket, as systemd would hold it: listening, never accepting. A
+    // connection attempt would sit in its backlog, where we can see it.
+    let fs_socket = UnixListener::bind(env.runtime_dir.join("fs.sock")).unwrap();
+    let sup = env.start_supervisor(&[]);
+    sup.wait_notify("READY=1", T).unwrap();
+
+    let s = wait_status(&sup, T, "fs idle, identity healthy", |s| {
+        state_of(s, "fs") == "idle" && state_of(s, "identity") == "healthy"
+    });
+    let fs = &s["services"]["fs"];
+    assert!(fs["last_ok"].is_null(), "{fs}");
+    assert_eq!(fs["consecutive_failures"], 0, "{fs}");
+    assert!(fs["detail"].as_str().unwrap().contains("listening"), "{fs}");
+
+    // Several more checks, then: nothing ever knocked on fs's socket.
+    let shows = env.systemctl.shows();
+    wait_until(T, "five more checks", || env.systemctl.shows() >= shows + 5);
+    assert!(identity.calls() >= 5);
+    fs_socket.set_nonblocking(true).unwrap();
+    match fs_socket.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the supervisor connected to an idle service: {other:?}"),
+    }
+    assert_eq!(state_of(&status(&sup), "fs"), "idle");
+    assert!(env.systemctl.restarts().is_empty());
+}
+
+#[test]
+fn status_line_summarizes_the_states() {
+    let env = Env::new();
+    env.systemctl.idle("identity");
+    env.systemctl.idle("fs");
+    let sup = env.start_supervisor(&[]);
+    sup.wait_notify("READY=1", T).unwrap();
+    sup.wait_notify("STATUS=identity: idle, fs: idle", T)
+        .expect("STATUS= line");
+}
+
+#[test]
+fn failing_service_is_restarted_through_systemd_after_the_threshold() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.running("fs");
+    let identity = FakeHealth::start(&env.runtime_dir, "identity");
+    let fs = FakeHealth::start(&env.runtime_dir, "fs");
+    fs.set_healthy(false);
+    let sup = env.start_supervisor(&[("STRATA_SUPERVISOR_FAILURE_THRESHOLD", "3")]);
+    sup.wait_notify("READY=1", T).unwrap();
+
+    let s = wait_status(&sup, T, "fs unhealthy", |s| {
+        state_of(s, "fs") == "unhealthy"
+    });
+    let failures = s["services"]["fs"]["consecutive_failures"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=3).contains(&failures), "{s:#}");
+    assert!(
+        s["services"]["fs"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fake failure"),
+        "{s:#}"
+    );
+
+    wait_until(T, "a restart request", || {
+        !env.systemctl.restarts().is_empty()
+    });
+    let restarts = env.systemctl.restarts();
+    assert_eq!(
+        restarts[0], "--no-block --no-ask-password restart strata-fs.service",
+        "{restarts:?}"
+    );
+    assert!(fs.calls() >= 3, "restarted after {} probes", fs.calls());
+    let s = wait_status(&sup, T, "the restart counted", |s| {
+        s["services"]["fs"]["restarts"].as_u64() >= Some(1)
+    });
+    assert_eq!(s["services"]["identity"]["restarts"], 0, "{s:#}");
+    assert!(identity.calls() >= 3);
+    assert!(
+        env.systemctl
+            .restarts()
+            .iter()
+            .all(|r| r.ends_with("strata-fs.service")),
+        "only the failing service is restarted"
+    );
+
+    // It recovers: healthy again, the restart count stays.
+    fs.set_healthy(true);
+    let s = wait_status(&sup, T, "fs healthy again", |s| {
+        state_of(s, "fs") == "healthy"
+    });
+    assert_eq!(s["services"]["fs"]["consecutive_failures"], 0);
+    assert!(s["services"]["fs"]["restarts"].as_u64().unwrap() >= 1);
+    assert!(!s["services"]["fs"]["last_ok"].is_null());
+}
+
+#[test]
+fn watchdog_pings_follow_completed_checks() {
+    let env = Env::new();
+    env.systemctl.idle("identity");
+    env.systemctl.idle("fs");
+    // A long configured interval: only the watchdog (WATCHDOG_USEC=1 s,
+    // pinged every 500 ms) makes the checks frequent enough.
+    let sup = env.start_supervisor_with_watchdog(
+        1_000_000,
+        &[
+            ("STRATA_SUPERVISOR_INTERVAL_MS", ""),
+            ("STRATA_SUPERVISOR_INTERVAL_SECS", "60"),
+        ],
+    );
+    sup.wait_notify("READY=1", T).unwrap();
+    for i in 0..4 {
+        sup.wait_notify("WATCHDOG=1", Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("ping {i}: {e}"));
+    }
+    // Every ping follows a check (one `systemctl show` each).
+    assert!(
+        env.systemctl.shows() >= 4,
+        "{} checks",
+        env.systemctl.shows()
+    );
+}
+
+#[test]
+fn no_watchdog_pings_without_a_watchdog() {
+    let env = Env::new();
+    env.systemctl.idle("identity");
+    env.systemctl.idle("fs");
+    let sup = env.start_supervisor(&[]);
+    sup.wait_notify("READY=1", T).unwrap();
+    wait_until(T, "some checks", || env.systemctl.shows() >= 5);
+    assert!(sup
+        .wait_notify("WATCHDOG=1", Duration::from_millis(500))
+        .is_err());
+}
+
+#[test]
+fn systemd_unreachable_means_unknown_and_no_probe() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.running("fs");
+    env.systemctl.set_broken(true);
+    let identity = FakeHealth::start(&env.runtime_dir, "identity");
+    let fs = FakeHealth::start(&env.runtime_dir, "fs");
+    let sup = env.start_supervisor(&[("STRATA_SUPERVISOR_FAILURE_THRESHOLD", "1")]);
+    sup.wait_notify("READY=1", T).unwrap();
+    wait_until(T, "several checks", || {
+        std::fs::read_to_string(env.systemctl.dir.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 3
+    });
+    let s = status(&sup);
+    for name in ["identity", "fs"] {
+        assert_eq!(state_of(&s, name), "unknown", "{s:#}");
+        let detail = s["services"][name]["detail"].as_str().unwrap();
+        assert!(detail.contains("Failed to connect to bus"), "{detail}");
+    }
+    assert_eq!(identity.calls() + fs.calls(), 0, "nothing probed blind");
+
+    // systemd is back: checks resume.
+    env.systemctl.set_broken(false);
+    wait_status(&sup, T, "both healthy", |s| {
+        state_of(s, "identity") == "healthy" && state_of(s, "fs") == "healthy"
+    });
+}
+
+#[test]
+fn standalone_mode_probes_directly_without_systemctl() {
+    let env = Env::new();
+    let _identity = FakeHealth::start(&env.runtime_dir, "identity");
+    let sup = env.start_supervisor(&[
+        ("STRATA_SUPERVISOR_MODE", "standalone"),
+        ("STRATA_SYSTEMCTL", "/nonexistent/systemctl"),
+    ]);
+    sup.wait_notify("READY=1", T).unwrap();
+    let s = wait_status(&sup, T, "identity healthy, fs unhealthy", |s| {
+        state_of(s, "identity") == "healthy" && state_of(s, "fs") == "unhealthy"
+    });
+    assert!(s["services"]["fs"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("fs.sock"));
+    assert_eq!(env.systemctl.shows(), 0);
+}
+
+#[test]
+fn bad_configuration_refuses_to_start() {
+    let env = Env::new();
+    let mut sup = env.start_supervisor(&[("STRATA_SUPERVISOR_MODE", "sometimes")]);
+    let status = sup.wait(T).expect("exits");
+    assert_eq!(status.code(), Some(2));
+}
+
+/// The real identity and fs, each on its own activation fd, checked by the
+/// real supervisor.
+#[test]
+fn real_identity_and_fs_are_healthy() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.running("fs");
+    let state = env.tmp.path().join("identity-state");
+    let roots = env.tmp.path().join("srv");
+    std::fs::create_dir_all(&roots).unwrap();
+    let identity = ActivatedService::start(
+        &workspace_binary("strata-identity"),
+        "identity",
+        &env.runtime_dir,
+        &[("STRATA_STATE_DIR", state.to_str().unwrap())],
+    )
+    .unwrap();
+    identity.wait_notify("READY=1", T).expect("identity ready");
+    let fs = ActivatedService::start(
+        &workspace_binary("strata-fs"),
+        "fs",
+        &env.runtime_dir,
+        &[("STRATA_FS_ROOTS", roots.to_str().unwrap())],
+    )
+    .unwrap();
+    fs.wait_notify("READY=1", T).expect("fs ready");
+    let sup = env.start_supervisor(&[]);
+    sup.wait_notify("READY=1", T).unwrap();
+    wait_status(&sup, T, "real services healthy", |s| {
+        state_of(s, "identity") == "healthy" && state_of(s, "fs") == "healthy"
+    });
+}
