@@ -1,1 +1,870 @@
-fn main() {}
+//! `strata-bench`: Strata side by side with its transport floor.
+//!
+//! ```text
+//! cargo run --release -p strata-bench -- [--quick] [--json PATH] [--bin-dir DIR]
+//!     [--secs S] [--cold N] [--skip fs|identity] [--log FILTER]
+//! ```
+//!
+//! One run measures, in this order: microbenchmarks (in process); the idle
+//! memory of each service and fs's memory with 10,000 open handles and after
+//! closing them; closed-loop throughput and latency at 1 and 16 connections
+//! of the transport floor, the shared server loop around a no-op service,
+//! and each service method; cold activation. See `docs/performance.md`.
+
+mod load;
+mod micro;
+mod null;
+mod spawn;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::load::{frame, request, Conn, LoadResult};
+use crate::spawn::Activated;
+
+/// Set in the environment of the bench's own children to pick their role.
+const ROLE_VAR: &str = "STRATA_BENCH_ROLE";
+/// Handles opened for the memory row, and handles per token (the default
+/// `STRATA_FS_MAX_HANDLES_PER_CAP` is 1024).
+const HANDLES: usize = 10_000;
+const HANDLES_PER_TOKEN: usize = 1_000;
+
+struct Opts {
+    quick: bool,
+    json: PathBuf,
+    bin_dir: PathBuf,
+    warmup: Duration,
+    measure: Duration,
+    cold_runs: usize,
+    skip_fs: bool,
+    skip_identity: bool,
+    log: Option<String>,
+    conns: Vec<usize>,
+}
+
+const USAGE: &str = "usage: strata-bench [--quick] [--json PATH] [--bin-dir DIR] [--secs S] \
+[--cold N] [--conns 1,16] [--skip fs|identity] [--log STRATA_LOG-filter]";
+
+fn parse_args() -> Result<Opts, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut o = Opts {
+        quick: false,
+        json: PathBuf::from("target/strata-bench.json"),
+        bin_dir,
+        warmup: Duration::from_millis(500),
+        measure: Duration::from_secs(3),
+        cold_runs: 20,
+        skip_fs: false,
+        skip_identity: false,
+        log: None,
+        conns: vec![1, 16],
+    };
+    let mut secs = None;
+    let mut cold = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json = val("--json")?.into(),
+            "--bin-dir" => o.bin_dir = val("--bin-dir")?.into(),
+            "--secs" => {
+                secs = Some(
+                    val("--secs")?
+                        .parse::<f64>()
+                        .map_err(|e| format!("--secs: {e}"))?,
+                )
+            }
+            "--cold" => {
+                cold = Some(
+                    val("--cold")?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--cold: {e}"))?,
+                )
+            }
+            "--conns" => {
+                o.conns = val("--conns")?
+                    .split(',')
+                    .map(|c| {
+                        c.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("--conns: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--skip" => match val("--skip")?.as_str() {
+                "fs" => o.skip_fs = true,
+                "identity" => {
+                    // fs needs identity for its key.
+                    o.skip_identity = true;
+                    o.skip_fs = true;
+                }
+                other => return Err(format!("--skip {other}: expected fs or identity")),
+            },
+            "--log" => o.log = Some(val("--log")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if o.quick {
+        o.warmup = Duration::from_millis(50);
+        o.measure = Duration::from_millis(200);
+        o.cold_runs = 3;
+    }
+    if let Some(s) = secs {
+        o.measure = Duration::from_secs_f64(s);
+    }
+    if let Some(n) = cold {
+        o.cold_runs = n.max(1);
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(ROLE_VAR) {
+        return null::run_role(&role);
+    }
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-bench: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    service: String,
+    conns: usize,
+    requests: u64,
+    secs: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Throughput divided by the floor's at the same connection count.
+    ratio_to_floor: f64,
+    reply_bytes: usize,
+    /// For the floor: each sample (it is measured before and after the rows
+    /// of its connection count; `rps` is their mean).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    samples_rps: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct MemRow {
+    process: String,
+    state: String,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+#[derive(Serialize)]
+struct ColdRow {
+    name: String,
+    runs: usize,
+    min_ms: f64,
+    p50_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Goal {
+    goal: String,
+    measured: String,
+    met: bool,
+}
+
+/// The request each load row sends.
+struct Workload {
+    name: &'static str,
+    service: &'static str,
+    /// One frame per connection (used round-robin).
+    frames: Vec<Vec<u8>>,
+}
+
+fn run(o: &Opts) -> Res<()> {
+    let nofile = spawn::raise_nofile();
+    let load_before = loadavg();
+    let started = strata_shared::capability::format_time(strata_shared::capability::now());
+    eprintln!(
+        "strata-bench: {} mode, {} s per row (+{} ms warm-up), connections {:?}; load average {load_before}",
+        if o.quick { "quick" } else { "full" },
+        o.measure.as_secs_f64(),
+        o.warmup.as_millis(),
+        o.conns
+    );
+
+    // --- microbenchmarks, first, while nothing else of ours runs
+    let micro_budget = if o.quick {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(400)
+    };
+    let micros = micro::run(micro_budget);
+
+    // --- fixture
+    let tmp = tempfile::Builder::new().prefix("strata-bench.").tempdir()?;
+    let base = tmp.path();
+    let run_dir = base.join("run");
+    let logs = base.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let roots = base.join("srv");
+    let data = roots.join("data");
+    let list_dir = data.join("list21");
+    std::fs::create_dir_all(list_dir.join("subdir"))?;
+    for i in 0..20 {
+        std::fs::write(
+            list_dir.join(format!("file-{i:02}.txt")),
+            "x".repeat(100 * i),
+        )?;
+    }
+    // 1 MiB of printable text, so that reads answer with `data`, not base64.
+    let line = "The quick brown fox jumps over the lazy dog; 0123456789.\n";
+    let blob: String = line.repeat((1 << 20) / line.len() + 1)[..1 << 20].to_string();
+    std::fs::write(data.join("blob.txt"), &blob)?;
+    let prefix = data.to_str().ok_or("temp path is not UTF-8")?.to_string();
+
+    let mut mem = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut cold = Vec::new();
+
+    let threads_env: Vec<(String, String)> = std::env::var("STRATA_BENCH_THREADS")
+        .map(|v| vec![("STRATA_BENCH_THREADS".to_string(), v)])
+        .unwrap_or_default();
+    let role_env = |role: &str| {
+        let mut v = vec![(ROLE_VAR.to_string(), role.to_string())];
+        v.extend(threads_env.iter().cloned());
+        v
+    };
+    let exe = std::env::current_exe()?;
+    let mut floor = start(&exe, "floor", &run_dir, &role_env("floor"), &logs)?;
+    let mut noop = start(&exe, "noop", &run_dir, &role_env("noop"), &logs)?;
+    let noop_health = frame(&request("x.noop", None, &json!({})));
+    spawn::wait_ready(&floor.socket, &noop_health, Duration::from_secs(10))?;
+    spawn::wait_ready(&noop.socket, &noop_health, Duration::from_secs(10))?;
+
+    let mut svc_env: Vec<(String, String)> = vec![
+        (
+            "STRATA_STATE_DIR".into(),
+            base.join("state-identity").display().to_string(),
+        ),
+        ("STRATA_FS_ROOTS".into(), roots.display().to_string()),
+    ];
+    if let Some(l) = &o.log {
+        svc_env.push(("STRATA_LOG".into(), l.clone()));
+    }
+    let id_health = frame(&request("identity.health", None, &json!({})));
+    let fs_health = frame(&request("fs.health", None, &json!({})));
+
+    let mut identity = if o.skip_identity {
+        None
+    } else {
+        let s = start(
+            &o.bin_dir.join("strata-identity"),
+            "identity",
+            &run_dir,
+            &svc_env,
+            &logs,
+        )?;
+        spawn::wait_ready(&s.socket, &id_health, Duration::from_secs(10))?;
+        Some(s)
+    };
+    let mut fs = if o.skip_fs {
+        None
+    } else {
+        let s = start(
+            &o.bin_dir.join("strata-fs"),
+            "fs",
+            &run_dir,
+            &svc_env,
+            &logs,
+        )?;
+        spawn::wait_ready(&s.socket, &fs_health, Duration::from_secs(10))?;
+        Some(s)
+    };
+
+    // --- memory, idle: after start and one health call (done above)
+    std::thread::sleep(Duration::from_millis(200));
+    for (p, state) in [(Some(&floor), "idle"), (Some(&noop), "idle")]
+        .into_iter()
+        .chain([(identity.as_ref(), "idle"), (fs.as_ref(), "idle")])
+    {
+        if let Some(p) = p {
+            mem.push(mem_row(p, state)?);
+        }
+    }
+
+    // --- tokens
+    let mut id_conn = match &identity {
+        Some(s) => Some(Conn::connect(&s.socket)?),
+        None => None,
+    };
+    let issue_params = json!({"service":"fs","actions":["open","read","list","stat","close"],
+        "path_prefix": prefix, "ttl_seconds": 3600});
+    let issue_frame = frame(&request("identity.issue", None, &issue_params));
+    let issue = |c: &mut Conn| -> Res<String> {
+        let reply = c.call_ok(&issue_frame)?;
+        let v: serde_json::Value = serde_json::from_slice(reply)?;
+        Ok(v["result"]["token"]
+            .as_str()
+            .ok_or("identity.issue: no token in the result")?
+            .to_string())
+    };
+    let token = match id_conn.as_mut() {
+        Some(c) => Some(issue(c)?),
+        None => None,
+    };
+
+    // --- fs: wait until it knows identity's key, then the handle-memory row
+    let mut handle_note = String::new();
+    if let (Some(fs_svc), Some(token), Some(c)) = (fs.as_mut(), token.as_deref(), id_conn.as_mut())
+    {
+        let mut fc = Conn::connect(&fs_svc.socket)?;
+        let stat = frame(&request(
+            "fs.stat",
+            Some(token),
+            &json!({"path": format!("{prefix}/blob.txt")}),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = fc.roundtrip(&stat)?;
+            if load::is_ok(reply) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "fs never accepted a token: {}",
+                    String::from_utf8_lossy(reply)
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tokens: Vec<String> = (0..HANDLES.div_ceil(HANDLES_PER_TOKEN))
+            .map(|_| issue(c))
+            .collect::<Res<_>>()?;
+        let path = format!("{prefix}/blob.txt");
+        let t0 = Instant::now();
+        let mut handles = Vec::with_capacity(HANDLES);
+        for i in 0..HANDLES {
+            let tok = &tokens[i / HANDLES_PER_TOKEN];
+            let reply = fc.call_ok(&frame(&request(
+                "fs.open",
+                Some(tok),
+                &json!({"path": path}),
+            )))?;
+            let v: serde_json::Value = serde_json::from_slice(reply)?;
+            let h = v["result"]["handle"]
+                .as_str()
+                .ok_or("fs.open: no handle")?
+                .to_string();
+            handles.push((i / HANDLES_PER_TOKEN, h));
+        }
+        let open_secs = t0.elapsed().as_secs_f64();
+        mem.push(mem_row(fs_svc, "10,000 handles open")?);
+        let t0 = Instant::now();
+        for (t, h) in &handles {
+            fc.call_ok(&frame(&request(
+                "fs.close",
+                Some(&tokens[*t]),
+                &json!({"handle": h}),
+            )))?;
+        }
+        let close_secs = t0.elapsed().as_secs_f64();
+        mem.push(mem_row(fs_svc, "10,000 handles closed")?);
+        std::thread::sleep(Duration::from_secs(1));
+        mem.push(mem_row(fs_svc, "handles closed + 1 s")?);
+        handle_note = format!(
+            "10,000 fs.open in {:.2} s ({:.0}/s), 10,000 fs.close in {:.2} s ({:.0}/s), one connection, {} tokens of {} handles",
+            open_secs,
+            HANDLES as f64 / open_secs,
+            close_secs,
+            HANDLES as f64 / close_secs,
+            tokens.len(),
+            HANDLES_PER_TOKEN,
+        );
+        eprintln!("  {handle_note}");
+    }
+
+    // --- workloads
+    let mut workloads = Vec::new();
+    let max_conns = o.conns.iter().copied().max().unwrap_or(1);
+    if let (Some(fs_svc), Some(token)) = (fs.as_ref(), token.as_deref()) {
+        // One handle per connection, as separate clients would have.
+        let mut fc = Conn::connect(&fs_svc.socket)?;
+        let open = frame(&request(
+            "fs.open",
+            Some(token),
+            &json!({"path": format!("{prefix}/blob.txt")}),
+        ));
+        let mut handles = Vec::new();
+        for _ in 0..max_conns {
+            let v: serde_json::Value = serde_json::from_slice(fc.call_ok(&open)?)?;
+            handles.push(
+                v["result"]["handle"]
+                    .as_str()
+                    .ok_or("no handle")?
+                    .to_string(),
+            );
+        }
+        let reads = |size: usize| -> Vec<Vec<u8>> {
+            handles
+                .iter()
+                .map(|h| {
+                    frame(&request(
+                        "fs.read",
+                        Some(token),
+                        &json!({"handle": h, "offset": 0, "size": size}),
+                    ))
+                })
+                .collect()
+        };
+        workloads.push(Workload {
+            name: "fs.read 4 KiB",
+            service: "fs",
+            frames: reads(4096),
+        });
+        workloads.push(Workload {
+            name: "fs.read 64 KiB",
+            service: "fs",
+            frames: reads(65536),
+        });
+        workloads.push(Workload {
+            name: "fs.list 21 entries",
+            service: "fs",
+            frames: vec![frame(&request(
+                "fs.list",
+                Some(token),
+                &json!({"path": format!("{prefix}/list21")}),
+            ))],
+        });
+        workloads.push(Workload {
+            name: "fs.stat",
+            service: "fs",
+            frames: vec![frame(&request(
+                "fs.stat",
+                Some(token),
+                &json!({"path": format!("{prefix}/blob.txt")}),
+            ))],
+        });
+    }
+    if let Some(token) = token.as_deref() {
+        workloads.push(Workload {
+            name: "identity.issue",
+            service: "identity",
+            frames: vec![frame(&request(
+                "identity.issue",
+                None,
+                &json!({"service":"fs","actions":["read"],"path_prefix": prefix, "ttl_seconds": 600}),
+            ))],
+        });
+        workloads.push(Workload {
+            name: "identity.verify",
+            service: "identity",
+            frames: vec![frame(&request(
+                "identity.verify",
+                None,
+                &json!({"token": token}),
+            ))],
+        });
+    }
+    let sockets = |svc: &str| -> PathBuf {
+        match svc {
+            "fs" => fs.as_ref().expect("fs").socket.clone(),
+            _ => identity.as_ref().expect("identity").socket.clone(),
+        }
+    };
+
+    let floor_frame = frame(&request("null.echo", None, &json!({})));
+    for &conns in &o.conns {
+        let f1 = measure(
+            o,
+            "transport floor",
+            &floor.socket,
+            conns,
+            std::slice::from_ref(&floor_frame),
+        )?;
+        let noop_row = measure(
+            o,
+            "server loop, no-op service",
+            &noop.socket,
+            conns,
+            std::slice::from_ref(&floor_frame),
+        )?;
+        let mut svc_rows = Vec::new();
+        for w in &workloads {
+            let r = measure(o, w.name, &sockets(w.service), conns, &w.frames)?;
+            svc_rows.push((w, r));
+        }
+        let f2 = measure(
+            o,
+            "transport floor",
+            &floor.socket,
+            conns,
+            std::slice::from_ref(&floor_frame),
+        )?;
+        let floor_rps = (f1.rps + f2.rps) / 2.0;
+        let mk = |name: &str, service: &str, r: &LoadResult, samples: Vec<f64>| Row {
+            name: name.into(),
+            service: service.into(),
+            conns,
+            requests: r.requests,
+            secs: r.secs,
+            rps: if samples.is_empty() { r.rps } else { floor_rps },
+            p50_us: r.p50_us,
+            p99_us: r.p99_us,
+            ratio_to_floor: if samples.is_empty() {
+                r.rps / floor_rps
+            } else {
+                1.0
+            },
+            reply_bytes: r.reply_bytes,
+            samples_rps: samples,
+        };
+        // The floor row keeps the first sample's latencies.
+        rows.push(mk("transport floor", "floor", &f1, vec![f1.rps, f2.rps]));
+        rows.push(mk("server loop, no-op service", "noop", &noop_row, vec![]));
+        for (w, r) in &svc_rows {
+            rows.push(mk(w.name, w.service, r, vec![]));
+        }
+    }
+
+    // --- memory after load
+    for p in [identity.as_ref(), fs.as_ref()].into_iter().flatten() {
+        mem.push(mem_row(p, "after the load rows")?);
+    }
+    floor.kill();
+    noop.kill();
+
+    // --- cold activation: systemd holds the socket; a client connects and
+    // sends its request while nothing serves it; the service is then started
+    // on the socket and the clock stops at the first response.
+    if let Some(fs_svc) = fs.as_mut() {
+        fs_svc.kill();
+        cold.push(cold_start(
+            fs_svc,
+            &fs_health,
+            o.cold_runs,
+            "fs: connect → fs.health answered",
+        )?);
+        if let Some(token) = token.as_deref() {
+            let stat = frame(&request(
+                "fs.stat",
+                Some(token),
+                &json!({"path": format!("{prefix}/blob.txt")}),
+            ));
+            cold.push(cold_start(
+                fs_svc,
+                &stat,
+                o.cold_runs,
+                "fs: connect → first fs.stat with a token (key fetched from identity)",
+            )?);
+        }
+    }
+    if let Some(id_svc) = identity.as_mut() {
+        drop(id_conn.take());
+        id_svc.kill();
+        cold.push(cold_start(
+            id_svc,
+            &id_health,
+            o.cold_runs,
+            "identity: connect → identity.health answered",
+        )?);
+    }
+    drop(fs);
+    drop(identity);
+
+    let goals = goals(&rows, &mem, &cold);
+    let load_after = loadavg();
+    print_report(&micros, &rows, &mem, &cold, &goals, &handle_note);
+    eprintln!("load average before {load_before}, after {load_after}");
+
+    let report = json!({
+        "started": started,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "mode": if o.quick { "quick" } else { "full" },
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpu_model": cpu_model(),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "nofile_limit": nofile,
+        },
+        "settings": {
+            "warmup_ms": o.warmup.as_millis() as u64,
+            "measure_secs": o.measure.as_secs_f64(),
+            "connections": o.conns,
+            "floor_runtime_threads": std::env::var("STRATA_BENCH_THREADS").unwrap_or_else(|_| "2".into()),
+            "services_bin_dir": o.bin_dir,
+            "strata_log": o.log,
+        },
+        "micro": micros,
+        "load": rows,
+        "memory": mem,
+        "handles": handle_note,
+        "cold_activation": cold,
+        "goals": goals,
+    });
+    if let Some(dir) = o.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.json, serde_json::to_vec_pretty(&report)?)?;
+    eprintln!("wrote {}", o.json.display());
+    Ok(())
+}
+
+fn start(
+    binary: &Path,
+    name: &str,
+    run_dir: &Path,
+    envs: &[(String, String)],
+    logs: &Path,
+) -> Res<Activated> {
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut a = Activated::bind(binary, name, run_dir, &envs, logs)?;
+    a.spawn()?;
+    Ok(a)
+}
+
+fn measure(
+    o: &Opts,
+    name: &str,
+    socket: &Path,
+    conns: usize,
+    frames: &[Vec<u8>],
+) -> Res<LoadResult> {
+    let r = load::run(socket, conns, frames, o.warmup, o.measure)
+        .map_err(|e| format!("{name} at {conns} connections: {e}"))?;
+    eprintln!(
+        "  {name:<28} {conns:>2} conns {:>10.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
+        r.rps, r.p50_us, r.p99_us
+    );
+    Ok(r)
+}
+
+fn mem_row(p: &Activated, state: &str) -> Res<MemRow> {
+    let pid = p
+        .pid()
+        .ok_or_else(|| format!("{} is not running", p.name))?;
+    let (rss, hwm) = spawn::rss_kib(pid)?;
+    Ok(MemRow {
+        process: p.name.clone(),
+        state: state.into(),
+        rss_kib: rss,
+        hwm_kib: hwm,
+    })
+}
+
+fn cold_start(svc: &mut Activated, first: &[u8], runs: usize, name: &str) -> Res<ColdRow> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let mut c = Conn::connect(&svc.socket)?;
+        // The request waits in the socket buffer of a connection that waits
+        // in the listen backlog, as under systemd before the service runs.
+        std::io::Write::write_all(&mut c.stream, first)?;
+        svc.spawn()?;
+        let mut header = [0u8; 4];
+        std::io::Read::read_exact(&mut c.stream, &mut header).map_err(|e| {
+            format!(
+                "{name}: no response ({e}); see {}",
+                svc.log_path().display()
+            )
+        })?;
+        let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+        std::io::Read::read_exact(&mut c.stream, &mut payload)?;
+        let el = t0.elapsed();
+        if !load::is_ok(&payload) {
+            return Err(format!("{name}: {}", String::from_utf8_lossy(&payload)).into());
+        }
+        times.push(el.as_secs_f64() * 1000.0);
+        svc.check_alive()?;
+        svc.kill();
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let row = ColdRow {
+        name: name.into(),
+        runs,
+        min_ms: sorted[0],
+        p50_ms: sorted[(sorted.len() - 1) / 2],
+        max_ms: sorted[sorted.len() - 1],
+    };
+    eprintln!(
+        "  cold {name}: p50 {:.2} ms, max {:.2} ms",
+        row.p50_ms, row.max_ms
+    );
+    Ok(row)
+}
+
+fn find<'a>(rows: &'a [Row], name: &str, conns: usize) -> Option<&'a Row> {
+    rows.iter().find(|r| r.name == name && r.conns == conns)
+}
+
+fn goals(rows: &[Row], mem: &[MemRow], cold: &[ColdRow]) -> Vec<Goal> {
+    let mut g = Vec::new();
+    if let Some(r) = find(rows, "fs.read 4 KiB", 16) {
+        g.push(Goal {
+            goal: "fs.read 4 KiB at 16 conns ≥ 40% of the floor".into(),
+            measured: format!(
+                "{:.0}/s = {:.1}% of the floor",
+                r.rps,
+                r.ratio_to_floor * 100.0
+            ),
+            met: r.ratio_to_floor >= 0.40,
+        });
+    }
+    for (name, base, times) in [
+        ("fs.list 21 entries", 7_600.0, 10.0),
+        ("fs.read 64 KiB", 4_700.0, 5.0),
+    ] {
+        if let Some(r) = find(rows, name, 16) {
+            g.push(Goal {
+                goal: format!("{name} at 16 conns ≥ {times}× the prototype ({base}/s)"),
+                measured: format!("{:.0}/s = {:.1}×", r.rps, r.rps / base),
+                met: r.rps >= base * times,
+            });
+        }
+    }
+    if let Some(r) = find(rows, "identity.issue", 16) {
+        g.push(Goal {
+            goal: "identity.issue at 16 conns ≥ 40,000/s".into(),
+            measured: format!("{:.0}/s", r.rps),
+            met: r.rps >= 40_000.0,
+        });
+    }
+    for svc in ["identity", "fs"] {
+        if let Some(m) = mem.iter().find(|m| m.process == svc && m.state == "idle") {
+            g.push(Goal {
+                goal: format!("{svc} idle RSS ≤ 5 MiB"),
+                measured: format!("{:.2} MiB", m.rss_kib as f64 / 1024.0),
+                met: m.rss_kib <= 5 * 1024,
+            });
+        }
+    }
+    let idle = mem.iter().find(|m| m.process == "fs" && m.state == "idle");
+    let closed = mem
+        .iter()
+        .find(|m| m.process == "fs" && m.state == "handles closed + 1 s");
+    if let (Some(i), Some(c)) = (idle, closed) {
+        let ratio = c.rss_kib as f64 / i.rss_kib as f64;
+        g.push(Goal {
+            goal: "fs RSS after 10,000 handles closed within 20% of idle".into(),
+            measured: format!(
+                "{:.2} MiB = {:+.0}% of idle",
+                c.rss_kib as f64 / 1024.0,
+                (ratio - 1.0) * 100.0
+            ),
+            met: ratio <= 1.2,
+        });
+    }
+    for c in cold.iter().filter(|c| c.name.contains("health")) {
+        g.push(Goal {
+            goal: format!("cold activation ≤ 20 ms ({})", c.name),
+            measured: format!("p50 {:.1} ms, max {:.1} ms", c.p50_ms, c.max_ms),
+            met: c.max_ms <= 20.0,
+        });
+    }
+    g
+}
+
+fn print_report(
+    micros: &[micro::Micro],
+    rows: &[Row],
+    mem: &[MemRow],
+    cold: &[ColdRow],
+    goals: &[Goal],
+    handle_note: &str,
+) {
+    println!();
+    println!(
+        "{:<30} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}",
+        "closed loop", "conns", "req/s", "p50 µs", "p99 µs", "× floor", "reply B"
+    );
+    for r in rows {
+        println!(
+            "{:<30} {:>5} {:>11.0} {:>9.1} {:>9.1} {:>8.3} {:>8}",
+            r.name, r.conns, r.rps, r.p50_us, r.p99_us, r.ratio_to_floor, r.reply_bytes
+        );
+    }
+    println!();
+    println!("{:<58} {:>11} {:>12}", "microbenchmark", "ns/op", "ops/s");
+    for m in micros {
+        println!(
+            "{:<58} {:>11.0} {:>12.0}",
+            m.name, m.ns_per_op, m.ops_per_sec
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:<24} {:>10} {:>10}",
+        "memory", "state", "RSS MiB", "HWM MiB"
+    );
+    for m in mem {
+        println!(
+            "{:<10} {:<24} {:>10.2} {:>10.2}",
+            m.process,
+            m.state,
+            m.rss_kib as f64 / 1024.0,
+            m.hwm_kib as f64 / 1024.0
+        );
+    }
+    if !handle_note.is_empty() {
+        println!("({handle_note})");
+    }
+    println!();
+    println!(
+        "{:<70} {:>4} {:>8} {:>8} {:>8}",
+        "cold activation", "runs", "min ms", "p50 ms", "max ms"
+    );
+    for c in cold {
+        println!(
+            "{:<70} {:>4} {:>8.2} {:>8.2} {:>8.2}",
+            c.name, c.runs, c.min_ms, c.p50_ms, c.max_ms
+        );
+    }
+    println!();
+    println!("goals");
+    for g in goals {
+        println!(
+            "  [{}] {} — {}",
+            if g.met { "met   " } else { "MISSED" },
+            g.goal,
+            g.measured
+        );
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default()
+}
