@@ -1,0 +1,652 @@
+//! The real strata-ctl binary against the real identity and fs, started as
+//! systemd would start them (listening socket on fd 3, LISTEN_FDS/LISTEN_PID).
+//! These pin the command-line contract that scenario scripts rely on: what
+//! is printed, and the exit statuses (0, 1, 2, 10+code).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strata_shared::client::Client;
+use strata_shared::testing::{workspace_binary, ActivatedService};
+
+const CTL: &str = env!("CARGO_BIN_EXE_strata-ctl");
+const NOBODY: u32 = 65534;
+
+/// identity and fs on a private runtime dir, serving `<tmp>/srv`.
+struct Stack {
+    _identity: ActivatedService,
+    _fs: ActivatedService,
+    run: PathBuf,
+    /// `<tmp>/srv/data`: hello.txt, binary.bin, sub/, empty/, escape links.
+    data: PathBuf,
+    /// `<tmp>/srv/data2/secret.txt`: a sibling outside the usual prefix.
+    secret: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What one strata-ctl run did.
+struct Out {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Out {
+    fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+    fn json(&self) -> Value {
+        let text = self.text();
+        assert_eq!(
+            text.matches('\n').count(),
+            1,
+            "expected one line of JSON, got {text:?}"
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+    }
+    #[track_caller]
+    fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            code,
+            "exit status; stdout: {:?}; stderr: {}",
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Our own uid, without libc: the owner of a file we just created.
+fn my_uid(dir: &Path) -> u32 {
+    std::fs::metadata(dir).unwrap().uid()
+}
+
+fn test_tree(root: &Path) -> (PathBuf, PathBuf) {
+    let data = root.join("srv/data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::create_dir_all(data.join("empty")).unwrap();
+    std::fs::create_dir_all(root.join("srv/data2")).unwrap();
+    std::fs::write(data.join("hello.txt"), "hello strata\n").unwrap();
+    std::fs::write(data.join("sub/nested.txt"), "nested\n").unwrap();
+    std::fs::write(data.join("binary.bin"), binary_content()).unwrap();
+    let secret = root.join("srv/data2/secret.txt");
+    std::fs::write(&secret, "sibling secret\n").unwrap();
+    std::os::unix::fs::symlink("../data2/secret.txt", data.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", data.join("passwd")).unwrap();
+    // World-readable, so that the test still works if fs ever runs as
+    // another user, and other uids (see `nobody_*`) reach the sockets.
+    for d in [
+        root,
+        &root.join("srv"),
+        &data,
+        &data.join("sub"),
+        &data.join("empty"),
+    ] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (data, secret)
+}
+
+/// 300 KiB of every byte value: not UTF-8, and more than two reads long.
+fn binary_content() -> Vec<u8> {
+    (0..300 * 1024).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+impl Stack {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let (data, secret) = test_tree(&root);
+        let run = root.join("run");
+        let uid = my_uid(&root).to_string();
+        let state = root.join("state");
+        let srv = root.join("srv");
+        let identity = ActivatedService::start(
+            &workspace_binary("strata-identity"),
+            "identity",
+            &run,
+            &[
+                ("STRATA_STATE_DIR", state.to_str().unwrap()),
+                ("STRATA_ADMIN_UIDS", &uid),
+            ],
+        )
+        .unwrap();
+        identity
+            .wait_notify("READY=1", Duration::from_secs(10))
+            .unwrap();
+        let fs = ActivatedService::start(
+            &workspace_binary("strata-fs"),
+            "fs",
+            &run,
+            &[("STRATA_FS_ROOTS", srv.to_str().unwrap())],
+        )
+        .unwrap();
+        fs.wait_notify("READY=1", Duration::from_secs(10)).unwrap();
+        wait_synced(&fs.socket);
+        Stack {
+            _identity: identity,
+            _fs: fs,
+            run,
+            data,
+            secret,
+            _dir: dir,
+        }
+    }
+
+    fn data(&self, rel: &str) -> String {
+        let p = if rel.is_empty() {
+            self.data.clone()
+        } else {
+            self.data.join(rel)
+        };
+        p.to_str().unwrap().to_string()
+    }
+
+    /// strata-ctl ARGS, with no STRATA_TOKEN unless `envs` sets one.
+    fn ctl_env(&self, envs: &[(&str, &str)], args: &[&str]) -> Out {
+        ctl_in(&self.run, envs, args, None)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Out {
+        self.ctl_env(&[], args)
+    }
+
+    /// Issues an fs token for `actions` under `prefix`: (token, cap_id).
+    fn issue(&self, actions: &str, prefix: &str) -> (String, String) {
+        let out = self
+            .ctl(&[
+                "issue",
+                "--service",
+                "fs",
+                "--actions",
+                actions,
+                "--path-prefix",
+                prefix,
+                "--ttl",
+                "600",
+            ])
+            .expect(0);
+        let r = out.json();
+        (
+            r["token"].as_str().unwrap().to_string(),
+            r["cap_id"].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn full_token(&self) -> (String, String) {
+        self.issue("open,read,list,stat", &self.data(""))
+    }
+}
+
+fn ctl_in(run: &Path, envs: &[(&str, &str)], args: &[&str], uid: Option<u32>) -> Out {
+    let mut cmd = Command::new(CTL);
+    cmd.args(args)
+        .env("STRATA_RUNTIME_DIR", run)
+        .env_remove("STRATA_TOKEN")
+        .current_dir("/");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().expect("strata-ctl runs");
+    Out {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// fs has identity's key and revocation feed (fs.health says so).
+fn wait_synced(fs_socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let synced = Client::connect(fs_socket)
+            .and_then(|mut c| c.call("fs.health", None, &json!({})))
+            .ok()
+            .and_then(|r| r.result)
+            .is_some_and(|r| r["identity"] == "synced");
+        if synced {
+            return;
+        }
+        assert!(Instant::now() < deadline, "fs never synced with identity");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn raw_form_prints_the_envelope_on_one_line_and_exits_0() {
+    let s = Stack::start();
+    let out = s.ctl(&["identity.pubkey"]).expect(0);
+    let v = out.json();
+    assert_eq!(v["v"], 1);
+    assert_eq!(v["ok"], true);
+    assert!(v["result"]["public_key"].is_string(), "{v}");
+
+    let (tok, _) = s.full_token();
+    let params = json!({ "path": s.data("") }).to_string();
+    let out = s.ctl(&["--token", &tok, "fs.list", &params]).expect(0);
+    let v = out.json();
+    assert_eq!(v["ok"], true);
+    let names: Vec<&str> = v["result"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"hello.txt"), "{names:?}");
+    // Compact, as the service sent it.
+    assert!(!out.text().contains(": "), "{}", out.text());
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+#[test]
+fn prototype_single_dash_token_and_equals_forms() {
+    let s = Stack::start();
+    let (tok, _) = s.full_token();
+    let params = json!({ "path": s.data("hello.txt") }).to_string();
+    let dash_eq = format!("-token={tok}");
+    let long_eq = format!("--token={tok}");
+    for args in [
+        ["-token", tok.as_str(), "fs.stat", params.as_str()].as_slice(),
+        &[dash_eq.as_str(), "fs.stat", &params],
+        &[long_eq.as_str(), "fs.stat", &params],
+    ] {
+        let v = s.ctl(args).expect(0).json();
+        assert_eq!(v["result"]["size"], 13, "{args:?}: {v}");
+    }
+    // Subcommands take it too, before or after their arguments.
+    s.ctl(&["-token", &tok, "stat", &s.data("hello.txt")])
+        .expect(0);
+    s.ctl(&["ls", &s.data(""), "-token", &tok]).expect(0);
+}
+
+#[test]
+fn token_from_strata_token() {
+    let s = Stack::start();
+    let (tok, cap) = s.full_token();
+    let v = s
+        .ctl_env(&[("STRATA_TOKEN", &tok)], &["whoami"])
+        .expect(0)
+        .json();
+    assert_eq!(v["jti"], cap.as_str());
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["revoked"], false);
+    assert_eq!(v["constraints"]["path_prefix"], s.data("").as_str());
+    // --token wins over the environment.
+    s.ctl_env(
+        &[("STRATA_TOKEN", "v2.public.garbage")],
+        &["--token", &tok, "ls", &s.data("")],
+    )
+    .expect(0);
+    let v = s
+        .ctl_env(&[("STRATA_TOKEN", &tok)], &["verify"])
+        .expect(0)
+        .json();
+    assert_eq!(v["valid"], true);
+}
+
+#[test]
+fn permission_denied_exits_13_with_a_hint() {
+    let s = Stack::start();
+    let (list_only, _) = s.issue("list", &s.data(""));
+    let out = s
+        .ctl(&["--token", &list_only, "cat", &s.data("hello.txt")])
+        .expect(13);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.starts_with("strata-ctl: fs.open: "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("(code 3)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: the token does not allow this"),
+        "{}",
+        out.stderr
+    );
+
+    // Raw form: the envelope on stdout, the code in the exit status.
+    let (tok, _) = s.full_token();
+    let params = json!({ "path": s.secret }).to_string();
+    let v = s
+        .ctl(&["--token", &tok, "fs.open", &params])
+        .expect(13)
+        .json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["code"], 3);
+}
+
+#[test]
+fn paths_outside_the_prefix_are_refused() {
+    let s = Stack::start();
+    let (tok, _) = s.full_token();
+    let env = [("STRATA_TOKEN", tok.as_str())];
+    let sibling_via_dotdot = format!("{}/../data2/secret.txt", s.data(""));
+    for path in [
+        s.secret.to_str().unwrap(),
+        &s.data("escape"),
+        &s.data("passwd"),
+        &sibling_via_dotdot,
+        "/etc/passwd",
+    ] {
+        s.ctl_env(&env, &["cat", path]).expect(13);
+    }
+    s.ctl_env(&env, &["cat", &s.data("missing")]).expect(14);
+    s.ctl_env(&env, &["cat", &s.data("sub/nested.txt")])
+        .expect(0);
+}
+
+#[test]
+fn no_token_exits_12_with_a_hint() {
+    let s = Stack::start();
+    let out = s.ctl(&["ls", &s.data("")]).expect(12);
+    assert!(out.stderr.contains("(code 2)"), "{}", out.stderr);
+    assert!(out.stderr.contains("strata-ctl issue"), "{}", out.stderr);
+    let params = json!({ "path": s.data("") }).to_string();
+    let v = s.ctl(&["fs.list", &params]).expect(12).json();
+    assert_eq!(v["error"]["code"], 2);
+    s.ctl(&["--token", "v2.public.AAAA", "ls", &s.data("")])
+        .expect(12);
+}
+
+#[test]
+fn missing_socket_exits_1_naming_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("nothing-here");
+    for args in [
+        &["fs.list", "{}"][..],
+        &["ls", "/srv"],
+        &["health", "supervisor"],
+        &[
+            "issue",
+            "--service",
+            "fs",
+            "--actions",
+            "read",
+            "--path-prefix",
+            "/srv",
+        ],
+    ] {
+        let out = ctl_in(&run, &[], args, None).expect(1);
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let sock = if args[0] == "health" {
+            "supervisor"
+        } else if args[0] == "issue" {
+            "identity"
+        } else {
+            "fs"
+        };
+        let want = run.join(format!("{sock}.sock"));
+        assert!(
+            out.stderr.contains(want.to_str().unwrap()),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("systemctl start strata.target"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path();
+    let out = ctl_in(run, &[], &["fs.list", "{path: /srv}"], None).expect(2);
+    assert!(
+        out.stderr.contains("params_json is not valid JSON"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(r#"'{"path":"/srv/data"}'"#),
+        "{}",
+        out.stderr
+    );
+    let out = ctl_in(run, &[], &["fs.list", "[1]"], None).expect(2);
+    assert!(
+        out.stderr.contains("must be a JSON object"),
+        "{}",
+        out.stderr
+    );
+    ctl_in(run, &[], &["fs.list", "{}", "extra"], None).expect(2);
+    ctl_in(run, &[], &["frobnicate"], None).expect(2);
+    ctl_in(run, &[], &[], None).expect(2);
+    ctl_in(run, &[], &["revoke", "not-a-cap-id"], None).expect(2);
+    ctl_in(run, &[], &["revoke", "--self"], None).expect(2);
+    ctl_in(run, &[], &["whoami"], None).expect(2);
+    ctl_in(run, &[], &["issue", "--service", "fs"], None).expect(2);
+    ctl_in(run, &[], &["--help"], None).expect(0);
+    let out = ctl_in(run, &[], &["--version"], None).expect(0);
+    assert!(out.text().starts_with("strata-ctl "), "{}", out.text());
+}
+
+#[test]
+fn issue_quiet_prints_only_the_token() {
+    let s = Stack::start();
+    let out = s
+        .ctl(&[
+            "issue",
+            "--service",
+            "fs",
+            "--actions",
+            "open,read",
+            "--path-prefix",
+            &s.data(""),
+            "--ttl",
+            "60",
+            "--quiet",
+        ])
+        .expect(0);
+    let text = out.text();
+    let tok = text.strip_suffix('\n').expect("ends in a newline");
+    assert!(tok.starts_with("v2.public."), "{text:?}");
+    assert!(!tok.contains(char::is_whitespace), "{text:?}");
+    let v = s.ctl(&["verify", tok]).expect(0).json();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["claims"]["actions"], json!(["open", "read"]));
+
+    // Without --quiet: the whole result, expires about now + ttl.
+    let v = s
+        .ctl(&[
+            "issue",
+            "--service",
+            "fs",
+            "--actions",
+            "list",
+            "--path-prefix",
+            &s.data(""),
+            "--ttl",
+            "60",
+        ])
+        .expect(0)
+        .json();
+    assert!(v["token"].as_str().unwrap().starts_with("v2.public."));
+    assert_eq!(v["cap_id"].as_str().unwrap().len(), 32);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let exp = v["expires"].as_u64().unwrap();
+    assert!(exp > now && exp <= now + 61, "expires {exp}, now {now}");
+}
+
+#[test]
+fn cat_reproduces_binary_files_byte_for_byte() {
+    let s = Stack::start();
+    let (tok, _) = s.full_token();
+    let out = s
+        .ctl(&["--token", &tok, "cat", &s.data("binary.bin")])
+        .expect(0);
+    assert!(
+        out.stdout == binary_content(),
+        "binary.bin came back altered ({} bytes)",
+        out.stdout.len()
+    );
+    let out = s
+        .ctl(&["--token", &tok, "cat", &s.data("hello.txt")])
+        .expect(0);
+    assert_eq!(out.stdout, b"hello strata\n");
+    // Relative paths are taken from the current directory.
+    let out = Command::new(CTL)
+        .args(["--token", &tok, "cat", "nested.txt"])
+        .env("STRATA_RUNTIME_DIR", &s.run)
+        .current_dir(s.data("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"nested\n");
+    // cat gives its handles back: fs.health counts none open.
+    let health = Client::connect(&s.run.join("fs.sock"))
+        .unwrap()
+        .call("fs.health", None, &json!({}))
+        .unwrap();
+    assert_eq!(health.result.unwrap()["handles"], 0);
+}
+
+#[test]
+fn ls_prints_entries_as_json_or_a_table() {
+    let s = Stack::start();
+    let (tok, _) = s.full_token();
+    let env = [("STRATA_TOKEN", tok.as_str())];
+    let v = s.ctl_env(&env, &["ls", &s.data("")]).expect(0).json();
+    let entries = v["entries"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "binary.bin",
+            "empty",
+            "escape",
+            "hello.txt",
+            "passwd",
+            "sub"
+        ]
+    );
+    let sub = entries.iter().find(|e| e["name"] == "sub").unwrap();
+    assert_eq!(sub["is_dir"], true);
+    let v = s.ctl_env(&env, &["ls", &s.data("empty")]).expect(0).json();
+    assert_eq!(v["entries"], json!([]));
+
+    let table = s
+        .ctl_env(&env, &["ls", "--long", &s.data("")])
+        .expect(0)
+        .text();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('d') && l.ends_with("  sub/")),
+        "{table}"
+    );
+    assert!(lines.contains(&"-           13  hello.txt"), "{table}");
+
+    let v = s
+        .ctl_env(&env, &["stat", &s.data("hello.txt")])
+        .expect(0)
+        .json();
+    assert_eq!(v["size"], 13);
+    assert_eq!(v["is_dir"], false);
+    let pretty = s
+        .ctl_env(&env, &["--pretty", "stat", &s.data("hello.txt")])
+        .expect(0)
+        .text();
+    assert!(pretty.lines().count() > 3, "{pretty}");
+}
+
+#[test]
+fn revoke_self_then_the_token_is_refused() {
+    let s = Stack::start();
+    let (tok, cap) = s.full_token();
+    let (other, _) = s.full_token();
+    let env = [("STRATA_TOKEN", tok.as_str())];
+    s.ctl_env(&env, &["ls", &s.data("")]).expect(0);
+    let v = s.ctl_env(&env, &["revoke", "--self"]).expect(0).json();
+    assert_eq!(v, json!({"status": "revoked"}));
+    // fs learns of it within 100 ms; allow slack for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let out = s.ctl_env(&env, &["ls", &s.data("")]);
+        if out.code == 12 {
+            assert!(out.stderr.contains("(code 2)"), "{}", out.stderr);
+            break;
+        }
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(Instant::now() < deadline, "still accepted 2 s after revoke");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.ctl_env(&env, &["cat", &s.data("hello.txt")]).expect(12);
+    let v = s.ctl(&["verify", &tok]).expect(0).json();
+    assert_eq!(
+        (v["valid"].clone(), v["revoked"].clone()),
+        (json!(false), json!(true))
+    );
+    let v = s.ctl_env(&env, &["whoami"]).expect(0).json();
+    assert_eq!(v["jti"], cap.as_str());
+    assert_eq!(v["revoked"], true);
+    // Revoking twice is fine; other capabilities are untouched.
+    s.ctl(&["revoke", &cap]).expect(0);
+    s.ctl(&["--token", &other, "ls", &s.data("")]).expect(0);
+}
+
+#[test]
+fn health_of_each_service() {
+    let s = Stack::start();
+    for svc in ["identity", "fs"] {
+        let v = s.ctl(&["health", svc]).expect(0).json();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["service"], svc);
+    }
+    s.ctl(&["health", "../../etc/x"]).expect(2);
+}
+
+/// As an ordinary user (only when the tests run as root): may not issue
+/// (exit 13), may use a handed-over token, may revoke its own capability
+/// but not another's.
+#[test]
+fn ordinary_user_uses_and_revokes_a_handed_over_token() {
+    let s = Stack::start();
+    if my_uid(&s.run) != 0 {
+        eprintln!("skipped: needs root to run strata-ctl as another uid");
+        return;
+    }
+    let as_nobody = |envs: &[(&str, &str)], args: &[&str]| ctl_in(&s.run, envs, args, Some(NOBODY));
+    let prefix = s.data("");
+    let out = as_nobody(
+        &[],
+        &[
+            "issue",
+            "--service",
+            "fs",
+            "--actions",
+            "read",
+            "--path-prefix",
+            &prefix,
+        ],
+    )
+    .expect(13);
+    assert!(
+        out.stderr.contains("only administrators may issue"),
+        "{}",
+        out.stderr
+    );
+    let (tok, _) = s.full_token();
+    let (_, other_cap) = s.full_token();
+    let env = [("STRATA_TOKEN", tok.as_str())];
+    let out = as_nobody(&env, &["cat", &s.data("hello.txt")]).expect(0);
+    assert_eq!(out.stdout, b"hello strata\n");
+    as_nobody(&env, &["revoke", &other_cap]).expect(13);
+    as_nobody(&env, &["revoke", "--self"]).expect(0);
+}
