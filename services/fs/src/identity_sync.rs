@@ -181,7 +181,7 @@ impl Sync {
         *synced = true;
         client.set_timeout(Some(Duration::from_millis(POLL_WAIT_MS) + CALL_TIMEOUT))?;
         loop {
-            let r = poll(&mut client, state.seq, POLL_WAIT_MS)?;
+            let r = poll(&mut client, state.seq, Some(&state.epoch), POLL_WAIT_MS)?;
             if r.epoch != state.epoch || r.seq < state.seq {
                 // identity's revocation state was recreated: take all of it.
                 tracing::info!(old = %state.epoch, new = %r.epoch, "identity's revocation epoch changed; resyncing");
@@ -196,7 +196,7 @@ impl Sync {
     }
 
     fn full_resync(&self, client: &mut Client) -> Result<FeedState, SyncError> {
-        let r = poll(client, 0, 0)?;
+        let r = poll(client, 0, None, 0)?;
         self.apply(&r.revocations);
         Ok(FeedState {
             seq: r.seq,
@@ -264,10 +264,19 @@ fn fetch_pubkey(client: &mut Client) -> Result<PublicKey, SyncError> {
     Ok(public)
 }
 
-fn poll(client: &mut Client, since: u64, wait_ms: u64) -> Result<RevocationsResult, SyncError> {
-    call(
-        client,
-        "identity.revocations",
-        &json!({"since": since, "wait_ms": wait_ms}),
-    )
+/// `identity.revocations`. `epoch` is the epoch `since` belongs to: an
+/// identity that knows it answers with everything when its own differs (the
+/// protocol's parameters are `since` and `wait_ms`; an identity that ignores
+/// `epoch` is handled too, by comparing epochs here).
+fn poll(
+    client: &mut Client,
+    since: u64,
+    epoch: Option<&str>,
+    wait_ms: u64,
+) -> Result<RevocationsResult, SyncError> {
+    let params = match epoch {
+        Some(epoch) => json!({"since": since, "wait_ms": wait_ms, "epoch": epoch}),
+        None => json!({"since": since, "wait_ms": wait_ms}),
+    };
+    call(client, "identity.revocations", &params)
 }
