@@ -43,19 +43,30 @@ fail() {
     exit 1
 }
 
-# ctl WANT ARGS...: shows `strata-ctl ARGS`, runs it, prints what it printed
-# (stdout is also kept in $OUT) and fails unless it exits with WANT.
+# shown ARGS...: the words as one would type them (JSON in single quotes).
+shown() {
+    local a out=
+    for a in "$@"; do
+        case $a in *[!A-Za-z0-9_./:=,-]*) a="'$a'" ;; esac
+        out+=" $a"
+    done
+    printf '%s' "${out# }"
+}
+
+# ctl WANT ARGS...: shows `strata-ctl ARGS`, runs it, prints its stdout (also
+# kept in $OUT) and then its stderr, and fails unless it exits with WANT.
 ctl() {
     local want=$1 rc
     shift
-    printf '%s$ strata-ctl %s%s\n' "$G" "$*" "$N"
+    printf '%s$ strata-ctl %s%s\n' "$G" "$(shown "$@")" "$N"
     set +e
-    OUT=$(strata-ctl "$@")
+    OUT=$(strata-ctl "$@" 2>"$WORK/stderr")
     rc=$?
     set -e
     [ -z "$OUT" ] || printf '%s\n' "$OUT"
+    cat "$WORK/stderr"
     [ "$rc" = "$want" ] || fail "strata-ctl $* exited $rc, expected $want"
-    [ "$want" = 0 ] || printf '  (exit %s, as expected)\n' "$rc"
+    [ "$want" = 0 ] || printf '%s(exit %s, as expected)%s\n' "$B" "$rc" "$N"
 }
 
 # --- a private Strata: sockets, signing key and served tree under $WORK
@@ -63,11 +74,10 @@ export STRATA_RUNTIME_DIR=$WORK/run STRATA_STATE_DIR=$WORK/state
 STRATA_ADMIN_UIDS=$(id -u)
 export STRATA_FS_ROOTS=$WORK/srv STRATA_ADMIN_UIDS STRATA_LOG=info
 DATA=$WORK/srv/data
-SECRET=$WORK/srv/secret/plans.txt
-mkdir -p "$STRATA_RUNTIME_DIR" "$STRATA_STATE_DIR" "$DATA/reports" "$(dirname "$SECRET")"
+mkdir -p "$STRATA_RUNTIME_DIR" "$STRATA_STATE_DIR" "$DATA/reports" "$WORK/srv/secret"
 printf 'hello from strata\n' >"$DATA/hello.txt"
 printf 'q3: all green\n' >"$DATA/reports/q3.txt"
-printf 'the secret plans\n' >"$SECRET"
+printf 'the secret plans\n' >"$WORK/srv/secret/plans.txt"
 ln -s ../secret/plans.txt "$DATA/shortcut" # a symlink that leads out of data/
 
 say "Starting strata-identity and strata-fs (runtime dir $STRATA_RUNTIME_DIR)"
@@ -99,24 +109,25 @@ export STRATA_TOKEN
 echo "${STRATA_TOKEN:0:48}…"
 ctl 0 whoami
 
-say "The token works inside its prefix"
-ctl 0 ls --long "$DATA"
-ctl 0 cat "$DATA/hello.txt"
+cd "$WORK/srv" # relative paths are taken from here: data/… is $DATA/…
+say "The token works inside its prefix (relative paths are from $PWD)"
+ctl 0 ls --long data
+ctl 0 cat data/hello.txt
 [ "$OUT" = "hello from strata" ] || fail "cat printed '$OUT'"
-ctl 0 stat "$DATA/reports/q3.txt"
+ctl 0 stat data/reports/q3.txt
 
 say "…and nowhere else: a path outside the prefix is refused (code 3)"
-ctl 13 cat "$SECRET"
+ctl 13 cat secret/plans.txt
 
 say "A symlink inside the prefix that leads out of it is refused too (the kernel resolves it)"
-ctl 13 cat "$DATA/shortcut"
+ctl 13 cat data/shortcut
 
 say "The holder revokes its own token"
 ctl 0 revoke --self
 sleep 0.2 # fs learns of revocations within 100 ms
 
 say "Now the same token is refused everywhere (code 2), also in the prototype's raw form"
-ctl 12 cat "$DATA/hello.txt"
+ctl 12 cat data/hello.txt
 ctl 12 fs.list "{\"path\":\"$DATA\"}"
 
 say "Stopping the services (SIGTERM)"
