@@ -145,16 +145,32 @@ pub fn open_prefix(prefix: &str) -> Result<OwnedFd, Error> {
     })
 }
 
+/// How often [`open_beneath`] retries when the kernel answers `EAGAIN`.
+pub const BENEATH_RETRIES: usize = 64;
+
 /// Resolves `rel` beneath `dir` with the kernel's confinement and opens it
 /// with `flags` (plus `O_CLOEXEC`).
+///
+/// With `RESOLVE_BENEATH`, openat2 fails with `EAGAIN` when a rename
+/// anywhere on the system raced a `..` step (including one inside a symlink
+/// target) and the kernel could not prove the walk stayed beneath `dir`;
+/// openat2(2) says to retry. Any local user can cause that by renaming in a
+/// loop, so a bounded retry keeps it from failing honest requests.
 pub fn open_beneath(dir: impl AsFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat2(
-        dir,
-        rel,
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    )
+    let dir = dir.as_fd();
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) if tries < BENEATH_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +294,49 @@ mod tests {
         use std::io::Read;
         std::fs::File::from(fd).read_to_string(&mut s).unwrap();
         Ok(s)
+    }
+
+    /// A rename racing a `..` step makes openat2 answer EAGAIN; the retry
+    /// must hide that from callers (found by the adversarial suite).
+    #[test]
+    fn concurrent_renames_do_not_surface_as_eagain() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let t = tree();
+        let prefix = t.path().join("data");
+        let dir = open_prefix(prefix.to_str().unwrap()).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let renamer = {
+            let stop = stop.clone();
+            let base = t.path().to_path_buf();
+            std::thread::spawn(move || {
+                let (a, b) = (base.join("r1"), base.join("r2"));
+                std::fs::create_dir(&a).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::fs::rename(&a, &b).unwrap();
+                    std::fs::rename(&b, &a).unwrap();
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        // A long walk with many `..` steps widens the window.
+        let long = format!("{}a.txt", "sub/../".repeat(200));
+        let mut raw_eagain = 0;
+        while std::time::Instant::now() < deadline {
+            for rel in [long.as_str(), "sub/../a.txt", "sub/../sub/b.txt"] {
+                assert!(open_beneath(&dir, rel, OFlags::RDONLY).is_ok(), "{rel}");
+                let raw = rustix::fs::openat2(
+                    &dir,
+                    rel,
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                );
+                raw_eagain += usize::from(matches!(raw, Err(Errno::AGAIN)));
+            }
+        }
+        eprintln!("openat2 without retry answered EAGAIN {raw_eagain} times");
+        stop.store(true, Ordering::Relaxed);
+        renamer.join().unwrap();
     }
 
     #[test]
