@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use base64::engine::general_purpose::STANDARD;
@@ -19,7 +19,7 @@ use strata_shared::paths;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
-use crate::FsService;
+use crate::{json, FsService};
 
 /// Default `size` of `fs.read`.
 pub const DEFAULT_READ: u64 = 4096;
@@ -217,19 +217,17 @@ pub fn read_into(
         }
         let eof = got <= size;
         let data = &dst[..got.min(size)];
-        write!(
-            out,
-            "{{\"bytes_read\":{},\"eof\":{},",
-            data.len(),
-            if eof { "true" } else { "false" }
-        )?;
+        out.extend_from_slice(b"{\"bytes_read\":");
+        json::write_u64(out, data.len() as u64);
+        out.extend_from_slice(b",\"eof\":");
+        json::write_bool(out, eof);
         match std::str::from_utf8(data) {
             Ok(text) if !base64 => {
-                out.extend_from_slice(b"\"data\":");
-                serde_json::to_writer(&mut *out, text).map_err(io::Error::other)?;
+                out.extend_from_slice(b",\"data\":");
+                json::write_str(out, text);
             }
             _ => {
-                out.extend_from_slice(b"\"data_b64\":\"");
+                out.extend_from_slice(b",\"data_b64\":\"");
                 let start = out.len();
                 out.resize(start + data.len().div_ceil(3) * 4, 0);
                 let n = STANDARD
@@ -247,6 +245,7 @@ pub fn read_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn read(content: &[u8], offset: u64, size: usize, b64: bool) -> serde_json::Value {
         let mut f = tempfile::tempfile().unwrap();

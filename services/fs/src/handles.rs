@@ -48,7 +48,12 @@ pub struct Handle {
 struct Counts {
     total: usize,
     per_cap: HashMap<u128, usize>,
+    /// Most handles open at once since memory was last given back.
+    peak: usize,
 }
+
+/// Below this many handles at the peak, a burst is not worth trimming for.
+const TRIM_FLOOR: usize = 256;
 
 /// All open handles, with their limits.
 pub struct HandleTable {
@@ -149,6 +154,7 @@ impl HandleTable {
             }
             *mine += 1;
             counts.total += 1;
+            counts.peak = counts.peak.max(counts.total);
         }
         let handle = Arc::new(Handle {
             file,
@@ -263,21 +269,39 @@ impl HandleTable {
                 counts.per_cap.remove(&cap);
             }
         }
-        // Give memory back after a burst of handles: a table that once held
-        // 10,000 entries should not keep their buckets for ever.
-        if counts.total == 0 && counts.per_cap.capacity() > 64 {
-            counts.per_cap.shrink_to_fit();
-        }
     }
 
-    /// Shrinks the shards' storage after many handles went away.
-    pub fn shrink(&self) {
-        for shard in self.shards.iter() {
-            let mut s = shard.lock().expect("handle shard");
-            if s.capacity() > 2 * s.len() + 16 {
-                s.shrink_to_fit();
+    /// After a burst — most of the handles open at the peak have gone —
+    /// shrinks the table's storage and asks the allocator to return free
+    /// memory to the kernel, so that a service that once held 10,000
+    /// handles does not keep their memory for ever. Returns whether it did.
+    /// Cheap when there is nothing to do; the sweeper calls it every tick.
+    pub fn trim_after_burst(&self) -> bool {
+        {
+            let mut counts = self.counts.lock().expect("handle counts");
+            if counts.peak < TRIM_FLOOR || counts.total > counts.peak / 4 {
+                return false;
             }
+            counts.peak = counts.total;
+            counts.per_cap.shrink_to_fit();
         }
+        for shard in self.shards.iter() {
+            shard.lock().expect("handle shard").shrink_to_fit();
+        }
+        release_free_memory();
+        true
+    }
+}
+
+/// Returns free heap memory to the kernel. glibc keeps freed memory in its
+/// arenas (and only trims the top of each heap on its own); `malloc_trim`
+/// releases every free page.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+    // thread-safe and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -400,5 +424,22 @@ mod tests {
         assert_eq!(t.drop_cap(a.id), 2);
         assert_eq!(t.len(), 1);
         assert!(t.get(&hb, b.id).is_ok());
+    }
+
+    #[test]
+    fn memory_is_trimmed_only_after_a_burst() {
+        let t = HandleTable::new(10_000, 10_000, Duration::from_secs(60));
+        let a = cap(CAP);
+        let mut hs = Vec::new();
+        for _ in 0..TRIM_FLOOR {
+            hs.push(t.insert(&a, file(), "/a").unwrap());
+        }
+        assert!(!t.trim_after_burst(), "still open");
+        for h in hs.drain(1..) {
+            t.close(&h, a.id).unwrap();
+        }
+        assert!(t.trim_after_burst());
+        assert!(!t.trim_after_burst(), "once per burst");
+        assert!(t.get(&hs[0], a.id).is_ok(), "survivors are intact");
     }
 }

@@ -12,7 +12,8 @@
 //! - [`handles`] — files opened by `fs.open`, owned by a capability;
 //! - [`file_ops`] — `fs.open`, `fs.read`, `fs.close`;
 //! - [`path_ops`] — `fs.list`, `fs.stat`;
-//! - [`config`] — the environment.
+//! - [`config`] — the environment;
+//! - [`json`] — fast JSON strings and numbers for the hot path.
 //!
 //! Every request but `fs.health` goes through [`FsService::authorize`],
 //! which authenticates, checks the action and writes the audit entry for a
@@ -23,6 +24,7 @@ pub mod config;
 pub mod file_ops;
 pub mod handles;
 pub mod identity_sync;
+pub mod json;
 pub mod path_ops;
 pub mod prefixes;
 
@@ -86,11 +88,12 @@ impl FsService {
     /// Spawns the task that closes idle handles and those of expired or
     /// revoked capabilities. Must be called inside the tokio runtime.
     pub fn spawn_sweeper(self: &Arc<Self>) {
-        // A quarter of the idle limit, so a handle lives at most 25% past it
-        // (the read path also refuses an overdue handle at once), within
-        // bounds that keep the sweep cheap and revocations tidy.
+        // A quarter of the idle limit, at most a second: a handle lives at
+        // most that long past its limit (and the read path refuses an
+        // overdue handle at once), memory goes back soon after a burst of
+        // handles is closed, and a sweep over the table costs microseconds.
         let every =
-            (self.config.handle_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            (self.config.handle_idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -104,7 +107,12 @@ impl FsService {
                 let closed = service.handles.sweep(now, &service.authority.revocations);
                 if closed > 0 {
                     tracing::debug!(closed, "closed idle or expired handles");
-                    service.handles.shrink();
+                }
+                if service.handles.trim_after_burst() {
+                    tracing::debug!(
+                        open = service.handles.len(),
+                        "gave memory back after a burst of handles"
+                    );
                 }
             }
         });

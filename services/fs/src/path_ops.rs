@@ -23,7 +23,7 @@ use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf, MAX_FRAME};
 
 use crate::auth::Cap;
-use crate::FsService;
+use crate::{json, FsService};
 
 /// Most entries `fs.list` returns; past it the result says `truncated`.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -129,18 +129,19 @@ impl FsService {
             .unwrap_or("/");
         let w = out.result_writer();
         w.extend_from_slice(b"{\"name\":");
-        serde_json::to_writer(&mut *w, name)
-            .map_err(|e| Error::internal(format!("cannot encode name: {e}")))?;
-        let _ = write!(
+        json::write_str(w, name);
+        w.extend_from_slice(b",\"is_dir\":");
+        json::write_bool(
             w,
-            ",\"is_dir\":{},\"size\":{},\"mode\":{},\"mtime\":{}}}",
             FileType::from_raw_mode(st.st_mode) == FileType::Directory,
-            u64::try_from(st.st_size).unwrap_or(0),
-            st.st_mode & 0o7777,
-            // The kernel type is unsigned on some architectures; the value is
-            // a signed time_t (before 1970 is negative).
-            st.st_mtime as i64,
         );
+        w.extend_from_slice(b",\"size\":");
+        json::write_u64(w, u64::try_from(st.st_size).unwrap_or(0));
+        w.extend_from_slice(b",\"mode\":");
+        json::write_u64(w, u64::from(st.st_mode & 0o7777));
+        // The kernel type is unsigned on some architectures; the value is a
+        // signed time_t (before 1970 is negative).
+        let _ = write!(w, ",\"mtime\":{}}}", st.st_mtime as i64);
         Ok(())
     }
 
@@ -217,9 +218,12 @@ pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"name\":");
-            let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
-            serde_json::to_writer(&mut *out, &*text).expect("a string serializes");
-            let _ = write!(out, ",\"is_dir\":{},\"size\":{}}}", e.is_dir, e.size);
+            json::write_str(out, &String::from_utf8_lossy(&raw[..raw.len() - 1]));
+            out.extend_from_slice(b",\"is_dir\":");
+            json::write_bool(out, e.is_dir);
+            out.extend_from_slice(b",\"size\":");
+            json::write_u64(out, e.size);
+            out.push(b'}');
             if out.len() - start > budget {
                 out.truncate(mark);
                 truncated = true;
