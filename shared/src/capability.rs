@@ -135,7 +135,13 @@ impl Verifier {
     /// than refuse.
     pub fn decode(&self, token: &str) -> Result<Capability, InvalidToken> {
         let verified = token::verify(&self.public, token)?;
+        // serde reads a struct from a JSON array too, field by field; the
+        // footer and the claims must be objects.
+        let is_object = |b: &[u8]| b.trim_ascii_start().starts_with(b"{");
         if !verified.footer.is_empty() {
+            if !is_object(&verified.footer) {
+                return Err(InvalidToken::BadFooter);
+            }
             let footer: Footer =
                 serde_json::from_slice(&verified.footer).map_err(|_| InvalidToken::BadFooter)?;
             if footer.kid != self.kid {
@@ -145,6 +151,11 @@ impl Verifier {
         if crate::wire::nesting_exceeds(&verified.payload, 16) {
             return Err(InvalidToken::BadClaims(
                 "claims are nested too deeply".into(),
+            ));
+        }
+        if !is_object(&verified.payload) {
+            return Err(InvalidToken::BadClaims(
+                "claims are not a JSON object".into(),
             ));
         }
         let claims: Claims = serde_json::from_slice(&verified.payload)
@@ -372,6 +383,13 @@ mod tests {
         ));
         let junk = token::sign(&kp.sk, claims.as_bytes(), b"not json");
         assert_eq!(v.verify(&junk, now()), Err(InvalidToken::BadFooter));
+        // A footer array holding our kid is not a footer object.
+        let array = token::sign(
+            &kp.sk,
+            claims.as_bytes(),
+            format!(r#"["{}"]"#, v.kid()).as_bytes(),
+        );
+        assert_eq!(v.verify(&array, now()), Err(InvalidToken::BadFooter));
         let ours = token::sign(
             &kp.sk,
             claims.as_bytes(),
@@ -387,6 +405,10 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         for payload in [
             "[]".to_string(),
+            // Every claim in order, as an array: serde would take it.
+            format!(
+                r#"["{CAP}","capability","2019-01-01T00:00:00Z",null,"2099-01-01T00:00:00Z","fs",["read"],{{"path_prefix":"/srv"}}]"#
+            ),
             r#"{"jti":"x"}"#.to_string(),
             format!(
                 r#"{{"jti":"{CAP}","sub":"other","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[]}}"#

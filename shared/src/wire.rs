@@ -294,6 +294,13 @@ impl<'a> Request<'a> {
         let token = match raw.auth {
             None => None,
             Some(a) if a.get() == "null" => None,
+            // serde reads a struct from a JSON array too, field by field:
+            // `"auth":["v2.public…"]` must not pass for an object.
+            Some(a) if !a.get().starts_with('{') => {
+                return Err(invalid(
+                    "\"auth\" must be an object {\"token\": string}".into(),
+                ))
+            }
             Some(a) => {
                 let auth: RawAuth<'a> = serde_json::from_str(a.get()).map_err(|_| {
                     invalid("\"auth\" must be an object {\"token\": string}".into())
@@ -593,6 +600,7 @@ mod tests {
             br#"{"v":1,"req_id":"a","method":5}"#,
             br#"{"v":1,"req_id":"a","method":"x.y","auth":"tok"}"#,
             br#"{"v":1,"req_id":"a","method":"x.y","params":[1]}"#,
+            br#"{"v":1,"req_id":"a","method":"x.y","auth":["v2.public.x"]}"#,
         ] {
             match Request::parse(bad) {
                 Err(ParseError::Invalid { req_id, error }) => {
