@@ -33,14 +33,21 @@ fi
 for t in "${targets[@]}"; do cargo fuzz build "$t"; done
 scratch="$(mktemp -d /tmp/strata-fuzz-corpus.XXXXXX)"
 cleanup() {
-    rm -rf "$scratch" /tmp/strata-fuzz-tree-*
+    rm -rf "$scratch"
+    # The paths target's trees, named by the pid that built them; leave
+    # those of fuzzers still running (another fuzz.sh, say).
+    for d in "${TMPDIR:-/tmp}"/strata-fuzz-tree-*; do
+        [ -d "$d" ] || continue
+        kill -0 "${d##*-}" 2>/dev/null || rm -rf "$d"
+    done
 }
 trap cleanup EXIT
 
 failed=0
 for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t"
-    log="$scratch/$t.log"
+    log="${FUZZ_LOG_DIR:-$scratch}/$t.log"
+    mkdir -p "$(dirname "$log")"
     echo "fuzz.sh: $t for ${secs}s"
     if cargo fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \

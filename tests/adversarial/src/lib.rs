@@ -470,3 +470,58 @@ pub fn still_serving(socket: &Path, method: &str) {
         .expect("health after abuse");
     assert!(r.ok, "{method} after abuse: {r:?}");
 }
+
+/// Runs one request as another uid/gid by re-running the current test
+/// binary as a child that executes only the test named `child_test` (which
+/// must call [`child_request`]); setuid is process-wide, so it cannot be
+/// done on a test thread.
+pub fn call_as(
+    uid: u32,
+    child_test: &str,
+    socket: &Path,
+    method: &str,
+    token: Option<&str>,
+    params: Value,
+) -> Response {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env("STRATA_CHILD_SOCKET", socket)
+        .env("STRATA_CHILD_METHOD", method)
+        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
+        .env("STRATA_CHILD_PARAMS", params.to_string())
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no response: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap()
+}
+
+/// The child side of [`call_as`]; does nothing in a normal test run.
+pub fn child_request() {
+    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
+        return;
+    };
+    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap();
+    let params: Value =
+        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").unwrap()).unwrap();
+    let mut c = Client::connect(Path::new(&socket)).unwrap();
+    let resp = c
+        .call(
+            &std::env::var("STRATA_CHILD_METHOD").unwrap(),
+            (!token.is_empty()).then_some(token.as_str()),
+            &params,
+        )
+        .unwrap();
+    println!("RESPONSE {}", serde_json::to_string(&resp).unwrap());
+}
