@@ -243,3 +243,30 @@ fn the_key_comes_from_identity_not_from_a_stale_identity_pub() {
     let (code, msg) = error(call(&mut c, "fs.open", &old, json!({"path": file})));
     assert_eq!(code, 2, "{msg}");
 }
+
+#[test]
+fn a_new_revocation_epoch_is_followed_and_known_revocations_are_kept() {
+    let mut s = Stack::start(&[]);
+    let file = s.write("srv/data/f", "data");
+    let a = s.issue(&["open", "read"], &s.data(), 600);
+    let b = s.issue(&["open", "read"], &s.data(), 600);
+    let mut c = s.fs_client();
+    let ha = open(&mut c, &a, &file);
+    let hb = open(&mut c, &b, &file);
+    s.revoke(&a.cap_id);
+    time_until_refused(&mut c, &a, &ha);
+    // identity loses its revocation state (an operator wiped it): a new
+    // epoch, sequence numbers from 1 again.
+    s.identity.kill();
+    std::fs::remove_file(s.base().join("state/revocations.json")).unwrap();
+    s.identity.start_again().unwrap();
+    s.identity
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    // There is no un-revoke: fs keeps refusing what it knew was revoked.
+    assert_eq!(code(call(&mut c, "fs.open", &a, json!({"path": file}))), 2);
+    // And it follows the new epoch: a revocation in it arrives in time.
+    ok(call(&mut c, "fs.read", &b, json!({"handle": hb})));
+    let latency = revoke_and_measure(&s, &mut c, &b, &hb);
+    assert!(latency <= REVOCATION_BOUND, "{latency:?}");
+}
