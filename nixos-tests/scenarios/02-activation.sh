@@ -7,6 +7,10 @@
 fresh_start
 for s in $UNITS_SOCKETS; do
     [ "$(active_state "$s")" = active ] || fail "$s is $(active_state "$s"), want active"
+done
+# "listening": nobody has taken the socket yet; the supervisor's is
+# "running" (its service holds it).
+for s in strata-identity.socket strata-fs.socket; do
     [ "$(prop "$s" SubState)" = listening ] || fail "$s substate $(prop "$s" SubState), want listening"
 done
 for n in identity fs supervisor; do

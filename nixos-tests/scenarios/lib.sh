@@ -65,11 +65,13 @@ expect_rc() {
 # ok CMD...: expect success.
 ok() { expect_rc 0 "$@"; }
 
-# jget JSON FILTER: one field of a JSON document (jq -r); fails loudly when
-# the text is not JSON.
+# jget JSON FILTER: one field of a JSON document (jq -r). Fails loudly when
+# the text is not JSON or the field is absent or null; false is a value.
 jget() {
-    printf '%s' "$1" | jq -er "$2" 2>/dev/null ||
-        fail "no '$2' in JSON: $1"
+    local v
+    v=$(printf '%s' "$1" | jq -r "$2" 2>/dev/null) || fail "not JSON (or bad filter '$2'): $1"
+    [ "$v" != null ] || fail "no '$2' in JSON: $1"
+    printf '%s\n' "$v"
 }
 
 # The error code of a raw strata-ctl answer, e.g. {"ok":false,"error":{"code":3}}.
@@ -82,7 +84,7 @@ active_state() { prop "$1" ActiveState; }
 wait_until() {
     local secs=$1 what=$2 i=0
     shift 2
-    while ! "$@" >/dev/null 2>&1; do
+    while ! "$@" >/dev/null; do
         i=$((i + 1))
         [ "$i" -le $((secs * 5)) ] || fail "timed out after ${secs}s waiting for: $what"
         sleep 0.2
@@ -99,7 +101,19 @@ fresh_start() {
     systemctl stop strata.target $UNITS_SERVICES $UNITS_SOCKETS 2>/dev/null || true
     systemctl reset-failed 'strata*' 2>/dev/null || true
     systemctl start strata.target
-    wait_until 30 "strata-supervisor.service active" is_state strata-supervisor.service active
+    wait_until 30 "strata-supervisor.service active" unit_up strata-supervisor.service
+}
+
+# unit_up UNIT: true once active; aborts the scenario at once if the unit
+# failed (no point waiting out a timeout on a crash loop).
+unit_up() {
+    local st
+    st=$(active_state "$1")
+    case $st in
+        active) return 0 ;;
+        failed) fail "$1 failed: $(prop "$1" Result); see its journal" ;;
+        *) return 1 ;;
+    esac
 }
 
 # Test data: world-readable (fs runs as a transient user that can read only
