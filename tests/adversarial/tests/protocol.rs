@@ -514,8 +514,10 @@ fn json_bombs_within_a_megabyte() {
         send_frame(&mut c, payload.as_bytes());
         let r = read_response(&mut c).unwrap_or_else(|| panic!("{what}: no answer"));
         let took = started.elapsed();
+        // Generous for a debug build on a loaded 2-core machine; the point
+        // is that it is answered at all, not how fast.
         assert!(
-            took < Duration::from_secs(5),
+            took < Duration::from_secs(15),
             "{what}: answered after {took:?}"
         );
         assert_no_leak(what, &serde_json::to_string(&r).unwrap());
