@@ -35,10 +35,15 @@ fn sorted(set: CapsHashSet) -> Vec<Capability> {
 
 /// Drops every capability from every set of the calling thread's process.
 /// Must run before any other thread starts (capabilities are per thread).
+///
+/// Sets that are already empty are left alone, so that a process started by
+/// the units (empty bounding set, unprivileged user) never calls `capset(2)`:
+/// the units deny `@privileged`, which contains it, and a denied call would
+/// kill the process with SIGSYS.
 pub fn drop_all() -> Result<Dropped, caps::errors::CapsError> {
     let mut d = Dropped::default();
     // The bounding set first: removing from it needs CAP_SETPCAP, which is
-    // about to go from the effective set.
+    // about to go from the effective set. (prctl, not capset.)
     let bounding = caps::read(None, CapSet::Bounding)?;
     for cap in sorted(bounding) {
         if caps::drop(None, CapSet::Bounding, cap).is_ok() {
@@ -46,13 +51,21 @@ pub fn drop_all() -> Result<Dropped, caps::errors::CapsError> {
         }
     }
     d.ambient = sorted(caps::read(None, CapSet::Ambient)?);
-    caps::clear(None, CapSet::Ambient)?;
+    if !d.ambient.is_empty() {
+        caps::clear(None, CapSet::Ambient)?;
+    }
     d.inheritable = sorted(caps::read(None, CapSet::Inheritable)?);
-    caps::clear(None, CapSet::Inheritable)?;
     d.effective = sorted(caps::read(None, CapSet::Effective)?);
-    caps::clear(None, CapSet::Effective)?;
     d.permitted = sorted(caps::read(None, CapSet::Permitted)?);
-    caps::clear(None, CapSet::Permitted)?;
+    if !d.inheritable.is_empty() {
+        caps::clear(None, CapSet::Inheritable)?;
+    }
+    if !d.effective.is_empty() {
+        caps::clear(None, CapSet::Effective)?;
+    }
+    if !d.permitted.is_empty() {
+        caps::clear(None, CapSet::Permitted)?;
+    }
     Ok(d)
 }
 

@@ -90,11 +90,15 @@ impl ActivatedService {
     fn spawn(&mut self) -> io::Result<()> {
         let fd = self.listener.as_raw_fd();
         // `sh` learns its own pid as $$ and `exec` keeps it, which is how the
-        // child gets LISTEN_PID equal to its pid without unsafe env writes
-        // between fork and exec.
+        // child gets LISTEN_PID (and WATCHDOG_PID, when a test passes
+        // WATCHDOG_USEC) equal to its pid without unsafe env writes between
+        // fork and exec.
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$1\" exec \"$0\"")
+            .arg(
+                "[ -n \"$WATCHDOG_USEC\" ] && export WATCHDOG_PID=$$; \
+                 LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$1\" exec \"$0\"",
+            )
             .arg(&self.binary)
             .arg(&self.name)
             .env("STRATA_RUNTIME_DIR", &self.runtime_dir)

@@ -555,3 +555,38 @@ fn refuses_to_start_on_a_corrupt_revocation_list() {
         "{\"epoch\":"
     );
 }
+
+#[test]
+fn pings_the_watchdog_from_its_runtime() {
+    let f = start(&[("WATCHDOG_USEC", "200000")]);
+    f.svc
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    // Two pings in a row: a timer, not a one-off.
+    f.svc
+        .wait_notify("WATCHDOG=1", Duration::from_secs(2))
+        .unwrap();
+    f.svc
+        .wait_notify("WATCHDOG=1", Duration::from_secs(2))
+        .unwrap();
+}
+
+#[test]
+fn holds_no_capabilities_once_started() {
+    // The test runs as root, so the service starts with a full set; it must
+    // have dropped every one of them by the time it is ready.
+    let f = start(&[]);
+    f.svc
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", f.svc.pid().unwrap())).unwrap();
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        let line = status.lines().find(|l| l.starts_with(set)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    // Only root (in the init namespace) can shrink the bounding set.
+    if unsafe { libc::geteuid() } == 0 {
+        let bnd = status.lines().find(|l| l.starts_with("CapBnd")).unwrap();
+        assert!(bnd.ends_with("0000000000000000"), "{bnd}");
+    }
+}
