@@ -35,8 +35,21 @@ pub struct Claims {
     pub exp: String,
     pub service: String,
     pub actions: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "constraints_object")]
     pub constraints: Constraints,
+}
+
+/// `constraints` must be a JSON object: serde would also read
+/// `["/srv/data"]` as `{"path_prefix": "/srv/data"}`, field by field, which
+/// a plain JSON reader sees as no prefix at all.
+fn constraints_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Constraints, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if !v.is_object() {
+        return Err(serde::de::Error::custom(
+            "constraints must be a JSON object",
+        ));
+    }
+    Constraints::deserialize(v).map_err(serde::de::Error::custom)
 }
 
 /// Restrictions beyond service and actions.
@@ -419,6 +432,10 @@ mod tests {
             ),
             format!(
                 r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":"read"}}"#
+            ),
+            // constraints as a positional array (found by fuzz/token_claims).
+            format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":["read"],"constraints":["/srv"]}}"#
             ),
             format!(
                 r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[],"x":{deep}}}"#
