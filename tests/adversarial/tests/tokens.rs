@@ -405,6 +405,10 @@ fn oversized_deep_and_mistyped_claims_are_refused() {
         ),
         ("claims an array".into(), b"[1,2,3]".to_vec()),
         (
+            "constraints as a positional array".into(),
+            serde_json::to_vec(&with("constraints", json!([s.data()]))).unwrap(),
+        ),
+        (
             "claims as a positional array".into(),
             serde_json::to_vec(&json!([
                 base["jti"], "capability", base["iat"], null, base["exp"], "fs",
