@@ -32,17 +32,45 @@ impl Conn {
     }
 
     /// Sends a whole frame (header included) and returns the reply payload.
+    ///
+    /// One request is in flight at a time, so nothing follows the reply:
+    /// each `read` takes whatever has arrived (usually the whole reply at
+    /// once, header included), which keeps the client at two syscalls per
+    /// small request.
     pub fn roundtrip(&mut self, frame: &[u8]) -> io::Result<&[u8]> {
         self.stream.write_all(frame)?;
-        let mut header = [0u8; 4];
-        self.stream.read_exact(&mut header)?;
-        let len = u32::from_be_bytes(header) as usize;
-        if len > strata_shared::wire::MAX_FRAME {
-            return Err(io::Error::other(format!("reply of {len} bytes announced")));
+        let mut have = 0;
+        let mut want = usize::MAX;
+        loop {
+            if have >= 4 && want == usize::MAX {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4")) as usize;
+                if len > strata_shared::wire::MAX_FRAME {
+                    return Err(io::Error::other(format!("reply of {len} bytes announced")));
+                }
+                want = 4 + len;
+            }
+            if have >= want {
+                if have > want {
+                    return Err(io::Error::other("bytes after the reply"));
+                }
+                return Ok(&self.buf[4..want]);
+            }
+            let room = if want == usize::MAX { 64 * 1024 } else { want };
+            if self.buf.len() < room {
+                self.buf.resize(room, 0);
+            }
+            match self.stream.read(&mut self.buf[have..room]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ))
+                }
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.buf.resize(len, 0);
-        self.stream.read_exact(&mut self.buf)?;
-        Ok(&self.buf)
     }
 
     /// Like [`Self::roundtrip`], and fails unless the reply says `"ok":true`.
@@ -86,6 +114,37 @@ pub struct LoadResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub reply_bytes: usize,
+    /// CPU time of the server process per request (all its threads, user +
+    /// system, warm-up included), in µs; 0 when unknown.
+    pub server_cpu_us: f64,
+    /// CPU time of the load generator (this process) per request, in µs.
+    pub client_cpu_us: f64,
+}
+
+/// CPU time consumed so far by every thread of `pid`, in ns, from
+/// `/proc/<pid>/task/*/schedstat` (nanosecond resolution, unlike
+/// `/proc/<pid>/stat`'s clock ticks).
+pub fn proc_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time of this process (all threads, including finished ones), in ns.
+pub fn self_cpu_ns() -> u64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Runs `conns` closed-loop connections to `socket` for `warmup + measure`.
@@ -94,6 +153,7 @@ pub struct LoadResult {
 /// I/O error fails the row.
 pub fn run(
     socket: &Path,
+    server_pid: Option<u32>,
     conns: usize,
     frames: &[Vec<u8>],
     warmup: Duration,
@@ -106,12 +166,13 @@ pub fn run(
         let frame = frames[i % frames.len()].clone();
         let barrier = barrier.clone();
         threads.push(std::thread::spawn(
-            move || -> io::Result<(Vec<u32>, usize)> {
+            move || -> io::Result<(Vec<u32>, usize, u64)> {
                 barrier.wait();
                 let begin = Instant::now() + warmup;
                 let end = begin + measure;
                 let mut lat = Vec::with_capacity(1 << 16);
                 let mut reply_bytes = 0;
+                let mut done = 0u64;
                 loop {
                     let t0 = Instant::now();
                     if t0 >= end {
@@ -119,22 +180,27 @@ pub fn run(
                     }
                     let reply = conn.call_ok(&frame)?;
                     reply_bytes = reply.len();
+                    done += 1;
                     let t1 = Instant::now();
                     if t0 >= begin && t1 <= end {
                         lat.push((t1 - t0).as_nanos().min(u32::MAX as u128) as u32);
                     }
                 }
-                Ok((lat, reply_bytes))
+                Ok((lat, reply_bytes, done))
             },
         ));
     }
+    let server0 = server_pid.map(proc_cpu_ns).unwrap_or(0);
+    let client0 = self_cpu_ns();
     barrier.wait();
     let mut all = Vec::new();
     let mut reply_bytes = 0;
+    let mut done = 0u64;
     let mut first_err = None;
     for t in threads {
         match t.join().expect("load thread panicked") {
-            Ok((lat, bytes)) => {
+            Ok((lat, bytes, n)) => {
+                done += n;
                 all.extend_from_slice(&lat);
                 reply_bytes = reply_bytes.max(bytes);
             }
@@ -143,6 +209,11 @@ pub fn run(
             }
         }
     }
+    let server_cpu = server_pid
+        .map(proc_cpu_ns)
+        .unwrap_or(0)
+        .saturating_sub(server0);
+    let client_cpu = self_cpu_ns().saturating_sub(client0);
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -162,5 +233,7 @@ pub fn run(
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         reply_bytes,
+        server_cpu_us: server_cpu as f64 / 1000.0 / done.max(1) as f64,
+        client_cpu_us: client_cpu as f64 / 1000.0 / done.max(1) as f64,
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p strata-bench -- [--quick] [--json PATH] [--bin-dir DIR]
-//!     [--secs S] [--cold N] [--skip fs|identity] [--log FILTER]
+//!     [--secs S] [--cold N] [--conns 1,16] [--skip fs|identity] [--log FILTER]
+//!     [--only NAME,...]
 //! ```
 //!
 //! One run measures, in this order: microbenchmarks (in process); the idle
@@ -44,10 +45,11 @@ struct Opts {
     skip_identity: bool,
     log: Option<String>,
     conns: Vec<usize>,
+    only: Vec<String>,
 }
 
 const USAGE: &str = "usage: strata-bench [--quick] [--json PATH] [--bin-dir DIR] [--secs S] \
-[--cold N] [--conns 1,16] [--skip fs|identity] [--log STRATA_LOG-filter]";
+[--cold N] [--conns 1,16] [--skip fs|identity] [--log STRATA_LOG-filter] [--only fs.read,issue]";
 
 fn parse_args() -> Result<Opts, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -63,6 +65,7 @@ fn parse_args() -> Result<Opts, String> {
         skip_identity: false,
         log: None,
         conns: vec![1, 16],
+        only: Vec::new(),
     };
     let mut secs = None;
     let mut cold = None;
@@ -107,6 +110,12 @@ fn parse_args() -> Result<Opts, String> {
                 other => return Err(format!("--skip {other}: expected fs or identity")),
             },
             "--log" => o.log = Some(val("--log")?),
+            "--only" => {
+                o.only = val("--only")?
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect()
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -160,6 +169,11 @@ struct Row {
     /// Throughput divided by the floor's at the same connection count.
     ratio_to_floor: f64,
     reply_bytes: usize,
+    /// CPU time of the server process per request (all threads, user +
+    /// system), µs.
+    server_cpu_us: f64,
+    /// CPU time of the load generator per request, µs.
+    client_cpu_us: f64,
     /// For the floor: each sample (it is measured before and after the rows
     /// of its connection count; `rps` is their mean).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -484,10 +498,13 @@ fn run(o: &Opts) -> Res<()> {
             ))],
         });
     }
-    let sockets = |svc: &str| -> PathBuf {
+    if !o.only.is_empty() {
+        workloads.retain(|w| o.only.iter().any(|pat| w.name.contains(pat.as_str())));
+    }
+    let servers = |svc: &str| -> &Activated {
         match svc {
-            "fs" => fs.as_ref().expect("fs").socket.clone(),
-            _ => identity.as_ref().expect("identity").socket.clone(),
+            "fs" => fs.as_ref().expect("fs"),
+            _ => identity.as_ref().expect("identity"),
         }
     };
 
@@ -496,26 +513,26 @@ fn run(o: &Opts) -> Res<()> {
         let f1 = measure(
             o,
             "transport floor",
-            &floor.socket,
+            &floor,
             conns,
             std::slice::from_ref(&floor_frame),
         )?;
         let noop_row = measure(
             o,
             "server loop, no-op service",
-            &noop.socket,
+            &noop,
             conns,
             std::slice::from_ref(&floor_frame),
         )?;
         let mut svc_rows = Vec::new();
         for w in &workloads {
-            let r = measure(o, w.name, &sockets(w.service), conns, &w.frames)?;
+            let r = measure(o, w.name, servers(w.service), conns, &w.frames)?;
             svc_rows.push((w, r));
         }
         let f2 = measure(
             o,
             "transport floor",
-            &floor.socket,
+            &floor,
             conns,
             std::slice::from_ref(&floor_frame),
         )?;
@@ -535,6 +552,8 @@ fn run(o: &Opts) -> Res<()> {
                 1.0
             },
             reply_bytes: r.reply_bytes,
+            server_cpu_us: r.server_cpu_us,
+            client_cpu_us: r.client_cpu_us,
             samples_rps: samples,
         };
         // The floor row keeps the first sample's latencies.
@@ -646,15 +665,22 @@ fn start(
 fn measure(
     o: &Opts,
     name: &str,
-    socket: &Path,
+    server: &Activated,
     conns: usize,
     frames: &[Vec<u8>],
 ) -> Res<LoadResult> {
-    let r = load::run(socket, conns, frames, o.warmup, o.measure)
-        .map_err(|e| format!("{name} at {conns} connections: {e}"))?;
+    let r = load::run(
+        &server.socket,
+        server.pid(),
+        conns,
+        frames,
+        o.warmup,
+        o.measure,
+    )
+    .map_err(|e| format!("{name} at {conns} connections: {e}"))?;
     eprintln!(
-        "  {name:<28} {conns:>2} conns {:>10.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
-        r.rps, r.p50_us, r.p99_us
+        "  {name:<28} {conns:>2} conns {:>10.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  cpu/req server {:>6.1} µs client {:>5.1} µs",
+        r.rps, r.p50_us, r.p99_us, r.server_cpu_us, r.client_cpu_us
     );
     Ok(r)
 }
@@ -795,13 +821,29 @@ fn print_report(
 ) {
     println!();
     println!(
-        "{:<30} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8}",
-        "closed loop", "conns", "req/s", "p50 µs", "p99 µs", "× floor", "reply B"
+        "{:<30} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}",
+        "closed loop",
+        "conns",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "× floor",
+        "reply B",
+        "srv cpu µs",
+        "cli cpu µs"
     );
     for r in rows {
         println!(
-            "{:<30} {:>5} {:>11.0} {:>9.1} {:>9.1} {:>8.3} {:>8}",
-            r.name, r.conns, r.rps, r.p50_us, r.p99_us, r.ratio_to_floor, r.reply_bytes
+            "{:<30} {:>5} {:>11.0} {:>9.1} {:>9.1} {:>8.3} {:>8} {:>10.1} {:>10.1}",
+            r.name,
+            r.conns,
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            r.ratio_to_floor,
+            r.reply_bytes,
+            r.server_cpu_us,
+            r.client_cpu_us
         );
     }
     println!();
