@@ -235,7 +235,17 @@ fn run(o: &Opts) -> Res<()> {
     // --- fixture
     let tmp = tempfile::Builder::new().prefix("strata-bench.").tempdir()?;
     let base = tmp.path();
-    let run_dir = base.join("run");
+    // Under systemd /run is a tmpfs, so the sockets and identity.pub (which
+    // identity writes and fsyncs before it serves) live on one here too when
+    // /dev/shm is available; state and the served files stay on disk.
+    let run_tmp = tempfile::Builder::new()
+        .prefix("strata-bench-run.")
+        .tempdir_in("/dev/shm")
+        .ok();
+    let run_dir = match &run_tmp {
+        Some(t) => t.path().to_path_buf(),
+        None => base.join("run"),
+    };
     let logs = base.join("logs");
     std::fs::create_dir_all(&logs)?;
     let roots = base.join("srv");
