@@ -20,6 +20,10 @@
 #   --rebuild       rebuild the cached bookworm root file system first
 #   --no-build      do not run `cargo build --release --workspace`
 #   --timeout SECS  per-scenario timeout (default 300)
+#   --shell         after the selected scenarios (none unless named), open
+#                   a root shell inside the booted container; exit it to
+#                   tear down
+#   --list          list the scenarios and exit
 #   -h, --help      this text
 # Environment:
 #   STRATA_CT_CACHE   cache directory (default /var/cache/strata)
@@ -44,6 +48,8 @@ KEEP=0
 REBUILD=0
 BUILD=1
 SCEN_TIMEOUT=300
+SHELL_AFTER=0
+LIST=0
 SELECTED=()
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"; }
@@ -54,6 +60,8 @@ while [ $# -gt 0 ]; do
         --rebuild) REBUILD=1 ;;
         --no-build) BUILD=0 ;;
         --timeout) shift; SCEN_TIMEOUT=${1:?--timeout needs a value} ;;
+        --shell) SHELL_AFTER=1 ;;
+        --list) LIST=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "container-test: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) SELECTED+=("$1") ;;
@@ -85,9 +93,10 @@ SCEN_DIR=$REPO/nixos-tests/scenarios
 [ -d "$SCEN_DIR" ] || die "no scenario directory $SCEN_DIR"
 mapfile -t ALL_SCENARIOS < <(cd "$SCEN_DIR" && find . -maxdepth 1 -name '[0-9]*.sh' -printf '%f\n' | sort)
 [ ${#ALL_SCENARIOS[@]} -gt 0 ] || die "no scenarios (NN-*.sh) in $SCEN_DIR"
+if [ "$LIST" -eq 1 ]; then printf '%s\n' "${ALL_SCENARIOS[@]}"; exit 0; fi
 SCENARIOS=()
 if [ ${#SELECTED[@]} -eq 0 ]; then
-    SCENARIOS=("${ALL_SCENARIOS[@]}")
+    [ "$SHELL_AFTER" -eq 1 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 else
     for want in "${SELECTED[@]}"; do
         want=${want##*/}; want=${want%.sh}
@@ -297,7 +306,7 @@ esac
 # ----------------------------------------------------------- scenarios -----
 passed=()
 failed=()
-for s in "${SCENARIOS[@]}"; do
+for s in ${SCENARIOS[@]+"${SCENARIOS[@]}"}; do
     log "=== $s"
     start=$(date +%s)
     out=$RUN_DIR/${s%.sh}.log
@@ -320,9 +329,14 @@ for s in "${SCENARIOS[@]}"; do
     fi
 done
 
+if [ "$SHELL_AFTER" -eq 1 ]; then
+    log "shell in the container (scenarios in /opt/strata-tests); exit to tear down"
+    in_ct /bin/bash -l || true
+fi
+
 echo
 log "summary:"
-for s in "${passed[@]}"; do echo "  PASS $s"; done
+for s in ${passed[@]+"${passed[@]}"}; do echo "  PASS $s"; done
 for s in ${failed[@]+"${failed[@]}"}; do echo "  FAIL $s"; done
 # The plain closing line CI reads.
 echo "${#passed[@]} passed, ${#failed[@]} failed"
