@@ -51,12 +51,19 @@ fn by_frame_len(data: &[u8]) -> Vec<Step> {
         match wire::frame_len(rest) {
             Ok(Some(len)) => {
                 assert!(len <= MAX_FRAME);
-                assert_eq!(len, u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize);
+                assert_eq!(
+                    len,
+                    u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize
+                );
                 out.push(Step::Frame(rest[4..4 + len].to_vec()));
                 rest = &rest[4 + len..];
             }
             Ok(None) => {
-                out.push(if rest.is_empty() { Step::End } else { Step::Truncated });
+                out.push(if rest.is_empty() {
+                    Step::End
+                } else {
+                    Step::Truncated
+                });
                 return out;
             }
             Err(FrameError::TooLarge(n)) => {
@@ -70,7 +77,11 @@ fn by_frame_len(data: &[u8]) -> Vec<Step> {
 }
 
 fn by_blocking_reader(data: &[u8], sizes: &[u8]) -> Vec<Step> {
-    let mut r = Chunked { data, sizes, call: 0 };
+    let mut r = Chunked {
+        data,
+        sizes,
+        call: 0,
+    };
     let mut out = Vec::new();
     loop {
         match wire::read_frame_blocking(&mut r) {

@@ -160,7 +160,10 @@ fn build_payload(input: &Input) -> Vec<u8> {
     let time = |t: &Option<Time>, f: &Field, dflt: i64| {
         value(
             f,
-            json!(t.as_ref().map(Time::render).unwrap_or_else(|| format_time(dflt))),
+            json!(t
+                .as_ref()
+                .map(Time::render)
+                .unwrap_or_else(|| format_time(dflt))),
         )
     };
     let fields = [
@@ -193,7 +196,16 @@ fn build_payload(input: &Input) -> Vec<u8> {
     }
     let mut text = serde_json::to_string(&Value::Object(m)).unwrap();
     if let Some((which, val)) = &input.duplicate {
-        const KEYS: [&str; 8] = ["jti", "sub", "iat", "exp", "nbf", "service", "actions", "constraints"];
+        const KEYS: [&str; 8] = [
+            "jti",
+            "sub",
+            "iat",
+            "exp",
+            "nbf",
+            "service",
+            "actions",
+            "constraints",
+        ];
         let key = KEYS[*which as usize % KEYS.len()];
         text.pop();
         if text.len() > 1 {
@@ -242,7 +254,10 @@ fuzz_target!(|input: Input| {
     assert!(is_cap_id(cap.cap_id()));
     assert_eq!(parse_time(&cap.claims.exp), Some(cap.expires));
     assert_eq!(parse_time(&cap.claims.iat), Some(cap.issued));
-    assert_eq!(cap.claims.nbf.as_deref().and_then(parse_time), cap.not_before);
+    assert_eq!(
+        cap.claims.nbf.as_deref().and_then(parse_time),
+        cap.not_before
+    );
     if !footer.is_empty() {
         let f: Value = serde_json::from_slice(&footer).expect("accepted footer is JSON");
         assert_eq!(f["kid"], v.kid(), "footer accepted without our kid");
@@ -267,7 +282,14 @@ fuzz_target!(|input: Input| {
         && cap.issued <= NOW + CLOCK_SKEW_SECS;
     assert_eq!(verified.is_ok(), window, "{cap:?}");
     // The authorization decision.
-    for action in ["open", "read", "list", "stat", "close", input.action_probe.as_str()] {
+    for action in [
+        "open",
+        "read",
+        "list",
+        "stat",
+        "close",
+        input.action_probe.as_str(),
+    ] {
         let allowed = cap.authorize("fs", action).is_ok();
         let expect = cap.claims.service == "fs" && cap.claims.actions.iter().any(|a| a == action);
         assert_eq!(allowed, expect);
