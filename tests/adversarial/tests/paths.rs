@@ -696,3 +696,51 @@ fn hard_links_are_refused_unless_the_operator_allows_them() {
         .unwrap();
     assert_eq!(ok(r)["data"], INSIDE);
 }
+
+#[test]
+fn escapes_do_not_reveal_whether_the_outside_target_exists() {
+    let s = Stack::with_fs(&[]);
+    let t = s.fs_token();
+    let mut c = s.fs_client();
+    let d = s.data();
+    let dir = Path::new(&d);
+    let there = s.path(&format!("outside/{SECRET_NAME}"));
+    let missing = s.path("outside/no-such-file");
+    symlink(&there, dir.join("abs-there")).unwrap();
+    symlink(&missing, dir.join("abs-missing")).unwrap();
+    symlink(
+        format!("../../outside/{SECRET_NAME}"),
+        dir.join("rel-there"),
+    )
+    .unwrap();
+    symlink("../../outside/no-such-file", dir.join("rel-missing")).unwrap();
+    // (path to an existing outside file, the same path to a missing one)
+    let pairs = [
+        (format!("{d}/abs-there"), format!("{d}/abs-missing")),
+        (format!("{d}/rel-there"), format!("{d}/rel-missing")),
+        (there.clone(), missing.clone()),
+        (
+            format!("{d}/../../outside/{SECRET_NAME}"),
+            format!("{d}/../../outside/no-such-file"),
+        ),
+        (
+            format!("{d}/dir-escape/{SECRET_NAME}"),
+            format!("{d}/dir-escape/no-such-file"),
+        ),
+    ];
+    for (a, b) in &pairs {
+        for m in ["fs.open", "fs.stat", "fs.list"] {
+            let ra = call_checked(&mut c, m, Some(&t.token), json!({"path": a}));
+            let rb = call_checked(&mut c, m, Some(&t.token), json!({"path": b}));
+            let (ea, eb) = (ra.error.expect("refused"), rb.error.expect("refused"));
+            assert_eq!(ea.code, 3, "{m} {a}");
+            assert_eq!(eb.code, 3, "{m} {b}");
+            // The messages differ only by the path that was asked for.
+            assert_eq!(
+                ea.message.replace(a.as_str(), "P"),
+                eb.message.replace(b.as_str(), "P"),
+                "{m}: existence of the target shows"
+            );
+        }
+    }
+}
