@@ -321,7 +321,7 @@ for s in ${SCENARIOS[@]+"${SCENARIOS[@]}"}; do
         sed 's/^/    /' "$out"
         log "FAIL $s (exit $rc, $(( $(date +%s) - start )) s); journal of the strata units during it:"
         if [ -n "$cursor" ]; then
-            in_ct journalctl --no-pager -o short-precise --after-cursor="$cursor" -u 'strata*' | sed 's/^/    | /' || true
+            in_ct journalctl --no-pager -o short-precise --after-cursor="$cursor" -u 'strata*' 2>&1 | sed 's/^/    | /' || true
         else
             in_ct journalctl --no-pager -o short-precise -u 'strata*' | tail -n 200 | sed 's/^/    | /' || true
         fi
