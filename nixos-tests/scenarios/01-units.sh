@@ -24,16 +24,18 @@ findings=$(printf '%s\n%s\n' "$OUT" "$ERR" | grep -i 'strata' || true)
 [ -z "$findings" ] || fail "systemd-analyze verify complained: $findings"
 
 # Enabling: the [Install] sections must link the members into strata.target.
-was_enabled=$(systemctl is-enabled strata.target 2>/dev/null || true)
-ok systemctl enable strata.target
+# --runtime: the links go to /run/systemd/system, so the machine's persistent
+# configuration is untouched (and this works where /etc/systemd/system is
+# read-only, as on NixOS).
+ok systemctl enable --runtime strata.target
 for u in strata.target $UNITS_SOCKETS strata-supervisor.service; do
     st=$(systemctl is-enabled "$u" 2>/dev/null || true)
     case $st in
-        enabled|static|linked|alias|enabled-runtime) ;;
-        *) fail "after 'systemctl enable strata.target', $u is '$st'" ;;
+        enabled|enabled-runtime|static|linked|linked-runtime|alias) ;;
+        *) fail "after 'systemctl enable --runtime strata.target', $u is '$st'" ;;
     esac
 done
-if [ "$was_enabled" != enabled ]; then ok systemctl disable strata.target; fi
+ok systemctl disable --runtime strata.target
 
 fresh_start
 for n in identity fs supervisor; do
