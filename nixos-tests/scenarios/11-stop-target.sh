@@ -38,5 +38,5 @@ log "every strata unit is inactive"
 # And it comes back.
 systemctl start strata.target
 ok strata-ctl ls "$TD"
-systemctl stop strata.target
+stop_all
 pass

@@ -20,6 +20,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Quiescent first: a daemon-reload while an earlier scenario's stop jobs
+# are still running does not reliably apply new drop-ins to those units.
+stop_all
 mkdir -p "$(dirname "$FS_DROPIN")" "$(dirname "$SUP_DROPIN")"
 printf '[Service]\nWatchdogSec=0\n' >"$FS_DROPIN"
 printf '[Service]\nEnvironment=STRATA_SUPERVISOR_INTERVAL_SECS=1\nEnvironment=STRATA_SUPERVISOR_FAILURE_THRESHOLD=3\n' >"$SUP_DROPIN"

@@ -93,13 +93,19 @@ wait_until() {
 
 is_state() { [ "$(active_state "$1")" = "$2" ]; }
 
+# Stop every strata unit and wait until none is active any more (naming
+# them all makes systemctl wait for each stop job, not only the target's).
+stop_all() {
+    # shellcheck disable=SC2086 # word lists on purpose
+    systemctl stop strata.target $UNITS_SERVICES $UNITS_SOCKETS 2>/dev/null || true
+    systemctl reset-failed 'strata*' 2>/dev/null || true
+}
+
 # Stop everything and start strata.target afresh: each scenario begins with
 # the sockets listening, the supervisor running, identity and fs not
 # started, and no start-rate-limit counters left over from an earlier one.
 fresh_start() {
-    # shellcheck disable=SC2086 # word lists on purpose
-    systemctl stop strata.target $UNITS_SERVICES $UNITS_SOCKETS 2>/dev/null || true
-    systemctl reset-failed 'strata*' 2>/dev/null || true
+    stop_all
     systemctl start strata.target
     wait_until 30 "strata-supervisor.service active" unit_up strata-supervisor.service
 }
