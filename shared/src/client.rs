@@ -22,6 +22,8 @@ pub enum ClientError {
     Frame(#[from] FrameError),
     #[error("the service closed the connection without answering")]
     Closed,
+    #[error("the service did not answer in time (is it hung? `systemctl status strata.target`)")]
+    Timeout,
     #[error("the service sent a response that is not valid JSON: {0}")]
     BadResponse(#[from] serde_json::Error),
 }
@@ -76,13 +78,26 @@ impl Client {
 
     /// Sends one raw payload (framed here) and returns the raw reply payload.
     pub fn call_raw(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        wire::write_frame_blocking(&mut self.stream, payload)?;
-        wire::read_frame_blocking(&mut self.stream)?.ok_or(ClientError::Closed)
+        wire::write_frame_blocking(&mut self.stream, payload).map_err(timeout_or_io)?;
+        match wire::read_frame_blocking(&mut self.stream) {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(ClientError::Closed),
+            Err(FrameError::Io(e)) => Err(timeout_or_io(e)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The underlying stream, for tests that need to misbehave.
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+}
+
+/// A socket timeout reads as EAGAIN/EWOULDBLOCK: say what it means.
+fn timeout_or_io(e: io::Error) -> ClientError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+        _ => ClientError::Io(e),
     }
 }
 

@@ -108,6 +108,12 @@ pub trait Service: Send + Sync + 'static {
         req: &'a Request<'a>,
         out: &'a mut ResponseBuf,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
+
+    /// Called once when shutdown begins, before in-flight requests are
+    /// awaited. A service whose requests can wait on purpose (a long poll)
+    /// answers them now, so that draining takes milliseconds, not the
+    /// length of the poll.
+    fn shutting_down(&self) {}
 }
 
 /// Reads and writes whole frames on one connection.
@@ -241,6 +247,7 @@ pub async fn run<S: Service>(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    service.shutting_down();
     let all = limits.max_connections as u32;
     if tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all))
         .await

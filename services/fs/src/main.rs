@@ -85,17 +85,13 @@ fn main() -> ExitCode {
                 p.display()
             ),
         }
+        // Handlers first: a SIGTERM right after READY=1 must drain, not kill.
+        let shutdown = activation::shutdown_signal();
         activation::spawn_watchdog();
         service.spawn_sweeper();
         activation::notify_ready();
         activation::notify_status(&format!("serving {roots}"));
-        server::run(
-            listener,
-            service.clone(),
-            limits,
-            activation::shutdown_signal(),
-        )
-        .await;
+        server::run(listener, service.clone(), limits, shutdown).await;
         activation::notify_stopping();
         tracing::info!("stopped");
         ExitCode::SUCCESS

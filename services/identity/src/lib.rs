@@ -90,4 +90,10 @@ impl Service for Identity {
     ) -> Result<(), Error> {
         methods::dispatch(self, ctx, req, out).await
     }
+
+    fn shutting_down(&self) {
+        // fs keeps a revocation long poll open at all times; answer it so
+        // that a stop or restart drains at once.
+        self.revocations.close();
+    }
 }

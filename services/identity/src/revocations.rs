@@ -65,6 +65,8 @@ pub struct RevocationStore {
     /// Serializes writers so that sequence numbers and file contents agree.
     writer: Mutex<()>,
     changed: watch::Sender<u64>,
+    /// Set when the service stops: long polls answer at once.
+    closing: watch::Sender<bool>,
 }
 
 impl RevocationStore {
@@ -92,11 +94,13 @@ impl RevocationStore {
         disk.revocations.retain(|e| e.expires >= now);
         let ids = disk.revocations.iter().map(|e| e.cap_id.clone()).collect();
         let (changed, _) = watch::channel(disk.seq);
+        let (closing, _) = watch::channel(false);
         Ok(Self {
             path,
             state: RwLock::new(State { disk, ids }),
             writer: Mutex::new(()),
             changed,
+            closing,
         })
     }
 
@@ -166,12 +170,25 @@ impl RevocationStore {
         // Subscribe before looking, so a revocation between the look and
         // the wait still wakes us.
         let mut rx = self.changed.subscribe();
+        let mut closing = self.closing.subscribe();
         let first = self.snapshot(since, epoch);
-        if !first.revocations.is_empty() || first.seq != since || wait.is_zero() {
+        if !first.revocations.is_empty()
+            || first.seq != since
+            || wait.is_zero()
+            || *closing.borrow()
+        {
             return first;
         }
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.changed()) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
         self.snapshot(since, epoch)
+    }
+
+    /// Answers every long poll now and every later one at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     fn snapshot(&self, since: u64, epoch: Option<&str>) -> Delta {
@@ -240,6 +257,24 @@ mod tests {
         assert!(none.revocations.is_empty());
         let other_epoch = store.delta(1, Some("stale"), Duration::ZERO).await;
         assert_eq!(other_epoch.revocations.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn close_ends_long_polls() {
+        let d = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(RevocationStore::open(d.path()).unwrap());
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.delta(0, None, Duration::from_secs(20)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = std::time::Instant::now();
+        store.close();
+        let got = waiter.await.unwrap();
+        assert!(got.revocations.is_empty());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let after = store.delta(0, None, Duration::from_secs(20)).await;
+        assert_eq!(after.seq, 0);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Atomically replaces `path` with `bytes`, created with `mode`.
@@ -29,6 +29,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
+        // The mode given to open() is reduced by the umask (the unit sets
+        // UMask=0077); set it explicitly so identity.pub really is 0644.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -43,7 +46,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_whole_file_with_mode() {
@@ -56,5 +58,18 @@ mod tests {
         assert_eq!(mode, 0o600);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mode_is_not_reduced_by_the_umask() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pub");
+        // SAFETY: umask has no preconditions; restored right after.
+        let old = unsafe { libc::umask(0o077) };
+        let r = write_atomic(&p, b"k", 0o644);
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 }

@@ -590,3 +590,28 @@ fn holds_no_capabilities_once_started() {
         assert!(bnd.ends_with("0000000000000000"), "{bnd}");
     }
 }
+
+#[test]
+fn sigterm_answers_long_polls_and_exits_at_once() {
+    let mut f = start(&[]);
+    f.svc
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    let socket = f.svc.socket.clone();
+    let poller = std::thread::spawn(move || {
+        let mut c = Client::connect(&socket).unwrap();
+        c.call("identity.revocations", None, &json!({"wait_ms": 30000}))
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let status = f.svc.terminate().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "drained in {:?}",
+        t.elapsed()
+    );
+    let r = poller.join().unwrap();
+    assert!(r.ok, "the long poll was answered, not cut: {r:?}");
+}
