@@ -268,6 +268,16 @@ in
     };
     users.groups.strata-identity = { };
 
+    # strata-fs runs as a static user too: DynamicUser= would imply
+    # RestrictSUIDSGID=yes, whose seccomp filter makes openat2 fail with
+    # ENOSYS, and fs resolves every path with openat2.
+    users.users.strata-fs = {
+      isSystemUser = true;
+      group = "strata-fs";
+      description = "Strata fs service";
+    };
+    users.groups.strata-fs = { };
+
     # NixOS does not read [Install] sections: say here what `systemctl
     # enable strata.target` would have linked. The services themselves are
     # left out on purpose: identity and fs start on their first connection,

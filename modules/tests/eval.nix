@@ -115,6 +115,14 @@ let
       )
       null
     )
+    (check "minimal: the static user strata-fs exists, in its own group (DynamicUser breaks openat2)"
+      (
+        minimal.users.users.strata-fs.isSystemUser
+        && minimal.users.users.strata-fs.group == "strata-fs"
+        && minimal.users.groups ? strata-fs
+      )
+      null
+    )
     (check "minimal: fs serves /srv" ((env minimal "strata-fs").STRATA_FS_ROOTS == "/srv") (env minimal "strata-fs"))
     (check "minimal: the unit's binds are replaced by /srv, read-only, skipped if missing"
       (
