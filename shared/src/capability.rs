@@ -21,6 +21,8 @@ use crate::wire::Error;
 pub const SUBJECT: &str = "capability";
 /// How far in the future `iat` may be, to allow for clock skew.
 pub const CLOCK_SKEW_SECS: i64 = 60;
+/// Deepest JSON nesting accepted in claims and footers.
+pub const MAX_CLAIM_DEPTH: usize = 16;
 /// The actions fs understands.
 pub const FS_ACTIONS: &[&str] = &["open", "read", "list", "stat", "close"];
 
@@ -152,7 +154,10 @@ impl Verifier {
         // footer and the claims must be objects.
         let is_object = |b: &[u8]| b.trim_ascii_start().starts_with(b"{");
         if !verified.footer.is_empty() {
-            if !is_object(&verified.footer) {
+            // Same depth bound as the claims: a footer is one flat object.
+            if !is_object(&verified.footer)
+                || crate::wire::nesting_exceeds(&verified.footer, MAX_CLAIM_DEPTH)
+            {
                 return Err(InvalidToken::BadFooter);
             }
             let footer: Footer =
@@ -161,7 +166,7 @@ impl Verifier {
                 return Err(InvalidToken::UnknownKey(footer.kid));
             }
         }
-        if crate::wire::nesting_exceeds(&verified.payload, 16) {
+        if crate::wire::nesting_exceeds(&verified.payload, MAX_CLAIM_DEPTH) {
             return Err(InvalidToken::BadClaims(
                 "claims are nested too deeply".into(),
             ));
@@ -394,6 +399,14 @@ mod tests {
             v.verify(&foreign, now()),
             Err(InvalidToken::UnknownKey(_))
         ));
+        let deep = format!(
+            "{{\"kid\":\"{}\",\"x\":{}{}}}",
+            v.kid(),
+            "[".repeat(20),
+            "]".repeat(20)
+        );
+        let deep = token::sign(&kp.sk, claims.as_bytes(), deep.as_bytes());
+        assert_eq!(v.verify(&deep, now()), Err(InvalidToken::BadFooter));
         let junk = token::sign(&kp.sk, claims.as_bytes(), b"not json");
         assert_eq!(v.verify(&junk, now()), Err(InvalidToken::BadFooter));
         // A footer array holding our kid is not a footer object.
