@@ -6,8 +6,8 @@
 //! not decided here by string comparison: [`crate::paths`] only strips the
 //! prefix component by component and the kernel does the resolution.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use ed25519_compact::{PublicKey, SecretKey};
 use serde::{Deserialize, Serialize};
@@ -251,26 +251,68 @@ impl Capability {
     }
 }
 
-/// A set of revoked capability ids, shared between the request path (reads)
-/// and whatever learns of revocations (writes).
-#[derive(Default)]
-pub struct RevocationSet {
-    ids: RwLock<HashSet<String>>,
+/// A bounded cache of tokens whose signature, footer and claims verified.
+///
+/// An Ed25519 verification costs tens of microseconds, far more than the
+/// rest of a request, and a client sends the same token with every request.
+/// Only what never changes for a given token string is cached; callers check
+/// the validity window ([`Capability::check_time`]) and revocation on every
+/// use, so a cached entry never outlives the token's validity.
+///
+/// `T` is what the caller keeps per token (a [`Capability`], or a richer
+/// type built from one).
+pub struct VerificationCache<T> {
+    verifier: Verifier,
+    entries: RwLock<HashMap<Box<str>, Arc<T>>>,
+    max_entries: usize,
 }
 
-impl RevocationSet {
-    pub fn contains(&self, cap_id: &str) -> bool {
-        self.ids.read().expect("revocation lock").contains(cap_id)
+/// Tokens longer than this are verified every time instead of cached, so
+/// the cache's memory stays bounded whatever clients send.
+pub const CACHE_MAX_TOKEN_LEN: usize = 1024;
+
+impl<T> VerificationCache<T> {
+    pub fn new(verifier: Verifier, max_entries: usize) -> Self {
+        Self {
+            verifier,
+            entries: RwLock::new(HashMap::new()),
+            max_entries,
+        }
     }
-    pub fn insert(&self, cap_id: String) -> bool {
-        self.ids.write().expect("revocation lock").insert(cap_id)
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
     }
-    pub fn replace(&self, ids: HashSet<String>) {
-        *self.ids.write().expect("revocation lock") = ids;
+
+    /// The cached value for `token`, or verifies it, builds the value with
+    /// `make` and caches it.
+    pub fn decode_with(
+        &self,
+        token: &str,
+        make: impl FnOnce(Capability) -> Result<T, InvalidToken>,
+    ) -> Result<Arc<T>, InvalidToken> {
+        if let Some(v) = self.entries.read().expect("cache lock").get(token) {
+            return Ok(v.clone());
+        }
+        let value = Arc::new(make(self.verifier.decode(token)?)?);
+        if token.len() <= CACHE_MAX_TOKEN_LEN {
+            let mut entries = self.entries.write().expect("cache lock");
+            if entries.len() >= self.max_entries {
+                // Only tokens that verified get here, and only an
+                // administrator can mint those: a full cache means a busy
+                // host, and starting over costs one verification per live
+                // token.
+                entries.clear();
+            }
+            entries.insert(token.into(), value.clone());
+        }
+        Ok(value)
     }
+
     pub fn len(&self) -> usize {
-        self.ids.read().expect("revocation lock").len()
+        self.entries.read().expect("cache lock").len()
     }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -471,13 +513,40 @@ mod tests {
     }
 
     #[test]
-    fn revocation_set_basics() {
-        let s = RevocationSet::default();
-        assert!(!s.contains(CAP));
-        assert!(s.insert(CAP.into()));
-        assert!(!s.insert(CAP.into()));
-        assert!(s.contains(CAP));
-        s.replace(HashSet::new());
-        assert!(s.is_empty());
+    fn cache_verifies_once_and_is_bounded() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let cache: VerificationCache<Capability> = VerificationCache::new(Verifier::new(kp.pk), 2);
+        let actions = vec!["read".to_string()];
+        let t = issue(
+            &kp.sk,
+            cache.verifier().kid(),
+            &grant(&actions, now(), now() + 60),
+        );
+        let mut built = 0;
+        for _ in 0..3 {
+            let cap = cache
+                .decode_with(&t, |c| {
+                    built += 1;
+                    Ok(c)
+                })
+                .unwrap();
+            assert_eq!(cap.cap_id(), CAP);
+        }
+        assert_eq!(built, 1, "verified once, then served from the cache");
+        assert!(cache.decode_with("v2.public.AAAA", Ok).is_err());
+        assert_eq!(cache.len(), 1, "failures are not cached");
+        let other = issue(
+            &kp.sk,
+            cache.verifier().kid(),
+            &grant(&actions, now(), now() + 61),
+        );
+        let third = issue(
+            &kp.sk,
+            cache.verifier().kid(),
+            &grant(&actions, now(), now() + 62),
+        );
+        cache.decode_with(&other, Ok).unwrap();
+        cache.decode_with(&third, Ok).unwrap();
+        assert!(cache.len() <= 2);
     }
 }

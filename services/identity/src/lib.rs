@@ -19,18 +19,22 @@ use std::time::Instant;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_compact::KeyPair;
-use strata_shared::capability::Verifier;
+use strata_shared::capability::{Capability, VerificationCache, Verifier};
 use strata_shared::server::{CallContext, Service};
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
 use crate::config::Config;
 use crate::revocations::RevocationStore;
 
+/// Tokens whose verification identity remembers.
+const TOKEN_CACHE_ENTRIES: usize = 4096;
+
 /// The identity service's state.
 pub struct Identity {
     config: Config,
     keys: KeyPair,
-    verifier: Verifier,
+    /// Verifies tokens once each (identity.verify, holder revocations).
+    tokens: VerificationCache<Capability>,
     revocations: RevocationStore,
     started: Instant,
     public_b64: String,
@@ -53,7 +57,7 @@ impl Identity {
             public_b64: STANDARD.encode(keys.pk.as_ref()),
             config,
             keys,
-            verifier,
+            tokens: VerificationCache::new(verifier, TOKEN_CACHE_ENTRIES),
             revocations,
             started: Instant::now(),
         })
@@ -61,7 +65,7 @@ impl Identity {
 
     /// The key id in the footer of every token issued.
     pub fn kid(&self) -> &str {
-        self.verifier.kid()
+        self.tokens.verifier().kid()
     }
 
     /// Writes `$STRATA_RUNTIME_DIR/identity.pub` for prototype clients.
@@ -70,7 +74,7 @@ impl Identity {
     pub fn publish_public_key(&self) {
         let path: PathBuf = self.config.runtime_dir.join("identity.pub");
         let result: io::Result<()> =
-            store::write_atomic(&path, format!("{}\n", self.public_b64).as_bytes(), 0o644);
+            store::write_replace(&path, format!("{}\n", self.public_b64).as_bytes(), 0o644);
         match result {
             Ok(()) => tracing::info!("published the public key at {}", path.display()),
             Err(e) => tracing::warn!(
