@@ -112,7 +112,9 @@ else
 fi
 
 # ------------------------------------------------------------- binaries ----
-BINS=(strata-identity strata-fs strata-supervisor strata-ctl)
+# strata-loadgen: the load and fault-injection client of the fault
+# scenarios (13-15), which run it inside the machine like strata-ctl.
+BINS=(strata-identity strata-fs strata-supervisor strata-ctl strata-loadgen)
 if [ "$BUILD" -eq 1 ]; then
     log "cargo build --release --workspace"
     (cd "$REPO" && cargo build --release --workspace --quiet) || die "cargo build failed"
