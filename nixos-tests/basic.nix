@@ -89,6 +89,7 @@ pkgs.testers.runNixOSTest {
     scenario("02-activation")
     scenario("03-tokens")
     scenario("04-paths")
+    scenario("16-audit-log")
     scenario("11-stop-target")
   '';
 }
