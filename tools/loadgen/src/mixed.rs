@@ -163,6 +163,12 @@ impl Worker {
                 self.list();
             }
         }
+        // Give the handles back, as a client that is done does: what fs
+        // holds afterwards is then its own, not open files of ours.
+        while self.conn.is_some() && !self.handles.is_empty() {
+            let last = self.handles.len() - 1;
+            self.close(last);
+        }
         self.stats
     }
 
