@@ -14,6 +14,7 @@ pub mod capability;
 pub mod client;
 pub mod config;
 pub mod logging;
+pub mod memory;
 pub mod paths;
 pub mod peer;
 pub mod privileges;

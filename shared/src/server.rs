@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -212,6 +213,12 @@ pub async fn run<S: Service>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Arc::new(limits);
+    let busy = Arc::new(AtomicBool::new(false));
+    let trimmer = tokio::spawn(trim_when_idle(
+        slots.clone(),
+        limits.max_connections,
+        busy.clone(),
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -225,6 +232,7 @@ pub async fn run<S: Service>(
                         continue;
                     }
                 };
+                busy.store(true, Ordering::Relaxed);
                 match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let service = service.clone();
@@ -246,6 +254,7 @@ pub async fn run<S: Service>(
         }
     }
     drop(listener);
+    trimmer.abort();
     let _ = stop_tx.send(true);
     service.shutting_down();
     let all = limits.max_connections as u32;
@@ -257,6 +266,24 @@ pub async fn run<S: Service>(
             "connections still busy after {:?}; exiting anyway",
             limits.drain_timeout
         );
+    }
+}
+
+/// How often an idle service checks whether it should give memory back.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Once no connection is open and there has been activity since the last
+/// trim, returns freed heap to the kernel, so that RSS after a burst of
+/// load goes back to near its idle size. At most once per [`TRIM_EVERY`],
+/// and never while a connection is open (so never on the request path).
+async fn trim_when_idle(slots: Arc<Semaphore>, max: usize, busy: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if slots.available_permits() == max && busy.swap(false, Ordering::Relaxed) {
+            crate::memory::release_free();
+        }
     }
 }
 

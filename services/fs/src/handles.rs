@@ -288,20 +288,8 @@ impl HandleTable {
         for shard in self.shards.iter() {
             shard.lock().expect("handle shard").shrink_to_fit();
         }
-        release_free_memory();
+        strata_shared::memory::release_free();
         true
-    }
-}
-
-/// Returns free heap memory to the kernel. glibc keeps freed memory in its
-/// arenas (and only trims the top of each heap on its own); `malloc_trim`
-/// releases every free page.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
-    // thread-safe and has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

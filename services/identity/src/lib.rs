@@ -43,6 +43,11 @@ pub struct Identity {
 impl Identity {
     /// Loads (or creates) the key and the revocation list.
     pub fn open(config: Config) -> Result<Self, String> {
+        match store::remove_temporaries(&config.state_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} temporary file(s) an interrupted write left"),
+            Err(e) => tracing::warn!("cannot clean {}: {e}", config.state_dir.display()),
+        }
         let (keys, created) = keys::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
         let revocations = RevocationStore::open(&config.state_dir)?;
         let verifier = Verifier::new(keys.pk);

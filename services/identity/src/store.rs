@@ -59,6 +59,29 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()
     result
 }
 
+/// Removes the temporary files a crash between write and rename left in
+/// `dir` (named `.<name>.tmp-<pid>`). They are never read, but each can be
+/// as large as the revocation list, and a process killed in a loop would
+/// pile them up. Called once at start, before anything is written.
+pub fn remove_temporaries(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +97,21 @@ mod tests {
         assert_eq!(mode, 0o600);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".revocations.json.tmp-4242"), b"half").unwrap();
+        std::fs::write(d.path().join("revocations.json"), b"{}").unwrap();
+        std::fs::write(d.path().join("signing.key"), b"k").unwrap();
+        assert_eq!(remove_temporaries(d.path()).unwrap(), 1);
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["revocations.json", "signing.key"]);
     }
 
     #[test]
