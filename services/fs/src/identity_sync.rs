@@ -58,6 +58,9 @@ struct RevocationsResult {
     epoch: String,
     #[serde(default)]
     revocations: Vec<Revocation>,
+    /// A page of a longer list: ask again from `seq`.
+    #[serde(default)]
+    more: bool,
 }
 
 #[derive(Deserialize)]
@@ -195,13 +198,25 @@ impl Sync {
         }
     }
 
+    /// Every revocation identity holds, page by page. If identity's state
+    /// is recreated halfway (a new epoch), starts over from the beginning.
     fn full_resync(&self, client: &mut Client) -> Result<FeedState, SyncError> {
-        let r = poll(client, 0, None, 0)?;
-        self.apply(&r.revocations);
-        Ok(FeedState {
-            seq: r.seq,
-            epoch: r.epoch,
-        })
+        let mut r = poll(client, 0, None, 0)?;
+        loop {
+            self.apply(&r.revocations);
+            if !r.more {
+                return Ok(FeedState {
+                    seq: r.seq,
+                    epoch: r.epoch,
+                });
+            }
+            let next = poll(client, r.seq, Some(&r.epoch), 0)?;
+            r = if next.epoch == r.epoch {
+                next
+            } else {
+                poll(client, 0, None, 0)?
+            };
+        }
     }
 
     /// Records revocations and closes the handles of newly revoked

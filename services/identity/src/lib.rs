@@ -49,7 +49,7 @@ impl Identity {
             Err(e) => tracing::warn!("cannot clean {}: {e}", config.state_dir.display()),
         }
         let (keys, created) = keys::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
-        let revocations = RevocationStore::open(&config.state_dir)?;
+        let revocations = RevocationStore::open(&config.state_dir, config.max_ttl)?;
         let verifier = Verifier::new(keys.pk);
         tracing::info!(
             kid = verifier.kid(),

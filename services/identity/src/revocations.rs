@@ -20,6 +20,10 @@ use crate::store::write_atomic;
 
 /// The revocation file's name inside the state directory.
 pub const REVOCATIONS_FILE: &str = "revocations.json";
+/// Most entries in one `identity.revocations` answer. About 60 bytes each
+/// on the wire, so a page is far below the 1 MiB frame limit however long
+/// the list grows; a verifier asks again with `since` when `more` is set.
+pub const PAGE: usize = 4096;
 
 /// One revoked capability. It is kept until `expires`, after which the token
 /// it names is refused anyway.
@@ -34,6 +38,12 @@ pub struct Entry {
 struct OnDisk {
     epoch: String,
     seq: u64,
+    /// The largest STRATA_TOKEN_MAX_TTL this state has been served with.
+    /// An administrator's revocation is kept this long, because a token
+    /// issued under an earlier, larger maximum may live that long: lowering
+    /// the setting must never un-revoke a live token.
+    #[serde(default)]
+    max_ttl_seen: u64,
     revocations: Vec<Entry>,
 }
 
@@ -49,6 +59,9 @@ pub struct Delta {
     pub seq: u64,
     pub epoch: String,
     pub revocations: Vec<DeltaEntry>,
+    /// True when this page stopped at [`PAGE`] entries: `seq` is then the
+    /// last entry's, and asking again with it gives the next page.
+    pub more: bool,
 }
 
 /// An entry as sent on the wire.
@@ -65,6 +78,8 @@ pub struct RevocationStore {
     /// Serializes writers so that sequence numbers and file contents agree.
     writer: Mutex<()>,
     changed: watch::Sender<u64>,
+    /// Entries per answer: [`PAGE`], smaller in tests.
+    page: usize,
     /// Set when the service stops: long polls answer at once.
     closing: watch::Sender<bool>,
 }
@@ -72,8 +87,10 @@ pub struct RevocationStore {
 impl RevocationStore {
     /// Loads `dir/revocations.json`, or starts an empty list with a new
     /// epoch. A file that does not parse stops the start: silently starting
-    /// empty would un-revoke every capability in it.
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    /// empty would un-revoke every capability in it. `max_ttl` is the
+    /// configured maximum token lifetime; a larger one than ever before is
+    /// recorded at once (see [`Self::keep_unknown_until`]).
+    pub fn open(dir: &Path, max_ttl: u64) -> Result<Self, String> {
         let path = dir.join(REVOCATIONS_FILE);
         let mut disk = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<OnDisk>(&bytes).map_err(|e| {
@@ -86,12 +103,19 @@ impl RevocationStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => OnDisk {
                 epoch: random::id128(),
                 seq: 0,
+                max_ttl_seen: 0,
                 revocations: Vec::new(),
             },
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let now = capability::now();
         disk.revocations.retain(|e| e.expires >= now);
+        if max_ttl > disk.max_ttl_seen {
+            // Before any token is issued under the new maximum.
+            disk.max_ttl_seen = max_ttl;
+            let bytes = serde_json::to_vec(&disk).map_err(|e| e.to_string())?;
+            write_atomic(&path, &bytes, 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         let ids = disk.revocations.iter().map(|e| e.cap_id.clone()).collect();
         let (changed, _) = watch::channel(disk.seq);
         let (closing, _) = watch::channel(false);
@@ -100,8 +124,22 @@ impl RevocationStore {
             state: RwLock::new(State { disk, ids }),
             writer: Mutex::new(()),
             changed,
+            page: PAGE,
             closing,
         })
+    }
+
+    /// Until when to keep a revocation whose token identity has not seen
+    /// (an administrator revoking by id): no token issued under this state
+    /// can outlive `now` + the largest maximum TTL it was ever served with.
+    pub fn keep_unknown_until(&self, now: i64) -> i64 {
+        let seen = self
+            .state
+            .read()
+            .expect("revocation lock")
+            .disk
+            .max_ttl_seen;
+        now + seen as i64
     }
 
     pub fn is_revoked(&self, cap_id: &str) -> bool {
@@ -199,19 +237,26 @@ impl RevocationStore {
         } else {
             since
         };
+        // Entries are kept in sequence order, so the newer ones are a tail.
+        let newer = st.disk.revocations.iter().filter(|e| e.seq > since);
+        let page: Vec<&Entry> = newer.take(self.page + 1).collect();
+        let more = page.len() > self.page;
+        let page = &page[..page.len().min(self.page)];
         Delta {
-            seq: st.disk.seq,
+            seq: if more {
+                page.last().map_or(since, |e| e.seq)
+            } else {
+                st.disk.seq
+            },
             epoch: st.disk.epoch.clone(),
-            revocations: st
-                .disk
-                .revocations
+            revocations: page
                 .iter()
-                .filter(|e| e.seq > since)
                 .map(|e| DeltaEntry {
                     cap_id: e.cap_id.clone(),
                     expires: e.expires,
                 })
                 .collect(),
+            more,
         }
     }
 }
@@ -226,13 +271,13 @@ mod tests {
     #[tokio::test]
     async fn revocations_survive_reopen_and_expired_ones_are_pruned() {
         let d = tempfile::tempdir().unwrap();
-        let store = RevocationStore::open(d.path()).unwrap();
+        let store = RevocationStore::open(d.path(), 3600).unwrap();
         let epoch = store.epoch();
         store.revoke(A, capability::now() + 3600).await.unwrap();
         store.revoke(B, capability::now() - 1).await.unwrap();
         store.revoke(A, capability::now() + 3600).await.unwrap();
         assert!(store.is_revoked(A));
-        let again = RevocationStore::open(d.path()).unwrap();
+        let again = RevocationStore::open(d.path(), 3600).unwrap();
         assert!(again.is_revoked(A));
         assert!(!again.is_revoked(B), "expired entries are dropped");
         assert_eq!(again.epoch(), epoch);
@@ -242,13 +287,13 @@ mod tests {
     async fn corrupt_file_stops_the_start() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(REVOCATIONS_FILE), "{trunc").unwrap();
-        assert!(RevocationStore::open(d.path()).is_err());
+        assert!(RevocationStore::open(d.path(), 3600).is_err());
     }
 
     #[tokio::test]
     async fn delta_reports_new_entries_and_resyncs_on_epoch_change() {
         let d = tempfile::tempdir().unwrap();
-        let store = RevocationStore::open(d.path()).unwrap();
+        let store = RevocationStore::open(d.path(), 3600).unwrap();
         store.revoke(A, capability::now() + 60).await.unwrap();
         let all = store.delta(0, None, Duration::ZERO).await;
         assert_eq!(all.seq, 1);
@@ -260,9 +305,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn long_lists_come_in_pages() {
+        let d = tempfile::tempdir().unwrap();
+        let mut store = RevocationStore::open(d.path(), 3600).unwrap();
+        store.page = 25;
+        let n = store.page + 10;
+        for i in 0..n {
+            store
+                .revoke(&format!("{i:032x}"), capability::now() + 60)
+                .await
+                .unwrap();
+        }
+        let first = store.delta(0, None, Duration::ZERO).await;
+        assert!(first.more);
+        assert_eq!(first.revocations.len(), 25);
+        assert_eq!(first.seq, 25);
+        let rest = store
+            .delta(first.seq, Some(&first.epoch), Duration::ZERO)
+            .await;
+        assert!(!rest.more);
+        assert_eq!(rest.revocations.len(), 10);
+        assert_eq!(rest.seq, n as u64);
+    }
+
+    #[tokio::test]
+    async fn lowering_the_max_ttl_does_not_shorten_unknown_revocations() {
+        let d = tempfile::tempdir().unwrap();
+        let now = capability::now();
+        let store = RevocationStore::open(d.path(), 86_400).unwrap();
+        assert_eq!(store.keep_unknown_until(now), now + 86_400);
+        drop(store);
+        // Restarted with a smaller maximum: tokens issued before may still
+        // live a day.
+        let store = RevocationStore::open(d.path(), 60).unwrap();
+        assert_eq!(store.keep_unknown_until(now), now + 86_400);
+        let store = RevocationStore::open(d.path(), 172_800).unwrap();
+        assert_eq!(store.keep_unknown_until(now), now + 172_800);
+    }
+
+    #[tokio::test]
     async fn close_ends_long_polls() {
         let d = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(RevocationStore::open(d.path()).unwrap());
+        let store = std::sync::Arc::new(RevocationStore::open(d.path(), 3600).unwrap());
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move { store.delta(0, None, Duration::from_secs(20)).await })
@@ -280,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn long_poll_wakes_on_revocation() {
         let d = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(RevocationStore::open(d.path()).unwrap());
+        let store = std::sync::Arc::new(RevocationStore::open(d.path(), 3600).unwrap());
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move { store.delta(0, None, Duration::from_secs(20)).await })

@@ -38,8 +38,9 @@ pub async fn revoke(
         .admins
         .contains(peer.uid, peer.gid, || ctx.peer_groups());
     // How long the entry must be kept: until the token expires. The holder's
-    // token tells us; otherwise no token of ours outlives the maximum TTL.
-    let mut keep_until = capability::now() + id.config.max_ttl as i64;
+    // token tells us; otherwise no token of ours outlives the largest
+    // maximum TTL this state was ever served with.
+    let mut keep_until = id.revocations.keep_unknown_until(capability::now());
     let reason = if admin {
         "administrator"
     } else {
