@@ -29,6 +29,9 @@ pub struct FsConfig {
     /// Whether regular files with several hard links may be opened
     /// (`STRATA_FS_ALLOW_HARDLINKS`).
     pub allow_hardlinks: bool,
+    /// Whether `fs.list` results are cached (`STRATA_FS_LIST_CACHE`, default
+    /// on; see [`crate::list_cache`]).
+    pub list_cache: bool,
     /// Where identity answers (`$STRATA_RUNTIME_DIR/identity.sock`).
     pub identity_socket: PathBuf,
 }
@@ -41,6 +44,7 @@ impl Default for FsConfig {
             max_handles_per_cap: 1024,
             handle_idle: Duration::from_secs(300),
             allow_hardlinks: false,
+            list_cache: true,
             identity_socket: config::socket_path("identity"),
         }
     }
@@ -68,6 +72,7 @@ impl FsConfig {
             max_handles_per_cap: max_handles_per_cap as usize,
             handle_idle: Duration::from_secs(idle),
             allow_hardlinks: config::env_bool("STRATA_FS_ALLOW_HARDLINKS", false)?,
+            list_cache: config::env_bool("STRATA_FS_LIST_CACHE", true)?,
             identity_socket: config::socket_path("identity"),
         })
     }

@@ -12,6 +12,7 @@
 //! - [`handles`] — files opened by `fs.open`, owned by a capability;
 //! - [`file_ops`] — `fs.open`, `fs.read`, `fs.close`;
 //! - [`path_ops`] — `fs.list`, `fs.stat`;
+//! - [`list_cache`] — `fs.list` results kept exact by inotify;
 //! - [`config`] — the environment;
 //! - [`json`] — fast JSON strings and numbers for the hot path.
 //!
@@ -25,6 +26,7 @@ pub mod file_ops;
 pub mod handles;
 pub mod identity_sync;
 pub mod json;
+pub mod list_cache;
 pub mod path_ops;
 pub mod prefixes;
 
@@ -39,6 +41,7 @@ use strata_shared::wire::{Error, ErrorCode, Request, ResponseBuf};
 use crate::auth::{Authority, Cap};
 use crate::config::FsConfig;
 use crate::handles::HandleTable;
+use crate::list_cache::ListCache;
 use crate::prefixes::PrefixDirs;
 
 /// The service `strata_shared::server::run` drives.
@@ -46,6 +49,8 @@ pub struct FsService {
     pub config: Arc<FsConfig>,
     pub authority: Arc<Authority>,
     pub handles: Arc<HandleTable>,
+    /// Listings of recently listed directories (`STRATA_FS_LIST_CACHE`).
+    pub list_cache: ListCache,
     prefixes: PrefixDirs,
     started: Instant,
 }
@@ -67,10 +72,12 @@ impl FsService {
             config.max_handles_per_cap,
             config.handle_idle,
         ));
+        let list_cache = ListCache::new(config.list_cache);
         Self {
             config: Arc::new(config),
             authority,
             handles,
+            list_cache,
             prefixes: PrefixDirs::default(),
             started: Instant::now(),
         }
@@ -108,6 +115,9 @@ impl FsService {
                 if closed > 0 {
                     tracing::debug!(closed, "closed idle or expired handles");
                 }
+                // Keeps the inotify queue short while no fs.list comes,
+                // and forgets directories no longer listed.
+                service.list_cache.sweep();
                 if service.handles.trim_after_burst() {
                     tracing::debug!(
                         open = service.handles.len(),

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::io::Write;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags, RawDir};
@@ -81,16 +81,22 @@ impl FsService {
         let p: PathParams = req.params()?;
         let path: &str = &p.path;
         let cap = self.authorize(ctx, req, Some("list"), Some(path)).await?;
-        let result = self.open_dir(&cap, path);
+        // Audited once the directory has been read: with the cache on, the
+        // kernel's read-permission check on the directory itself happens
+        // there (see `ListCache::open_flags`), and its refusal is a deny
+        // like any other.
+        let result = self.open_dir(&cap, path).and_then(|dir| {
+            self.list_cache
+                .list(&dir, out.result_writer())
+                .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
+        });
         self.audit(ctx, "fs.list", &cap, Some(path), &result);
-        let dir = result?;
-        write_listing(&dir, out.result_writer())
-            .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
+        result
     }
 
     fn open_dir(&self, cap: &Cap, path: &str) -> Result<OwnedFd, Error> {
         let (prefix, rel) = self.resolve(cap, path)?;
-        paths::open_beneath(&*prefix, &rel, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+        paths::open_beneath(&*prefix, &rel, self.list_cache.open_flags()).map_err(|e| {
             if e == Errno::NOTDIR {
                 // Either the target or a component on the way is not a
                 // directory: look again without O_DIRECTORY (error path
@@ -162,7 +168,24 @@ impl FsService {
 /// short when the response would no longer fit in one frame. Either way the
 /// result carries `"truncated":true`. A name that is not UTF-8 is shown with
 /// U+FFFD in place of the bad bytes.
-pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
+///
+/// Returns whether the result was truncated.
+pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<bool, Errno> {
+    write_listing_with(dir.as_fd(), out, |dir, name| {
+        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+    })
+}
+
+/// [`write_listing`] with the `lstat` of each entry done by `lstat`
+/// (the [`crate::list_cache`] notes what it returned).
+pub(crate) fn write_listing_with<F>(
+    dir: BorrowedFd<'_>,
+    out: &mut Vec<u8>,
+    mut lstat: F,
+) -> Result<bool, Errno>
+where
+    F: FnMut(BorrowedFd<'_>, &CStr) -> Result<rustix::fs::Stat, Errno>,
+{
     LIST.with_borrow_mut(|s| {
         let ListScratch {
             dirbuf,
@@ -175,7 +198,7 @@ pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
         names.clear();
         entries.clear();
         let mut truncated = false;
-        let mut iter = RawDir::new(dir.as_fd(), dirbuf.as_mut_slice());
+        let mut iter = RawDir::new(dir, dirbuf.as_mut_slice());
         while let Some(entry) = iter.next() {
             let entry = entry?;
             let name = entry.file_name().to_bytes_with_nul();
@@ -204,7 +227,7 @@ pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
         for e in entries.iter_mut() {
             let raw = &names[e.start..e.start + e.len];
             let cname = CStr::from_bytes_with_nul(raw).expect("names are NUL-terminated");
-            match rustix::fs::statat(dir, cname, AtFlags::SYMLINK_NOFOLLOW) {
+            match lstat(dir, cname) {
                 Ok(st) => {
                     e.is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                     e.size = u64::try_from(st.st_size).unwrap_or(0);
@@ -236,7 +259,7 @@ pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<(), Errno> {
             out.extend_from_slice(b",\"truncated\":true");
         }
         out.push(b'}');
-        Ok(())
+        Ok(truncated)
     })
 }
 
