@@ -14,6 +14,7 @@ use strata_shared::{logging, privileges, server};
 const FD_HEADROOM: u64 = 256;
 
 fn main() -> ExitCode {
+    strata_shared::memory::configure();
     let sink = logging::init("strata-fs");
     // Capabilities are per thread: drop them before any other thread exists.
     privileges::drop_all_and_log();

@@ -8,6 +8,7 @@ use strata_identity::{config::Config, Identity};
 use strata_shared::{activation, logging, privileges, server};
 
 fn main() -> ExitCode {
+    strata_shared::memory::configure();
     let sink = logging::init("strata-identity");
     // Capabilities are per thread: drop them before the runtime starts any.
     privileges::drop_all_and_log();

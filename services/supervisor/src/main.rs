@@ -8,6 +8,7 @@ use strata_shared::{activation, logging, privileges, server};
 use strata_supervisor::config::Config;
 
 fn main() -> ExitCode {
+    strata_shared::memory::configure();
     let sink = logging::init("strata-supervisor");
     // Capabilities are per thread: drop them before the runtime starts any.
     // The supervisor needs none: systemd authorizes `systemctl restart` by
