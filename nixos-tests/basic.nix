@@ -86,6 +86,7 @@ pkgs.testers.runNixOSTest {
         # strata-test is not an admin
         ctl("issue --service fs --actions read --path-prefix /srv", user="strata-test", expect=13)
 
+    scenario("01-units")
     scenario("02-activation")
     scenario("03-tokens")
     scenario("04-paths")

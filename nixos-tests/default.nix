@@ -5,11 +5,11 @@
 #
 # Scenario coverage: 02-activation, 03-tokens, 04-paths, 11-stop-target
 # (basic); 06-restart-persistence (persistence); 10-nonadmin (non-admin);
-# 05-fs-kill, 07-watchdog, 08-supervisor (watchdog); 09-security
-# (hardening). 01-units is left to the container runner: it runs
-# `systemctl enable`, which a NixOS machine's read-only unit directories do
-# not allow (the module's wantedBy settings are its NixOS counterpart, and
-# basic checks them).
+# 05-fs-kill, 07-watchdog, 08-supervisor, 12-supervisor-restart
+# (watchdog); 09-security (hardening); 13-fs-kill-under-load,
+# 14-identity-kill-revocations, 15-identity-failing (faults);
+# 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
+# NixOS machine's read-only unit directories allow).
 { pkgs, self }:
 let
   args = { inherit pkgs self; };
@@ -20,4 +20,5 @@ in
   non-admin = import ./non-admin.nix args;
   watchdog = import ./watchdog.nix args;
   hardening = import ./hardening.nix args;
+  faults = import ./faults.nix args;
 }

@@ -21,6 +21,7 @@ pkgs.testers.runNixOSTest {
     scenario("07-watchdog")
     scenario("05-fs-kill")
     scenario("08-supervisor")
+    scenario("12-supervisor-restart")
 
     with subtest("a SIGSTOP'd fs is restarted"):
         machine.succeed("systemctl start strata.target")

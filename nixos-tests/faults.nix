@@ -1,0 +1,26 @@
+# faults: the fault-injection scenarios under load, inside a NixOS VM —
+# fs killed with SIGKILL every 5 s under 32 checking clients (13), identity
+# killed during a revocation storm (14), identity unable to start while fs
+# keeps serving (15). strata-loadgen comes with the package.
+{ pkgs, self }:
+let
+  common = import ./common.nix { inherit self; };
+in
+pkgs.testers.runNixOSTest {
+  name = "strata-faults";
+
+  nodes.machine = {
+    imports = [ common.node ];
+    # 32 client threads and fs restarts in a loop want some room.
+    virtualisation.cores = 2;
+    virtualisation.memorySize = 2048;
+  };
+
+  testScript = common.helpers + ''
+    machine.wait_for_unit("strata.target")
+
+    scenario("13-fs-kill-under-load")
+    scenario("14-identity-kill-revocations")
+    scenario("15-identity-failing")
+  '';
+}
