@@ -160,6 +160,9 @@ impl ActivatedService {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // A signal (the test process's own children exiting) may
+                // land during the wait.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
                 Err(e) => return Err(e),
             }
