@@ -45,6 +45,34 @@ pub fn take_listener(name: &str) -> io::Result<(UnixListener, ListenerSource)> {
     Ok((listener, ListenerSource::Bound(path)))
 }
 
+/// What every service's `main` needs before its runtime starts: the
+/// connection limits from the environment and the listening socket.
+pub struct Prepared {
+    pub limits: crate::server::Limits,
+    pub listener: UnixListener,
+    pub source: ListenerSource,
+}
+
+/// Reads the server limits and takes the listener for service `name`,
+/// logging why and returning the exit status when either fails (2 for a
+/// bad setting, 1 for no socket). Call before the runtime exists, so that
+/// no thread can race for fd 3.
+pub fn prepare(name: &str) -> Result<Prepared, std::process::ExitCode> {
+    let limits = crate::server::Limits::from_env().map_err(|e| {
+        tracing::error!("bad configuration: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    let (listener, source) = take_listener(name).map_err(|e| {
+        tracing::error!("no listening socket: {e}");
+        std::process::ExitCode::from(1)
+    })?;
+    Ok(Prepared {
+        limits,
+        listener,
+        source,
+    })
+}
+
 /// Binds a socket at `path`, replacing a stale socket file but never one
 /// that another process still serves.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {

@@ -26,21 +26,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let limits = match server::Limits::from_env() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("bad configuration: {e}");
-            eprintln!("strata-fs: bad configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Taken before the runtime exists, so that no thread races for fd 3.
-    let (listener, source) = match activation::take_listener("fs") {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot get a listening socket: {e}");
-            return ExitCode::from(1);
-        }
+    let activation::Prepared {
+        limits,
+        listener,
+        source,
+    } = match activation::prepare("fs") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let want = (config.max_handles + limits.max_connections) as u64 + FD_HEADROOM;
     let fds = strata_fs::raise_fd_limit(want);

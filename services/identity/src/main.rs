@@ -19,20 +19,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let limits = match server::Limits::from_env() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("bad configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Taken before the runtime exists, so no thread can race for fd 3.
-    let (listener, source) = match activation::take_listener("identity") {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("no listening socket: {e}");
-            return ExitCode::from(1);
-        }
+    let activation::Prepared {
+        limits,
+        listener,
+        source,
+    } = match activation::prepare("identity") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let identity = match Identity::open(config) {
         Ok(i) => Arc::new(i),

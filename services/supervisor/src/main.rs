@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use strata_shared::{activation, logging, privileges, server};
+use strata_shared::{activation, logging, privileges};
 use strata_supervisor::config::Config;
 
 fn main() -> ExitCode {
@@ -21,20 +21,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let limits = match server::Limits::from_env() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("bad configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Taken before the runtime exists, so no thread can race for fd 3.
-    let (listener, source) = match activation::take_listener("supervisor") {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("no listening socket: {e}");
-            return ExitCode::from(1);
-        }
+    let activation::Prepared {
+        limits,
+        listener,
+        source,
+    } = match activation::prepare("supervisor") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
