@@ -85,7 +85,7 @@ pub fn run(budget: Duration) -> Vec<Micro> {
         data: &'a str,
     }
 
-    vec![
+    let mut rows = vec![
         bench("paseto v2.public sign (token::sign)", budget, || {
             black_box(token::sign(&kp.sk, black_box(payload), b""));
         }),
@@ -150,6 +150,69 @@ pub fn run(budget: Duration) -> Vec<Micro> {
                 rb.finish_ok(&req_id);
                 black_box(rb.frame());
             },
+        ),
+    ];
+    rows.extend(decision_logging(budget));
+    rows
+}
+
+/// One authorization decision logged to a file through `tracing`, with
+/// `tracing_subscriber::fmt` and with the services' own [`LineLayer`], side
+/// by side: every request pays this once.
+fn decision_logging(budget: Duration) -> Vec<Micro> {
+    use strata_shared::audit::{self, Outcome};
+    use strata_shared::logging::LineLayer;
+    use strata_shared::peer::PeerCred;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let peer = PeerCred {
+        uid: 1000,
+        gid: 1000,
+        pid: Some(4242),
+    };
+    let Ok(file) = tempfile::tempfile() else {
+        return Vec::new();
+    };
+    let run = |name: &str, dispatch: tracing::Dispatch| {
+        let mut n = 0u32;
+        tracing::dispatcher::with_default(&dispatch, || {
+            bench(name, budget, || {
+                audit::decision(
+                    &peer,
+                    "fs.list",
+                    Some("3f9a1c0e5b7d4a2f9e8d7c6b5a493827"),
+                    Some(black_box("/srv/data/list21")),
+                    Outcome::Allow,
+                    "allowed",
+                );
+                // Keep the file small; the same for both rows.
+                n += 1;
+                if n.is_multiple_of(8192) {
+                    let _ = file.set_len(0);
+                }
+            })
+        })
+    };
+    let clone = || file.try_clone().expect("dup the log file");
+    let fmt = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::sync::Mutex::new(clone()))
+                .with_ansi(false)
+                .with_target(false),
+        );
+    let line = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(LineLayer::to_file(clone()));
+    vec![
+        run(
+            "decision logged to a file (tracing_subscriber::fmt)",
+            tracing::Dispatch::new(fmt),
+        ),
+        run(
+            "decision logged to a file (logging::LineLayer)",
+            tracing::Dispatch::new(line),
         ),
     ]
 }

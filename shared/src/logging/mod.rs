@@ -1,7 +1,11 @@
 //! Structured logs: to journald when the service runs under systemd (its
 //! stderr is the journal stream), to stderr otherwise. `STRATA_LOG` sets the
 //! filter, with `tracing`'s directive syntax (`info`, `debug`,
-//! `info,strata::decision=warn`, …).
+//! `info,strata::decision=warn`, …). The stderr line format is in [`line`].
+
+mod line;
+
+pub use line::LineLayer;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,13 +39,7 @@ pub fn init(name: &str) -> &'static str {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes only for a person at a terminal, not in files.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
-        )
+        .with(LineLayer::stderr())
         .init();
     "stderr"
 }
