@@ -10,11 +10,16 @@
 //!
 //! Only the *reading* of the directory is cached. Every request still
 //! authenticates, and still resolves its path beneath the token's prefix
-//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` and opens the
-//! directory for reading, so confinement and the kernel's permission checks
-//! are exactly those of an uncached request. The cache is keyed by the
-//! `(st_dev, st_ino)` of the directory that open returned (one `fstat`), so
-//! whatever path led there, the answer is that directory's.
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` (`O_PATH`, see
+//! [`ListCache::open_flags`]), so confinement and the kernel's permission
+//! checks are exactly those of an uncached request. The cache is keyed by
+//! the `(st_dev, st_ino)` of the directory that open returned (one
+//! `fstat`), so whatever path led there, the answer is that directory's.
+//! The prefix itself, and a plain directory directly in it, are looked up
+//! without opening them (`fstat` of the open prefix, or one `lstat` of the
+//! name beneath it: see `path_ops`), which confines as strictly — a single
+//! name that is neither `..` nor a symlink cannot lead out — and answered
+//! by [`ListCache::cached`].
 //!
 //! # Exactness
 //!
@@ -356,6 +361,38 @@ impl ListCache {
         } else {
             OFlags::RDONLY | OFlags::DIRECTORY
         }
+    }
+
+    /// Writes the cached listing of the directory `st` describes to `out`
+    /// and returns true, if the cache holds a current one; else writes
+    /// nothing and returns false.
+    ///
+    /// This is how a request that found its directory without opening it
+    /// (`path_ops`: one `lstat` of a single name beneath the prefix) is
+    /// answered. The listing depends only on the directory's identity
+    /// (`st_dev`, `st_ino`), however it was reached, and the same `poll`
+    /// as in [`Self::list`] makes it current.
+    pub fn cached(&self, st: &Stat, out: &mut Vec<u8>) -> bool {
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return false;
+        }
+        let Some(mut g) = self.lock() else {
+            return false;
+        };
+        if g.broken {
+            return false;
+        }
+        g.poll_events();
+        let Some(d) = g.dirs.get_mut(&key_of(st)) else {
+            return false;
+        };
+        let State::Listing(bytes) = &d.state else {
+            return false;
+        };
+        d.last_used = Instant::now();
+        out.extend_from_slice(bytes);
+        g.counters.hits += 1;
+        true
     }
 
     /// Writes the `fs.list` result for the directory `dir`, opened with

@@ -85,13 +85,47 @@ impl FsService {
         // kernel's read-permission check on the directory itself happens
         // there (see `ListCache::open_flags`), and its refusal is a deny
         // like any other.
-        let result = self.open_dir(&cap, path).and_then(|dir| {
-            self.list_cache
-                .list(&dir, out.result_writer())
-                .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
-        });
+        let result = if self.list_cached_child(&cap, path, out.result_writer()) {
+            Ok(())
+        } else {
+            self.open_dir(&cap, path).and_then(|dir| {
+                self.list_cache
+                    .list(&dir, out.result_writer())
+                    .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
+            })
+        };
         self.audit(ctx, "fs.list", &cap, Some(path), &result);
         result
+    }
+
+    /// Answers `fs.list` of the prefix itself or of one name directly in
+    /// it from the listing cache, without opening anything; false (and
+    /// nothing written) when that is not possible, and the caller takes
+    /// the general path.
+    ///
+    /// One name needs no `openat2`: looking up a single plain name (not
+    /// `..`) in the prefix directory, without following a symlink, cannot
+    /// leave it — there is no `..`, no absolute link and no second
+    /// component to resolve. `lstat` beneath the open prefix is that lookup,
+    /// with the same search-permission check and the same mount crossing
+    /// as `openat2(RESOLVE_BENEATH)`; a symlink, or anything that is not a
+    /// directory with a current cached listing, goes the general way. It
+    /// saves `openat2` + `fstat` + `close` (about 1.5 µs) on a hit.
+    fn list_cached_child(&self, cap: &Cap, path: &str, out: &mut Vec<u8>) -> bool {
+        if !self.list_cache.is_enabled() {
+            return false;
+        }
+        let Ok((prefix, rel)) = self.resolve(cap, path) else {
+            return false;
+        };
+        let st = if rel == "." {
+            rustix::fs::fstat(&*prefix)
+        } else if rel.contains('/') || rel == ".." {
+            return false;
+        } else {
+            rustix::fs::statat(&*prefix, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        };
+        st.is_ok_and(|st| self.list_cache.cached(&st, out))
     }
 
     fn open_dir(&self, cap: &Cap, path: &str) -> Result<OwnedFd, Error> {

@@ -274,3 +274,71 @@ fn a_bad_strata_fs_list_cache_stops_fs() {
     let status = fs.wait(std::time::Duration::from_secs(10)).unwrap();
     assert_eq!(status.code(), Some(2));
 }
+
+/// A listing cached for one token's directory is never served through a
+/// name that leads out of another token's prefix: a child of the prefix is
+/// answered from the cache without opening it only when it is a plain
+/// directory; a symlink or `..` goes through `openat2(RESOLVE_BENEATH)`.
+#[test]
+fn cached_listings_are_reached_only_beneath_the_prefix() {
+    let s = Stack::start(&[]);
+    let srv = s.base().join("srv");
+    let data = srv.join("data");
+    std::fs::create_dir_all(srv.join("secret")).unwrap();
+    std::fs::write(srv.join("secret/key"), "hunter2").unwrap();
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/a"), "1").unwrap();
+    std::fs::write(data.join("file"), "x").unwrap();
+    symlink("../secret", data.join("up")).unwrap();
+    symlink(srv.join("secret"), data.join("abs")).unwrap();
+    symlink("sub", data.join("inner")).unwrap();
+
+    // The whole of srv's listings are cached by a token for srv.
+    let wide = s.issue(&["list"], &s.path("srv"), 600);
+    let narrow = s.issue(&["list"], &s.data(), 600);
+    let mut c = s.fs_client();
+    for _ in 0..2 {
+        assert_eq!(
+            list(&mut c, &wide, &s.path("srv/secret")),
+            fresh(&srv.join("secret"))
+        );
+        assert_eq!(list(&mut c, &wide, &s.path("srv")), fresh(&srv));
+    }
+    // Through the narrow token, every way out is refused, twice (the
+    // second time the target's listing is certainly cached).
+    for _ in 0..2 {
+        for way_out in ["srv/data/up", "srv/data/abs", "srv/data/.."] {
+            let (code, msg) = error(call(
+                &mut c,
+                "fs.list",
+                &narrow,
+                json!({"path": s.path(way_out)}),
+            ));
+            assert_eq!(code, 3, "{way_out}: {msg}");
+        }
+    }
+    // Ways in are served, and stay exact when served from the cache.
+    for round in 0..3 {
+        if round == 2 {
+            std::fs::write(data.join("sub/b"), "22").unwrap();
+        }
+        assert_eq!(
+            list(&mut c, &narrow, &s.path("srv/data/sub")),
+            fresh(&data.join("sub"))
+        );
+        assert_eq!(
+            list(&mut c, &narrow, &s.path("srv/data/inner")),
+            fresh(&data.join("sub"))
+        );
+        assert_eq!(list(&mut c, &narrow, &s.data()), fresh(&data));
+    }
+    // A file is still not a directory.
+    let (code, msg) = error(call(
+        &mut c,
+        "fs.list",
+        &narrow,
+        json!({"path": s.path("srv/data/file")}),
+    ));
+    assert_eq!(code, 1, "{msg}");
+    assert!(msg.contains("not a directory"), "{msg}");
+}
