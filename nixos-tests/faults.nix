@@ -1,7 +1,9 @@
 # faults: the fault-injection scenarios under load, inside a NixOS VM —
 # fs killed with SIGKILL every 5 s under 32 checking clients (13), identity
 # killed during a revocation storm (14), identity unable to start while fs
-# keeps serving (15). strata-loadgen comes with the package.
+# keeps serving (15), and a flood of allowed requests that must not push
+# a single decision out of the journal (17). strata-loadgen comes with the
+# package.
 { pkgs, self }:
 let
   common = import ./common.nix { inherit self; };
@@ -22,5 +24,6 @@ pkgs.testers.runNixOSTest {
     scenario("13-fs-kill-under-load")
     scenario("14-identity-kill-revocations")
     scenario("15-identity-failing")
+    scenario("17-audit-flood")
   '';
 }
