@@ -11,13 +11,25 @@
 /// of 64 KiB and more always get their own mapping, which goes back to the
 /// kernel the moment they are freed. glibc's default raises that threshold
 /// after the first large free, after which such buffers land in the arenas
-/// and stay resident after the load is gone. Call once, first thing.
+/// and stay resident after the load is gone.
+///
+/// And one arena for every thread: with an arena per worker thread, what
+/// stays allocated after a burst (cache entries, the runtime's own
+/// structures) is spread over several heaps, each pinning its own top, and
+/// `malloc_trim` gives back less. Measured in container scenario 13 (fs
+/// killed under 32 clients, RSS of the last fs after the load against a
+/// fresh one): +18.1% with per-thread arenas, +14.3% and +12.4% with one;
+/// `strata-bench` after 10,000 handles closed: +11–12% → +9%. Throughput
+/// side by side (`--bin-dir`, two workers) did not change: the per-thread
+/// tcache serves most allocations without the arena lock. Call once, first
+/// thing.
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
