@@ -234,3 +234,91 @@ impl Drop for ActivatedService {
         let _ = std::fs::remove_file(&self.notify_path);
     }
 }
+
+/// Starts strata-identity with its state in `<base>/state` and its socket in
+/// `<base>/run`, plus `envs`, and waits for `READY=1`.
+pub fn start_identity(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let state = base.join("state");
+    let mut all = vec![("STRATA_STATE_DIR", state.to_str().expect("utf-8 path"))];
+    all.extend_from_slice(envs);
+    start_ready("strata-identity", "identity", base, &all)
+}
+
+/// Starts strata-fs with its socket in `<base>/run` and its roots
+/// `<base>/srv` (unless `envs` sets `STRATA_FS_ROOTS`), and waits for
+/// `READY=1`.
+pub fn start_fs(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let roots = base.join("srv").to_str().expect("utf-8 path").to_string();
+    let mut all: Vec<(&str, &str)> = vec![("STRATA_FS_ROOTS", &roots)];
+    all.retain(|(k, _)| !envs.iter().any(|(k2, _)| k2 == k));
+    all.extend_from_slice(envs);
+    start_ready("strata-fs", "fs", base, &all)
+}
+
+fn start_ready(binary: &str, name: &str, base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let svc = ActivatedService::start(&workspace_binary(binary), name, &base.join("run"), envs)
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    svc.wait_notify("READY=1", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{binary} sent no READY=1: {e}"));
+    svc
+}
+
+/// Runs one request as another uid and gid, by re-running the current test
+/// binary as a child that executes only the test named `child_test` — which
+/// must do nothing but call [`child_request`]. setuid is process-wide, so it
+/// cannot be done on a test thread.
+pub fn call_as(
+    uid: u32,
+    gid: u32,
+    child_test: &str,
+    socket: &Path,
+    method: &str,
+    token: Option<&str>,
+    params: serde_json::Value,
+) -> crate::wire::Response {
+    let out = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env("STRATA_CHILD_SOCKET", socket)
+        .env("STRATA_CHILD_METHOD", method)
+        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
+        .env("STRATA_CHILD_PARAMS", params.to_string())
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no response: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("the child's response")
+}
+
+/// The child side of [`call_as`]: makes the request described in its
+/// environment and prints the response. Does nothing in a normal test run.
+pub fn child_request() {
+    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
+        return;
+    };
+    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap_or_default();
+    let params: serde_json::Value =
+        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").expect("params"))
+            .expect("params are JSON");
+    let mut c = crate::client::Client::connect(Path::new(&socket)).expect("connect");
+    let resp = c
+        .call(
+            &std::env::var("STRATA_CHILD_METHOD").expect("method"),
+            (!token.is_empty()).then_some(token.as_str()),
+            &params,
+        )
+        .expect("call");
+    println!(
+        "RESPONSE {}",
+        serde_json::to_string(&resp).expect("serialize")
+    );
+}

@@ -2,9 +2,7 @@
 //! LISTEN_FDS/LISTEN_PID, NOTIFY_SOCKET), spoken to in the raw protocol.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -12,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use strata_shared::capability::{self, Verifier};
 use strata_shared::client::Client;
-use strata_shared::testing::{workspace_binary, ActivatedService};
+use strata_shared::testing::{self, workspace_binary, ActivatedService};
 use strata_shared::wire::{self, Response};
 
 const NOBODY: u32 = 65534;
@@ -68,9 +66,8 @@ fn issue(c: &mut Client, prefix: &str, ttl: u64) -> Value {
     .unwrap())
 }
 
-/// Runs one request as another uid/gid, by re-running this test binary as
-/// a child process that executes only `child_request` (setuid is
-/// process-wide, so it cannot be done on a test thread).
+/// Runs one request as another uid/gid in a child process running only
+/// [`child_request`].
 fn call_as(
     uid: u32,
     gid: u32,
@@ -79,52 +76,13 @@ fn call_as(
     token: Option<&str>,
     params: Value,
 ) -> Response {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_request",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("STRATA_CHILD_SOCKET", socket)
-        .env("STRATA_CHILD_METHOD", method)
-        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
-        .env("STRATA_CHILD_PARAMS", params.to_string())
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
-        .unwrap_or_else(|| {
-            panic!(
-                "child printed no response: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).unwrap()
+    testing::call_as(uid, gid, "child_request", socket, method, token, params)
 }
 
 /// The child side of [`call_as`]; does nothing in a normal test run.
 #[test]
 fn child_request() {
-    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
-        return;
-    };
-    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap();
-    let params: Value =
-        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").unwrap()).unwrap();
-    let mut c = Client::connect(Path::new(&socket)).unwrap();
-    let resp = c
-        .call(
-            &std::env::var("STRATA_CHILD_METHOD").unwrap(),
-            (!token.is_empty()).then_some(token.as_str()),
-            &params,
-        )
-        .unwrap();
-    println!("RESPONSE {}", serde_json::to_string(&resp).unwrap());
+    testing::child_request();
 }
 
 #[test]

@@ -31,7 +31,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
 use strata_shared::client::Client;
-use strata_shared::testing::{workspace_binary, ActivatedService};
+pub use strata_shared::testing::start_fs;
+use strata_shared::testing::{self, start_identity, ActivatedService};
 use strata_shared::token;
 use strata_shared::wire::{self, Response};
 
@@ -163,38 +164,6 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-fn start_identity(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
-    let state = base.join("state");
-    let mut all = vec![("STRATA_STATE_DIR", state.to_str().unwrap())];
-    all.extend_from_slice(envs);
-    let svc = ActivatedService::start(
-        &workspace_binary("strata-identity"),
-        "identity",
-        &base.join("run"),
-        &all,
-    )
-    .unwrap();
-    svc.wait_notify("READY=1", Duration::from_secs(15)).unwrap();
-    svc
-}
-
-/// Starts strata-fs with roots `<base>/srv` (unless `envs` overrides it).
-pub fn start_fs(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
-    let roots = base.join("srv").to_str().unwrap().to_string();
-    let mut all: Vec<(&str, &str)> = vec![("STRATA_FS_ROOTS", &roots)];
-    all.retain(|(k, _)| !envs.iter().any(|(k2, _)| k2 == k));
-    all.extend_from_slice(envs);
-    let fs = ActivatedService::start(
-        &workspace_binary("strata-fs"),
-        "fs",
-        &base.join("run"),
-        &all,
-    )
-    .unwrap();
-    fs.wait_notify("READY=1", Duration::from_secs(15)).unwrap();
-    fs
 }
 
 /// Builds the tree: secrets outside, and inside the prefix a link of every
@@ -471,10 +440,8 @@ pub fn still_serving(socket: &Path, method: &str) {
     assert!(r.ok, "{method} after abuse: {r:?}");
 }
 
-/// Runs one request as another uid/gid by re-running the current test
-/// binary as a child that executes only the test named `child_test` (which
-/// must call [`child_request`]); setuid is process-wide, so it cannot be
-/// done on a test thread.
+/// Runs one request as `uid` (and the same gid) in a child process: see
+/// [`strata_shared::testing::call_as`].
 pub fn call_as(
     uid: u32,
     child_test: &str,
@@ -483,45 +450,7 @@ pub fn call_as(
     token: Option<&str>,
     params: Value,
 ) -> Response {
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
-        .env("STRATA_CHILD_SOCKET", socket)
-        .env("STRATA_CHILD_METHOD", method)
-        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
-        .env("STRATA_CHILD_PARAMS", params.to_string())
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
-        .unwrap_or_else(|| {
-            panic!(
-                "child printed no response: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).unwrap()
+    testing::call_as(uid, uid, child_test, socket, method, token, params)
 }
 
-/// The child side of [`call_as`]; does nothing in a normal test run.
-pub fn child_request() {
-    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
-        return;
-    };
-    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap();
-    let params: Value =
-        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").unwrap()).unwrap();
-    let mut c = Client::connect(Path::new(&socket)).unwrap();
-    let resp = c
-        .call(
-            &std::env::var("STRATA_CHILD_METHOD").unwrap(),
-            (!token.is_empty()).then_some(token.as_str()),
-            &params,
-        )
-        .unwrap();
-    println!("RESPONSE {}", serde_json::to_string(&resp).unwrap());
-}
+pub use strata_shared::testing::child_request;

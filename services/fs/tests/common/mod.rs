@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use strata_shared::client::Client;
-use strata_shared::testing::{workspace_binary, ActivatedService};
+use strata_shared::testing::{start_identity, ActivatedService};
 use strata_shared::wire::Response;
 
 pub struct Stack {
@@ -45,16 +45,7 @@ impl Stack {
         for d in ["srv/data", "srv/data2", "outside"] {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
-        let identity = ActivatedService::start(
-            &workspace_binary("strata-identity"),
-            "identity",
-            &base.join("run"),
-            &[("STRATA_STATE_DIR", base.join("state").to_str().unwrap())],
-        )
-        .unwrap();
-        identity
-            .wait_notify("READY=1", Duration::from_secs(10))
-            .unwrap();
+        let identity = start_identity(base, &[]);
         let fs = start_fs(base, fs_envs);
         let stack = Self { identity, fs, dir };
         stack.wait_synced();
@@ -164,23 +155,7 @@ impl Stack {
     }
 }
 
-/// Starts strata-fs on `<base>/run/fs.sock` with roots `<base>/srv` (unless
-/// `envs` says otherwise) and waits for READY=1.
-pub fn start_fs(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
-    let roots = base.join("srv").to_str().unwrap().to_string();
-    let mut all: Vec<(&str, &str)> = vec![("STRATA_FS_ROOTS", &roots)];
-    all.retain(|(k, _)| !envs.iter().any(|(k2, _)| k2 == k));
-    all.extend_from_slice(envs);
-    let fs = ActivatedService::start(
-        &workspace_binary("strata-fs"),
-        "fs",
-        &base.join("run"),
-        &all,
-    )
-    .unwrap();
-    fs.wait_notify("READY=1", Duration::from_secs(10)).unwrap();
-    fs
-}
+pub use strata_shared::testing::start_fs;
 
 pub fn ok(resp: Response) -> Value {
     assert!(resp.ok, "expected ok, got {resp:?}");
