@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use strata_shared::client::Client;
 
 /// The protocol's bound between `identity.revoke` returning and fs refusing.
@@ -269,4 +269,60 @@ fn a_new_revocation_epoch_is_followed_and_known_revocations_are_kept() {
     ok(call(&mut c, "fs.read", &b, json!({"handle": hb})));
     let latency = revoke_and_measure(&s, &mut c, &b, &hb);
     assert!(latency <= REVOCATION_BOUND, "{latency:?}");
+}
+
+/// fs learns identity's whole revocation list however long it is. identity
+/// sends it in pages of 4096 (`more: true`); a revocation on the second
+/// page must be in force from fs's first request after a restart, like one
+/// on the first.
+#[test]
+fn a_revocation_past_the_first_page_is_in_force_after_a_restart() {
+    let mut s = Stack::start(&[]);
+    let file = s.write("srv/data/f", "data");
+    let late = s.issue(&["open", "read"], &s.data(), 600);
+    let fine = s.issue(&["open", "read"], &s.data(), 600);
+    s.revoke(&late.cap_id);
+
+    // 5,000 earlier revocations, in identity's own state file, as if they
+    // had been made through identity.revoke (which fsyncs the whole file
+    // each time: 5,000 of them would take minutes here).
+    s.identity.kill();
+    let path = s.base().join("state/revocations.json");
+    let mut disk: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let ours = disk["revocations"].as_array().unwrap().clone();
+    assert_eq!(ours.len(), 1, "{disk}");
+    let expires = ours[0]["expires"].as_i64().unwrap();
+    let mut all: Vec<Value> = (1..=5000u64)
+        .map(|i| json!({"cap_id": format!("{i:032x}"), "expires": expires, "seq": i}))
+        .collect();
+    let mut late_entry = ours[0].clone();
+    late_entry["seq"] = json!(5001);
+    all.push(late_entry);
+    disk["revocations"] = json!(all);
+    disk["seq"] = json!(5001);
+    std::fs::write(&path, serde_json::to_vec(&disk).unwrap()).unwrap();
+    s.identity.start_again().unwrap();
+    s.identity
+        .wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+
+    // What identity serves: two pages, ours on the second.
+    let mut ic = s.identity_client();
+    let first = ok(ic
+        .call("identity.revocations", None, &json!({"since": 0}))
+        .unwrap());
+    assert_eq!(first["more"], true, "{}", first["seq"]);
+    assert!(!first["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["cap_id"] == late.cap_id.as_str()));
+
+    s.restart_fs();
+    let mut c = s.fs_client();
+    let (code, msg) = error(call(&mut c, "fs.open", &late, json!({"path": file})));
+    assert_eq!(code, 2, "{msg}");
+    assert!(msg.contains("revoked"), "{msg}");
+    let h = open(&mut c, &fine, &file);
+    ok(call(&mut c, "fs.read", &fine, json!({"handle": h})));
 }
