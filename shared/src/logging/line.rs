@@ -75,10 +75,16 @@ thread_local! {
 /// Runs `f` on this thread's line buffer, or on a fresh one if it is in use
 /// (an event logged while formatting another).
 fn with_line(f: impl FnOnce(&mut Line)) {
-    LINE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut line) => f(&mut line),
-        Err(_) => f(&mut Line::default()),
-    })
+    let mut f = Some(f);
+    let _ = LINE.try_with(|cell| {
+        if let Ok(mut line) = cell.try_borrow_mut() {
+            (f.take().expect("once"))(&mut line);
+        }
+    });
+    // Thread-local storage gone (thread exit) or already borrowed.
+    if let Some(f) = f {
+        f(&mut Line::default());
+    }
 }
 
 /// Formats `event`, logged at `now`, into `line.buf` (cleared first), with
@@ -168,21 +174,22 @@ impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.buf.push(b' ');
-            push_text(self.buf, value.as_bytes());
         } else {
             self.key(field);
-            push_value(self.buf, value.as_bytes());
         }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(value.as_bytes());
+        escape_from(self.buf, start);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        push_display(self.buf, value);
+        let _ = write!(ByteWriter(self.buf), "{value}");
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        push_display(self.buf, value);
+        let _ = write!(ByteWriter(self.buf), "{value}");
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -192,78 +199,92 @@ impl Visit for Fields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // `format_args!` messages and `%`-fields arrive here; both are
-        // formatted once, then escaped in place only if they need it.
-        let start = self.buf.len();
+        // `format_args!` messages and `%`-fields arrive here: formatted
+        // once, then quoted in place only if they need it.
         if field.name() == "message" {
             self.buf.push(b' ');
-            let _ = write!(ByteWriter(self.buf), "{value:?}");
-            escape_from(self.buf, start + 1, false);
         } else {
             self.key(field);
-            let start = self.buf.len();
-            let _ = write!(ByteWriter(self.buf), "{value:?}");
-            escape_from(self.buf, start, true);
         }
+        let start = self.buf.len();
+        let _ = write!(ByteWriter(self.buf), "{value:?}");
+        escape_from(self.buf, start);
     }
 }
 
-fn push_display(buf: &mut Vec<u8>, value: impl fmt::Display) {
-    let _ = write!(ByteWriter(buf), "{value}");
+/// Longest value (or message) written whole; the rest is cut and counted.
+/// A path is audited before its length is checked, and a frame may hold a
+/// megabyte of it.
+pub const MAX_VALUE: usize = 4096;
+
+/// Characters written as `\u{…}` escapes: every control character (C0,
+/// DEL, C1 — U+009B starts terminal sequences on some terminals), the
+/// Unicode line and paragraph separators that some log readers split on,
+/// and the bidirectional-text controls that make a line display otherwise
+/// than it reads.
+fn is_special(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
-/// A message: as is, unless it holds a control character or a backslash.
-fn push_text(buf: &mut Vec<u8>, text: &[u8]) {
-    let start = buf.len();
-    buf.extend_from_slice(text);
-    escape_from(buf, start, false);
-}
-
-/// A field value: bare if it is a plain word, else quoted.
-fn push_value(buf: &mut Vec<u8>, value: &[u8]) {
-    let start = buf.len();
-    buf.extend_from_slice(value);
-    escape_from(buf, start, true);
-}
-
-fn is_control(b: u8) -> bool {
-    b < 0x20 || b == 0x7f
-}
-
-/// Rewrites `buf[start..]` escaped: control characters and `\` always; for
-/// a `quoted` value also `"`, and then the whole value goes in quotes if it
-/// is empty or holds a space, `"`, `=`, `\` or a control character.
-fn escape_from(buf: &mut Vec<u8>, start: usize, quoted: bool) {
+/// Leaves `buf[start..]` as is when it is a plain word (printable ASCII
+/// other than space, `"`, `=` and `\`, at most [`MAX_VALUE`] bytes), and
+/// otherwise rewrites it as a quoted string: `"` and `\` escaped, `\n`,
+/// `\r`, `\t`, every [special](is_special) character as `\u{…}`, cut at
+/// [`MAX_VALUE`] bytes with the number of bytes left out. A message and a
+/// value follow the same rule, so the text of one (a client's path in an
+/// audit message, say) can never pass for a field, a second line, or the
+/// end of a quote.
+fn escape_from(buf: &mut Vec<u8>, start: usize) {
     let raw = &buf[start..];
-    let needs_quotes = quoted
-        && (raw.is_empty()
-            || raw
-                .iter()
-                .any(|&b| b == b' ' || b == b'"' || b == b'=' || b == b'\\' || is_control(b)));
-    let needs_escapes = raw.iter().any(|&b| b == b'\\' || is_control(b));
-    if !needs_quotes && !needs_escapes {
+    let plain = !raw.is_empty()
+        && raw.len() <= MAX_VALUE
+        && raw
+            .iter()
+            .all(|&b| b > b' ' && b < 0x7f && b != b'"' && b != b'=' && b != b'\\');
+    if plain {
+        return;
+    }
+    // Printable ASCII with nothing to escape (most messages): just quotes.
+    if raw.len() <= MAX_VALUE
+        && raw
+            .iter()
+            .all(|&b| (b' '..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.insert(start, b'"');
+        buf.push(b'"');
         return;
     }
     let raw = buf.split_off(start);
-    if needs_quotes {
-        buf.push(b'"');
+    let text = String::from_utf8_lossy(&raw);
+    let mut cut = text.len().min(MAX_VALUE);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
     }
-    for &b in &raw {
-        match b {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'"' if quoted => buf.extend_from_slice(b"\\\""),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            b if is_control(b) => {
-                let _ = write!(ByteWriter(buf), "\\x{b:02x}");
+    buf.push(b'"');
+    for c in text[..cut].chars() {
+        match c {
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if is_special(c) => {
+                let _ = write!(ByteWriter(buf), "\\u{{{:x}}}", c as u32);
             }
-            b => buf.push(b),
+            c => {
+                let mut utf8 = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
         }
     }
-    if needs_quotes {
-        buf.push(b'"');
+    if cut < text.len() {
+        let _ = write!(ByteWriter(buf), "…(+{} bytes)", text.len() - cut);
     }
+    buf.push(b'"');
 }
 
 /// `fmt::Write` into a byte buffer, for `write!` without a `String`.
@@ -318,10 +339,14 @@ mod tests {
                 "allow {}",
                 "fs.list"
             );
+            tracing::info!("ready");
         });
         assert_eq!(
             got,
-            ["2025-11-25T21:51:34.398352Z  INFO allow fs.list strata_uid=1000 strata_path=/srv/a ok=true n=-3\n"]
+            [
+                "2025-11-25T21:51:34.398352Z  INFO \"allow fs.list\" strata_uid=1000 strata_path=/srv/a ok=true n=-3\n",
+                "2025-11-25T21:51:34.398352Z  INFO ready\n",
+            ]
         );
     }
 
@@ -333,43 +358,79 @@ mod tests {
                 b = "",
                 c = "k=v",
                 d = r#"say "hi""#,
-                e = r"back\slash"
+                e = r"back\slash",
+                f = "é"
             );
         });
         assert_eq!(
             got,
-            [r#"2025-11-25T21:51:34.398352Z  WARN a="with space" b="" c="k=v" d="say \"hi\"" e="back\\slash""#.to_string() + "\n"]
+            [r#"2025-11-25T21:51:34.398352Z  WARN a="with space" b="" c="k=v" d="say \"hi\"" e="back\\slash" f="é""#.to_string() + "\n"]
         );
     }
 
+    /// A path sent by a client ends up both in the message and in a field.
+    /// Whatever it holds, it stays inside its own quotes: no forged field,
+    /// no second line, no escape sequence.
     #[test]
-    fn control_characters_cannot_forge_a_line() {
-        let evil = "x\n2025-11-25T00:00:00.000000Z  INFO allow\x1b[2J\r";
+    fn client_text_cannot_forge_fields_lines_or_terminal_codes() {
+        let evil = "/x strata_decision=allow strata_uid=0 q=\"\n2025-11-25T00:00:00.000000Z  INFO allow\x1b[2J\r\u{9b}\u{2028}\u{202e}";
         let got = lines(|| {
-            tracing::warn!(strata_path = evil, "deny fs.read path={evil}");
-            tracing::warn!(shown = %evil);
+            tracing::warn!(
+                strata_decision = "deny",
+                strata_path = evil,
+                "deny fs.read path={evil}: no"
+            );
         });
-        assert_eq!(got.len(), 2);
-        for line in &got {
-            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
-            assert!(line.ends_with('\n'));
-            assert!(!line.contains('\x1b') && !line.contains('\r'), "{line:?}");
+        assert_eq!(got.len(), 1);
+        let line = &got[0];
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        for bad in ['\x1b', '\r', '\u{9b}', '\u{2028}', '\u{202e}'] {
+            assert!(!line.contains(bad), "{bad:?} in {line:?}");
         }
-        assert!(got[0].contains(r"deny fs.read path=x\n2025-11-25T00:00:00.000000Z  INFO allow\x1b[2J\r strata_path="), "{}", got[0]);
-        assert!(
-            got[0]
-                .trim_end()
-                .ends_with(r#"strata_path="x\n2025-11-25T00:00:00.000000Z  INFO allow\x1b[2J\r""#),
-            "{}",
-            got[0]
+        let quoted = r#""/x strata_decision=allow strata_uid=0 q=\"\n2025-11-25T00:00:00.000000Z  INFO allow\u{1b}[2J\r\u{9b}\u{2028}\u{202e}"#;
+        assert_eq!(
+            line,
+            &format!(
+                "2025-11-25T21:51:34.398352Z  WARN \"deny fs.read path={}: no\" strata_decision=deny strata_path={}\"\n",
+                &quoted[1..],
+                quoted
+            )
         );
-        assert!(
-            got[1]
-                .trim_end()
-                .ends_with(r#"shown="x\n2025-11-25T00:00:00.000000Z  INFO allow\x1b[2J\r""#),
-            "{}",
-            got[1]
-        );
+        // Split as logfmt: outside quotes, exactly the real fields.
+        let mut keys = Vec::new();
+        let (mut in_quotes, mut escaped, mut word) = (false, false, String::new());
+        for c in line.trim_end().chars().chain([' ']) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_quotes => escaped = true,
+                '"' => in_quotes = !in_quotes,
+                ' ' if !in_quotes => {
+                    // A quoted word (the message) is not a field.
+                    if let Some((k, _)) = word.split_once('=').filter(|_| !word.starts_with('"')) {
+                        keys.push(k.to_string());
+                    }
+                    word.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            word.push(c);
+        }
+        assert_eq!(keys, ["strata_decision", "strata_path"]);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_say_by_how_much() {
+        let long = "a".repeat(MAX_VALUE + 10);
+        let mut multibyte = "b".repeat(MAX_VALUE - 1);
+        multibyte.push('é');
+        let got = lines(|| {
+            tracing::info!(v = long.as_str(), w = multibyte.as_str());
+        });
+        let want_v = format!("v=\"{}…(+10 bytes)\"", "a".repeat(MAX_VALUE));
+        let want_w = format!("w=\"{}…(+2 bytes)\"", "b".repeat(MAX_VALUE - 1));
+        assert!(got[0].contains(&want_v), "{}", &got[0][..80]);
+        assert!(got[0].contains(&want_w));
     }
 
     #[test]
