@@ -199,6 +199,9 @@ struct Dir {
     /// `w ∈ dirs[k].deps` ⟺ `k ∈ watches[w].dependents`.
     deps: Vec<i32>,
     last_used: Instant,
+    /// The directory's `st_ctime` when its listing was stored: see
+    /// [`ListCache::cached`].
+    ctime: Option<(i64, i64)>,
 }
 
 struct Watch {
@@ -255,6 +258,12 @@ struct FillScratch {
 
 thread_local! {
     static FILL: std::cell::RefCell<FillScratch> = std::cell::RefCell::new(FillScratch::default());
+}
+
+// The field types of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn ctime_of(st: &Stat) -> (i64, i64) {
+    (st.st_ctime as i64, st.st_ctime_nsec as i64)
 }
 
 // The field types of `struct stat` differ between architectures.
@@ -389,6 +398,15 @@ impl ListCache {
         let State::Listing(bytes) = &d.state else {
             return false;
         };
+        // `st` came from an `lstat` that holds nothing open: by now the
+        // directory may be gone and its inode number reused by another
+        // directory, perhaps one outside the caller's prefix, with a
+        // listing of its own here. The change time tells them apart (a new
+        // directory is born with its own), and any change to this one
+        // since the listing was stored has dropped the listing already.
+        if d.ctime != Some(ctime_of(st)) {
+            return false;
+        }
         d.last_used = Instant::now();
         out.extend_from_slice(bytes);
         g.counters.hits += 1;
@@ -709,6 +727,7 @@ impl Inner {
                     state: State::Empty,
                     deps: Vec::new(),
                     last_used: Instant::now(),
+                    ctime: None,
                 },
             );
         }
@@ -917,9 +936,11 @@ impl Inner {
                 return;
             }
         }
+        let ctime = rustix::fs::fstat(dir).ok().map(|st| ctime_of(&st));
         let d = self.dirs.get_mut(&key).expect("checked");
         invalidate(d, &mut self.bytes);
         d.state = State::Listing(listing.into());
+        d.ctime = ctime;
         self.bytes += listing.len();
         self.counters.fills += 1;
     }
@@ -1101,6 +1122,32 @@ mod tests {
         std::fs::remove_file(d.join("link")).unwrap();
         symlink("a-much-longer-target", d.join("link")).unwrap();
         hit(check(&cache, &d));
+    }
+
+    /// `cached` trusts an `lstat` that holds nothing open, so the key alone
+    /// could name a reused inode: a directory with the same (dev, ino) but
+    /// another change time must not get the stored listing.
+    #[test]
+    fn cached_needs_the_same_directory_not_only_the_same_inode_number() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a"), "1").unwrap();
+        if !caches(&d) {
+            return;
+        }
+        let cache = ListCache::new(true);
+        let want = fresh(&d);
+        assert_eq!(list(&cache, &d), want);
+        let st = rustix::fs::lstat(&d).unwrap();
+        let mut out = Vec::new();
+        assert!(cache.cached(&st, &mut out), "a stored listing is served");
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), want);
+        let mut reborn = st;
+        reborn.st_ctime_nsec = (reborn.st_ctime_nsec + 1) % 1_000_000_000;
+        let mut out = Vec::new();
+        assert!(!cache.cached(&reborn, &mut out));
+        assert!(out.is_empty());
     }
 
     #[test]
