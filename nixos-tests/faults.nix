@@ -16,6 +16,10 @@ pkgs.testers.runNixOSTest {
     # 32 client threads and fs restarts in a loop want some room.
     virtualisation.cores = 2;
     virtualisation.memorySize = 2048;
+    # Scenario 17 writes 100,000+ journal entries (about 100 MB) and checks
+    # every one is kept: the default 1 GiB disk would leave journald's
+    # SystemMaxUse= (10% of it) too small, and rotation would drop some.
+    virtualisation.diskSize = 4096;
   };
 
   testScript = common.helpers + ''
