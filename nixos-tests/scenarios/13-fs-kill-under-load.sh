@@ -42,14 +42,6 @@ trap cleanup EXIT
 rss_of() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
 anon_of() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
 usec() { systemd-analyze timespan "$1" | awk -F': ' '/μs:|us:/ { print $2; exit }'; }
-wait_synced() {
-    local i=0
-    until [ "$(strata-ctl health fs 2>/dev/null | jq -r .identity)" = synced ]; do
-        i=$((i + 1))
-        [ "$i" -le 100 ] || fail "$1: fs not synced with identity after 20 s: $(strata-ctl health fs 2>&1)"
-        sleep 0.2
-    done
-}
 
 # systemd's start rate limit counts every start of fs, by Restart= or by
 # the socket. Kills every KILL_EVERY s must stay below StartLimitBurst

@@ -27,14 +27,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_synced() {
-    local i=0
-    until [ "$(strata-ctl health fs 2>/dev/null | jq -r .identity)" = synced ]; do
-        i=$((i + 1))
-        [ "$i" -le 100 ] || fail "$1: fs not synced with identity after 20 s: $(strata-ctl health fs 2>&1)"
-        sleep 0.2
-    done
-}
 # The token reads, and the revoked one is refused, each on a new
 # connection (strata-ctl connects per call).
 serves() {

@@ -122,6 +122,21 @@ unit_up() {
     esac
 }
 
+# wait_synced WHAT: fs verifies tokens with identity's public key, which a freshly started fs
+# fetches from identity (itself perhaps still starting). fs.health says
+# whether it has: wait for "synced" before judging tokens, and say how long
+# it took (a long wait is worth a look even when the scenario passes).
+wait_synced() {
+    local t0 i=0
+    t0=$(date +%s)
+    until [ "$(strata-ctl health fs 2>/dev/null | jq -r .identity)" = synced ]; do
+        i=$((i + 1))
+        [ "$i" -le 100 ] || fail "$1: fs not synced with identity after 20 s: $(strata-ctl health fs 2>&1)"
+        sleep 0.2
+    done
+    log "$1: fs synced with identity after $(( $(date +%s) - t0 )) s"
+}
+
 # Test data: world-readable (fs runs as a transient user that can read only
 # what every user can read), with escapes that fs must refuse.
 make_testdata() {

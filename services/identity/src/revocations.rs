@@ -343,15 +343,26 @@ mod tests {
         assert_eq!(store.keep_unknown_until(now), now + 172_800);
     }
 
-    #[tokio::test]
-    async fn close_ends_long_polls() {
-        let d = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(RevocationStore::open(d.path(), 3600).unwrap());
+    /// A store in `dir` and a 20 s long poll from seq 0, already waiting.
+    async fn long_poll_from_zero(
+        dir: &Path,
+    ) -> (
+        std::sync::Arc<RevocationStore>,
+        tokio::task::JoinHandle<Delta>,
+    ) {
+        let store = std::sync::Arc::new(RevocationStore::open(dir, 3600).unwrap());
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move { store.delta(0, None, Duration::from_secs(20)).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
+        (store, waiter)
+    }
+
+    #[tokio::test]
+    async fn close_ends_long_polls() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, waiter) = long_poll_from_zero(d.path()).await;
         let t = std::time::Instant::now();
         store.close();
         let got = waiter.await.unwrap();
@@ -364,12 +375,7 @@ mod tests {
     #[tokio::test]
     async fn long_poll_wakes_on_revocation() {
         let d = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(RevocationStore::open(d.path(), 3600).unwrap());
-        let waiter = {
-            let store = store.clone();
-            tokio::spawn(async move { store.delta(0, None, Duration::from_secs(20)).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (store, waiter) = long_poll_from_zero(d.path()).await;
         let t = std::time::Instant::now();
         store.revoke(A, capability::now() + 60).await.unwrap();
         let got = waiter.await.unwrap();

@@ -321,6 +321,26 @@ pub fn check(opts: CheckOptions) -> Result<(Value, bool), String> {
     let list = json!({ "path": prefix });
     let mut idc = None;
     let mut fsc = None;
+    let mut verify = |token: &str| {
+        ask(
+            &opts.identity_socket,
+            opts.timeout,
+            &mut idc,
+            "identity.verify",
+            None,
+            &json!({ "token": token }),
+        )
+    };
+    let mut list_with = |token: &str| {
+        ask(
+            &opts.fs_socket,
+            opts.timeout,
+            &mut fsc,
+            "fs.list",
+            Some(token),
+            &list,
+        )
+    };
     let mut problems: Vec<String> = Vec::new();
     let mut problem = |p: String| {
         if problems.len() < 20 {
@@ -334,14 +354,7 @@ pub fn check(opts: CheckOptions) -> Result<(Value, bool), String> {
         let token = e["token"].as_str().unwrap_or_default();
         let cap = e["cap_id"].as_str().unwrap_or_default();
         let is_acked = e["status"] == "acked";
-        let v = ask(
-            &opts.identity_socket,
-            opts.timeout,
-            &mut idc,
-            "identity.verify",
-            None,
-            &json!({ "token": token }),
-        )?;
+        let v = verify(token)?;
         let revoked = matches!(&v, Ok(r) if r["revoked"] == true && r["valid"] == false);
         if !is_acked {
             unacked += 1;
@@ -356,14 +369,7 @@ pub fn check(opts: CheckOptions) -> Result<(Value, bool), String> {
                 "acknowledged revocation of {cap} not in force at identity: {v:?}"
             ));
         }
-        let f = ask(
-            &opts.fs_socket,
-            opts.timeout,
-            &mut fsc,
-            "fs.list",
-            Some(token),
-            &list,
-        )?;
+        let f = list_with(token)?;
         match f {
             Err(e) if e.code == 2 => acked_refused_by_fs += 1,
             other => problem(format!(
@@ -376,27 +382,13 @@ pub fn check(opts: CheckOptions) -> Result<(Value, bool), String> {
         controls += 1;
         let token = e["token"].as_str().unwrap_or_default();
         let cap = e["cap_id"].as_str().unwrap_or_default();
-        let v = ask(
-            &opts.identity_socket,
-            opts.timeout,
-            &mut idc,
-            "identity.verify",
-            None,
-            &json!({ "token": token }),
-        )?;
+        let v = verify(token)?;
         if matches!(&v, Ok(r) if r["valid"] == true) {
             controls_valid += 1;
         } else {
             problem(format!("control token {cap} no longer verifies: {v:?}"));
         }
-        match ask(
-            &opts.fs_socket,
-            opts.timeout,
-            &mut fsc,
-            "fs.list",
-            Some(token),
-            &list,
-        )? {
+        match list_with(token)? {
             Ok(_) => controls_served += 1,
             Err(e) => problem(format!("fs refused the control token {cap}: {e}")),
         }
