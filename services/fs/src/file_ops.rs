@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rustix::fs::{FileType, OFlags};
 use serde::Deserialize;
+use strata_shared::capability::InvalidToken;
 use strata_shared::paths;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
@@ -154,6 +155,7 @@ impl FsService {
         let handle = match self.handles.get(&p.handle, cap.id) {
             Ok(h) => h,
             Err(e) => {
+                let e = self.revoked_meanwhile(&cap, e);
                 self.audit(ctx, "fs.read", &cap, None, &Err::<(), _>(e.clone()));
                 return Err(e);
             }
@@ -169,6 +171,17 @@ impl FsService {
         .map_err(|e| Error::internal(format!("cannot read {:?}: {e}", handle.path)))
     }
 
+    /// A handle also disappears when identity_sync closes the handles of a
+    /// capability revoked after this request's `authorize`: answer that
+    /// (code 2), not "no such handle" (code 4).
+    fn revoked_meanwhile(&self, cap: &crate::auth::Cap, missing: Error) -> Error {
+        if self.authority.revocations.contains(cap.id) {
+            InvalidToken::Revoked(cap.cap_id().to_string()).into()
+        } else {
+            missing
+        }
+    }
+
     /// `fs.close {handle}` → `{status:"closed"}`. Any valid fs token of the
     /// owning capability may close it.
     pub async fn close(
@@ -179,7 +192,10 @@ impl FsService {
     ) -> Result<(), Error> {
         let p: HandleParams = req.params()?;
         let cap = self.authorize(ctx, req, None, None).await?;
-        let result = self.handles.close(&p.handle, cap.id);
+        let result = self
+            .handles
+            .close(&p.handle, cap.id)
+            .map_err(|e| self.revoked_meanwhile(&cap, e));
         self.audit(ctx, "fs.close", &cap, None, &result);
         result?;
         out.result_writer()
