@@ -237,9 +237,18 @@ impl Drop for ActivatedService {
 
 /// Starts strata-identity with its state in `<base>/state` and its socket in
 /// `<base>/run`, plus `envs`, and waits for `READY=1`.
+///
+/// The user running the tests is made an administrator
+/// (`STRATA_ADMIN_UIDS`, unless `envs` sets it), so that tests which only
+/// need to issue tokens pass as an unprivileged user too, as in the Nix
+/// build sandbox; uid 0 is an administrator anyway.
 pub fn start_identity(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
     let state = base.join("state");
+    let me = rustix::process::geteuid().as_raw().to_string();
     let mut all = vec![("STRATA_STATE_DIR", state.to_str().expect("utf-8 path"))];
+    if !envs.iter().any(|(k, _)| *k == "STRATA_ADMIN_UIDS") {
+        all.push(("STRATA_ADMIN_UIDS", &me));
+    }
     all.extend_from_slice(envs);
     start_ready("strata-identity", "identity", base, &all)
 }
