@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Every test Strata has, in the order that fails fastest: formatting and
 # lints, unit and integration tests (real binaries on real activation fds),
-# the .nix parse check, a short fuzz run of every target, the benchmark in
-# smoke mode, and the whole stack under a real systemd in an nspawn
-# container. This is the README's test command and what CI (.ci/run) runs.
+# including the ones that need root, the .nix parse check, the NixOS
+# module's evaluation, the package's checkPhase as the Nix build sandbox
+# runs it, a short fuzz run of every target, the benchmark in smoke mode,
+# and the whole stack under a real systemd in an nspawn container. This is
+# the README's test command and what CI (.ci/run) runs.
 #
-# Needs root (the container, and tests that switch uid). Installs what it
-# needs when missing: Debian packages (systemd-container, debootstrap,
-# nix-bin) and cargo-fuzz.
+# Needs root (the container, the sandbox's namespaces, and tests that switch
+# uid). Installs what it needs when missing: Debian packages
+# (systemd-container, debootstrap, nix-bin, util-linux) and cargo-fuzz.
 #
 # Usage: sudo scripts/test-all.sh [--skip-container] [--skip-fuzz]
 set -euo pipefail
@@ -35,6 +37,7 @@ missing=()
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -51,11 +54,33 @@ step "cargo build (debug and release)"
 cargo build --workspace
 cargo build --release --workspace
 
-step "cargo test --workspace"
-cargo test --workspace
+# The #[ignore]d tests are the ones that need root (each says so); this run
+# is root, so it runs them too. The sandbox step below runs without them.
+step "cargo test --workspace (with the root-only tests)"
+cargo test --workspace -- --include-ignored
 
 step "nix-instantiate --parse on every .nix file"
 scripts/check-nix.sh
+
+# nixpkgs' lib cannot come from a package registry: it is taken from
+# $STRATA_NIXPKGS_LIB, or from a snapshot of nix-community/nixpkgs.lib that
+# this machine keeps, and the step says so when there is neither.
+step "the NixOS module under nixpkgs' lib.evalModules"
+nixlib=${STRATA_NIXPKGS_LIB:-}
+snapshot=/work/.mirror/nix-community+nixpkgs.lib/repo
+if [ -z "$nixlib" ] && [ -d "$snapshot" ]; then
+    nixlib=target/nixpkgs.lib
+    rm -rf "$nixlib" && mkdir -p "$nixlib"
+    git --git-dir="$snapshot" archive HEAD lib | tar -x -C "$nixlib"
+fi
+if [ -n "$nixlib" ]; then
+    scripts/eval-module.sh "$nixlib"
+else
+    echo "SKIPPED: no nixpkgs lib on this machine; set STRATA_NIXPKGS_LIB to a nixpkgs or nixpkgs.lib checkout"
+fi
+
+step "the package's checkPhase as the Nix build sandbox runs it (uid 1000, no network, no root)"
+scripts/nix-sandbox-test.sh
 
 if [ "$SKIP_FUZZ" -eq 0 ] && [ -x scripts/fuzz.sh ]; then
     step "fuzz targets, briefly"
