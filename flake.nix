@@ -14,8 +14,7 @@
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
-      # pkgs.strata, for configurations that prefer an overlay; the module's
-      # package option defaults to pkgs.strata.
+      # pkgs.strata, for configurations that prefer an overlay.
       overlays.default = final: _prev: {
         strata = final.callPackage ./package.nix { };
       };
@@ -26,30 +25,30 @@
       });
 
       # `imports = [ strata.nixosModules.default ];` then
-      # `services.strata.enable = true;`. The package defaults to this
-      # flake's build for the host's system.
-      nixosModules.default =
-        { lib, pkgs, ... }:
-        {
-          # Imported more than once (say as .default and as .strata), it
-          # counts once.
-          key = "${toString ./flake.nix}#nixosModules.default";
-          _file = "${toString ./flake.nix}#nixosModules.default";
-          imports = [ ./modules/strata.nix ];
-          services.strata.package =
-            lib.mkDefault
-              self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
-        };
+      # `services.strata.enable = true;`. The package is built from the
+      # configuration's own pkgs (`pkgs.callPackage ./package.nix { }`), so
+      # a missing `inputs.strata.inputs.nixpkgs.follows` costs no second
+      # nixpkgs.
+      nixosModules.default = {
+        # Imported more than once (say as .default and as .strata), it
+        # counts once.
+        key = "${toString ./flake.nix}#nixosModules.default";
+        _file = "${toString ./flake.nix}#nixosModules.default";
+        imports = [ ./modules/strata.nix ];
+      };
       nixosModules.strata = self.nixosModules.default;
 
-      # `nix flake check`: the package (with its unit tests) and every VM
-      # test of nixos-tests/.
+      # `nix flake check`: the package (its checkPhase runs the workspace's
+      # tests) and every VM test of nixos-tests/ (its passthru.tests).
       checks = forAllSystems (
         pkgs:
+        let
+          strata = self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
+        in
         {
-          package = self.packages.${pkgs.stdenv.hostPlatform.system}.strata;
+          package = strata;
         }
-        // import ./nixos-tests { inherit pkgs self; }
+        // strata.passthru.tests
       );
 
       devShells = forAllSystems (pkgs: {

@@ -4,9 +4,14 @@
 # into $out/lib/systemd/system) through `systemd.packages`, and so do its
 # tmpfiles.d rules. This module never writes a second copy of them: it only
 # adds what NixOS needs on top (`wantedBy`, because NixOS ignores [Install];
-# the static user that the package's sysusers.d file describes) and the
-# configuration, as `environment` / `serviceConfig` entries that NixOS renders
-# into an `overrides.conf` drop-in next to the packaged unit.
+# the static users that the package's sysusers.d file describes) and the
+# configuration, rendered from `settings` into `environment` entries that
+# NixOS writes to an `overrides.conf` drop-in next to each packaged unit.
+#
+# `settings` (RFC 42) is the one place for every variable a service reads
+# (docs/configuration.md): its keys are the variables' names. The dedicated
+# options (admins, fs.paths, token, supervisor) are aliases of the common
+# keys; logLevel is the default of every service's STRATA_LOG.
 {
   config,
   lib,
@@ -21,20 +26,102 @@ let
     concatStringsSep
     filter
     hasPrefix
+    literalExpression
+    mkAliasOptionModule
     mkEnableOption
     mkIf
     mkOption
-    mkPackageOption
-    optional
     types
     ;
+
+  # The services' own bounds (services/*/src/config.rs), so that a value a
+  # service would refuse at start is refused at evaluation instead.
+  ttlCeiling = 30 * 24 * 3600; # identity's TTL_CEILING
+
+  # A name identity resolves at start; its lists are comma-separated.
+  accountName = types.strMatching "[A-Za-z_][A-Za-z0-9_.-]*[$]?";
+
+  logFilter = types.strMatching "[^[:space:]]+";
+
+  # One typed key of `settings`: null (the default) leaves the variable
+  # unset, so the service uses its own default.
+  optionalKey =
+    type: description:
+    mkOption {
+      type = types.nullOr type;
+      default = null;
+      inherit description;
+    };
+
+  # What every service reads (shared/src/config.rs, server.rs).
+  commonKeys = service: {
+    STRATA_LOG = mkOption {
+      type = logFilter;
+      default = cfg.logLevel;
+      defaultText = literalExpression "config.services.strata.logLevel";
+      description = "Log filter of ${service}.";
+    };
+    STRATA_MAX_CONNECTIONS = optionalKey (types.ints.between 1 1048576) ''
+      Concurrent connections ${service} accepts (service default 1024).
+    '';
+    STRATA_FRAME_TIMEOUT_MS = optionalKey (types.ints.between 10 600000) ''
+      Milliseconds within which a frame must arrive whole once its first
+      byte has, and a response must be read (service default 10000).
+    '';
+    STRATA_IDLE_TIMEOUT_SECS = optionalKey (types.ints.between 1 86400) ''
+      Seconds a connection may stay silent between frames (service default
+      300).
+    '';
+  };
+
+  # Freeform entries are passed as they are: strings, integers, booleans
+  # (as 1 or 0). Typed lists are joined with the separator the service
+  # splits them on.
+  freeformValue = types.attrsOf (
+    types.oneOf [
+      types.str
+      types.int
+      types.bool
+    ]
+  );
+
+  section =
+    service: keys:
+    mkOption {
+      default = { };
+      description = ''
+        Environment of {file}`strata-${service}.service`: each key is a
+        variable of docs/configuration.md. Keys not declared here are passed
+        through unchanged (strings, integers, or booleans as `1`/`0`).
+      '';
+      type = types.submodule {
+        freeformType = freeformValue;
+        options = commonKeys service // keys;
+      };
+    };
+
+  listSeparator = {
+    STRATA_FS_ROOTS = ":";
+  };
+  render =
+    name: value:
+    if builtins.isList value then
+      concatStringsSep (listSeparator.${name} or ",") (map toString value)
+    else if builtins.isBool value then
+      (if value then "1" else "0")
+    else
+      toString value;
+  environmentOf =
+    section: lib.mapAttrs render (lib.filterAttrs (_: v: v != null && v != [ ]) section);
+
+  roots = cfg.settings.fs.STRATA_FS_ROOTS;
 
   # A served directory must be an absolute, normalised path: it ends up in
   # STRATA_FS_ROOTS (colon-separated) and in BindReadOnlyPaths= (where ':'
   # separates source and destination), and fs compares token prefixes
   # against it component by component.
   components = path: filter (c: c != "") (lib.splitString "/" path);
-  badPaths = pred: filter pred cfg.fs.paths;
+  badPaths = pred: filter pred roots;
   relativePaths = badPaths (p: !hasPrefix "/" p);
   pathsWithColon = badPaths (p: lib.hasInfix ":" p);
   unnormalisedPaths = badPaths (
@@ -54,129 +141,195 @@ let
   # be bound in.
   underHome = p: lib.any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
 
-  # User and group names as identity resolves them at start (comma-separated
-  # lists in its environment, so no commas or spaces).
-  badNames = filter (n: builtins.match "[A-Za-z_][A-Za-z0-9_.-]*[$]?" n == null) (
-    cfg.admins.users ++ cfg.admins.groups
-  );
-
-  logEnvironment = {
-    STRATA_LOG = cfg.logLevel;
-  };
 in
 {
+  imports = [
+    (mkAliasOptionModule
+      [ "services" "strata" "admins" "users" ]
+      [ "services" "strata" "settings" "identity" "STRATA_ADMIN_USERS" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "admins" "groups" ]
+      [ "services" "strata" "settings" "identity" "STRATA_ADMIN_GROUPS" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "token" "defaultTtl" ]
+      [ "services" "strata" "settings" "identity" "STRATA_TOKEN_DEFAULT_TTL" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "token" "maxTtl" ]
+      [ "services" "strata" "settings" "identity" "STRATA_TOKEN_MAX_TTL" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "fs" "paths" ]
+      [ "services" "strata" "settings" "fs" "STRATA_FS_ROOTS" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "supervisor" "interval" ]
+      [ "services" "strata" "settings" "supervisor" "STRATA_SUPERVISOR_INTERVAL_SECS" ]
+    )
+    (mkAliasOptionModule
+      [ "services" "strata" "supervisor" "failureThreshold" ]
+      [ "services" "strata" "settings" "supervisor" "STRATA_SUPERVISOR_FAILURE_THRESHOLD" ]
+    )
+  ];
+
   options.services.strata = {
-    enable = mkEnableOption ''
-      Strata, a capability-based service runtime: the identity service that
-      issues capability tokens, the fs service that serves files to holders
-      of a token, and the supervisor that checks both. The units are grouped
-      under `strata.target`, and the services are socket-activated under
-      {file}`/run/strata`'';
+    enable = mkEnableOption "Strata, a capability-based service runtime";
 
-    package = mkPackageOption pkgs "strata" { };
-
-    admins = {
-      users = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "alice" ];
-        description = ''
-          Users who may issue and revoke capability tokens
-          (`identity.issue`, `identity.revoke`). root always may. identity
-          recognises them by the peer credentials of their connection, not by
-          anything they claim. Names are resolved when identity starts.
-          Passed as `STRATA_ADMIN_USERS`.
-        '';
-      };
-
-      groups = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        example = [ "wheel" ];
-        description = ''
-          Groups whose members (primary or supplementary group) may issue and
-          revoke capability tokens. Names are resolved when identity starts.
-          Passed as `STRATA_ADMIN_GROUPS`.
-        '';
-      };
-    };
-
-    fs.paths = mkOption {
-      type = types.listOf types.str;
-      default = [ "/srv" ];
-      example = [
-        "/srv/data"
-        "/var/lib/reports"
-      ];
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = literalExpression "pkgs.callPackage ./package.nix { }";
       description = ''
-        Directories the fs service may serve. A token whose
-        `path_prefix` lies outside all of them is refused. Each must be an
-        absolute, normalised path; each is bound read-only into the sandbox
-        of {file}`strata-fs.service` (`BindReadOnlyPaths=`, replacing the
-        unit's own list), so fs can never write to them. A directory that
-        does not exist is skipped, and fs refuses every prefix under it.
-        Passed as `STRATA_FS_ROOTS`.
-
-        fs runs as a transient user (`DynamicUser=`): it reads what every
-        user may read. To serve files that are not world-readable, give
-        them a group and add it to
-        {option}`systemd.services.strata-fs.serviceConfig.SupplementaryGroups`.
+        The Strata package: the daemons and unit files (output `out`) and
+        {command}`strata-ctl` (output `bin`, the only one put on
+        {env}`PATH`). Built from the configuration's own `pkgs` by
+        default, so a flake input without `inputs.nixpkgs.follows` does not
+        bring a second nixpkgs.
       '';
     };
 
-    token = {
-      defaultTtl = mkOption {
-        type = types.ints.positive;
-        default = 3600;
-        example = 900;
-        description = ''
-          Lifetime in seconds of a token whose `identity.issue` request gives
-          no `ttl_seconds`. At most {option}`services.strata.token.maxTtl`.
-          Passed as `STRATA_TOKEN_DEFAULT_TTL`.
-        '';
-      };
-
-      maxTtl = mkOption {
-        type = types.ints.positive;
-        default = 86400;
-        example = 3600;
-        description = ''
-          Largest `ttl_seconds`, in seconds, that identity accepts. Revocations
-          are kept this long. Passed as `STRATA_TOKEN_MAX_TTL`.
-        '';
-      };
-    };
-
     logLevel = mkOption {
-      type = types.strMatching "[^[:space:]]+";
+      type = logFilter;
       default = "info";
       example = "strata_fs=debug,info";
       description = ''
         Log filter of every Strata service: `error`, `warn`, `info`, `debug`,
-        `trace`, or a `tracing` directive list. Logs go to the journal.
-        Passed as `STRATA_LOG`.
+        `trace`, or a `tracing` directive list. The default of each
+        `settings.<service>.STRATA_LOG`.
       '';
     };
 
-    supervisor = {
-      interval = mkOption {
-        type = types.ints.positive;
-        default = 5;
-        example = 10;
-        description = ''
-          Seconds between two health checks of identity and fs by the
-          supervisor. Passed as `STRATA_SUPERVISOR_INTERVAL_SECS`.
-        '';
-      };
+    settings = mkOption {
+      default = { };
+      example = literalExpression ''
+        {
+          identity.STRATA_ADMIN_GROUPS = [ "wheel" ];
+          fs.STRATA_FS_ROOTS = [ "/srv/data" ];
+          fs.STRATA_FS_HANDLE_IDLE_SECS = 60;
+          supervisor.STRATA_SUPERVISOR_INTERVAL_SECS = 10;
+        }
+      '';
+      description = ''
+        The environment of each Strata service, one attribute set per
+        service; the keys are the variables of
+        [docs/configuration.md](https://example.invalid/strata/docs/configuration.md).
+        Known keys are typed with the bounds the services enforce, so a
+        value a service would refuse at start fails the evaluation; other
+        keys are passed through. Rendered into each unit's `environment`.
+      '';
+      type = types.submodule {
+        options = {
+          identity = section "identity" {
+            STRATA_ADMIN_USERS = mkOption {
+              type = types.listOf accountName;
+              default = [ ];
+              example = [ "alice" ];
+              description = ''
+                Users who may issue and revoke capability tokens; root
+                always may. identity recognises them by the peer credentials
+                of their connection, and resolves the names when it starts.
+              '';
+            };
+            STRATA_ADMIN_GROUPS = mkOption {
+              type = types.listOf accountName;
+              default = [ ];
+              example = [ "wheel" ];
+              description = ''
+                Groups whose members (primary or supplementary group) may
+                issue and revoke capability tokens.
+              '';
+            };
+            STRATA_ADMIN_UIDS = mkOption {
+              type = types.listOf types.ints.u32;
+              default = [ ];
+              description = "Numeric uids that may issue and revoke tokens.";
+            };
+            STRATA_ADMIN_GIDS = mkOption {
+              type = types.listOf types.ints.u32;
+              default = [ ];
+              description = "Numeric gids whose members may issue and revoke tokens.";
+            };
+            STRATA_TOKEN_DEFAULT_TTL = mkOption {
+              type = types.ints.between 1 ttlCeiling;
+              default = 3600;
+              example = 900;
+              description = ''
+                Lifetime in seconds of a token whose `identity.issue` gives
+                no `ttl_seconds`; at most `STRATA_TOKEN_MAX_TTL`.
+              '';
+            };
+            STRATA_TOKEN_MAX_TTL = mkOption {
+              type = types.ints.between 1 ttlCeiling;
+              default = 86400;
+              example = 3600;
+              description = ''
+                Largest `ttl_seconds` identity accepts, in seconds (at most
+                30 days). Revocations are kept this long.
+              '';
+            };
+          };
 
-      failureThreshold = mkOption {
-        type = types.ints.positive;
-        default = 3;
-        example = 5;
-        description = ''
-          Consecutive failed health checks after which the supervisor restarts
-          a service. Passed as `STRATA_SUPERVISOR_FAILURE_THRESHOLD`.
-        '';
+          fs = section "fs" {
+            STRATA_FS_ROOTS = mkOption {
+              type = types.listOf types.str;
+              default = [ "/srv" ];
+              example = [
+                "/srv/data"
+                "/var/lib/reports"
+              ];
+              description = ''
+                Directories fs may serve; a token whose `path_prefix` lies
+                outside all of them is refused. Each must be an absolute,
+                normalised path, and each is bound read-only into the
+                sandbox of {file}`strata-fs.service` (`BindReadOnlyPaths=`,
+                replacing the unit's own list), so fs can never write to
+                them. A directory that does not exist is skipped.
+
+                fs runs as the static system user `strata-fs` and reads
+                what that user may read. To serve files that are not
+                world-readable, give them a group and add it to
+                {option}`systemd.services.strata-fs.serviceConfig.SupplementaryGroups`.
+              '';
+            };
+            STRATA_FS_MAX_HANDLES = optionalKey (types.ints.between 1 1048576) ''
+              Open handles in total (service default 16384).
+            '';
+            STRATA_FS_MAX_HANDLES_PER_CAP = optionalKey (types.ints.between 1 1048576) ''
+              Open handles per capability (service default 1024).
+            '';
+            STRATA_FS_HANDLE_IDLE_SECS = optionalKey (types.ints.between 1 604800) ''
+              Seconds after which an unused handle is closed (service default
+              300).
+            '';
+            STRATA_FS_ALLOW_HARDLINKS = optionalKey types.bool ''
+              Whether fs opens regular files that have more than one link
+              (service default false).
+            '';
+            STRATA_FS_LIST_CACHE = optionalKey types.bool ''
+              Whether `fs.list` answers are cached (service default true).
+            '';
+          };
+
+          supervisor = section "supervisor" {
+            STRATA_SUPERVISOR_INTERVAL_SECS = mkOption {
+              type = types.ints.between 1 3600;
+              default = 5;
+              example = 10;
+              description = "Seconds between two health checks of identity and fs.";
+            };
+            STRATA_SUPERVISOR_FAILURE_THRESHOLD = mkOption {
+              type = types.ints.between 1 1000;
+              default = 3;
+              example = 5;
+              description = ''
+                Consecutive failed health checks after which the supervisor
+                restarts a service.
+              '';
+            };
+          };
+        };
       };
     };
   };
@@ -184,7 +337,7 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = cfg.fs.paths != [ ];
+        assertion = roots != [ ];
         message = ''
           services.strata.fs.paths is empty, so strata-fs would serve nothing
           and refuse every token. List the directories it may serve, e.g.
@@ -216,10 +369,10 @@ in
         '';
       }
       {
-        assertion = lib.allUnique cfg.fs.paths;
+        assertion = lib.allUnique roots;
         message = ''
           services.strata.fs.paths lists a directory more than once:
-          ${showPaths cfg.fs.paths}. List each directory once.
+          ${showPaths roots}. List each directory once.
         '';
       }
       {
@@ -230,24 +383,17 @@ in
           Lower defaultTtl or raise maxTtl.
         '';
       }
-      {
-        assertion = badNames == [ ];
-        message = ''
-          services.strata.admins.users and services.strata.admins.groups
-          must hold user and group names (no commas, spaces or ids), but
-          got: ${concatStringsSep ", " badNames}.
-        '';
-      }
     ];
 
-    warnings = optional (lib.elem "/" cfg.fs.paths) ''
+    warnings = lib.optional (lib.elem "/" roots) ''
       services.strata.fs.paths contains "/": strata-fs may then serve any
       file on the system to whoever holds a token. Prefer listing the
       directories that are meant to be shared.
     '';
 
-    # strata-ctl (and the service binaries) on the system PATH.
-    environment.systemPackages = [ cfg.package ];
+    # Only strata-ctl, the package's `bin` output, belongs on PATH: the
+    # daemons are started by their units, the benchmark tools are in `tools`.
+    environment.systemPackages = [ (lib.getBin cfg.package) ];
 
     # The units themselves: strata.target, strata-{identity,fs,supervisor}
     # .socket and .service, from $out/lib/systemd/system.
@@ -257,7 +403,7 @@ in
     # $out/lib/tmpfiles.d.
     systemd.tmpfiles.packages = [ cfg.package ];
 
-    # The static user of $out/lib/sysusers.d/strata.conf (NixOS manages its
+    # The static users of $out/lib/sysusers.d/strata.conf (NixOS manages its
     # users itself). strata-identity.service has DynamicUser=yes with
     # User=strata-identity: systemd uses this user since it exists, and
     # identity may then publish /run/strata/identity.pub.
@@ -268,7 +414,7 @@ in
     };
     users.groups.strata-identity = { };
 
-    # strata-fs runs as a static user too: DynamicUser= would imply
+    # strata-fs runs as a static user: DynamicUser= would imply
     # RestrictSUIDSGID=yes, whose seccomp filter makes openat2 fail with
     # ENOSYS, and fs resolves every path with openat2.
     users.users.strata-fs = {
@@ -288,30 +434,32 @@ in
       wantedBy = [ "strata.target" ];
     });
 
-    systemd.services.strata-identity.environment = logEnvironment // {
-      STRATA_ADMIN_USERS = concatStringsSep "," cfg.admins.users;
-      STRATA_ADMIN_GROUPS = concatStringsSep "," cfg.admins.groups;
-      STRATA_TOKEN_DEFAULT_TTL = toString cfg.token.defaultTtl;
-      STRATA_TOKEN_MAX_TTL = toString cfg.token.maxTtl;
-    };
+    systemd.services.strata-identity.environment = environmentOf cfg.settings.identity;
 
     systemd.services.strata-fs = {
-      environment = logEnvironment // {
-        STRATA_FS_ROOTS = concatStringsSep ":" cfg.fs.paths;
-      };
+      environment = environmentOf cfg.settings.fs;
       serviceConfig = {
         # An empty assignment first (mkBefore: ahead of any other
         # definition) resets the unit's own list (`-/srv`), then the served
         # paths; "-": a missing directory is skipped rather than failing the
         # service. Further definitions, e.g. an operator's, are appended.
-        BindReadOnlyPaths = lib.mkBefore ([ "" ] ++ map (p: "-${p}") cfg.fs.paths);
-        ProtectHome = mkIf (lib.any underHome cfg.fs.paths) "tmpfs";
+        BindReadOnlyPaths = lib.mkBefore ([ "" ] ++ map (p: "-${p}") roots);
+        ProtectHome = mkIf (lib.any underHome roots) "tmpfs";
       };
     };
 
-    systemd.services.strata-supervisor.environment = logEnvironment // {
-      STRATA_SUPERVISOR_INTERVAL_SECS = toString cfg.supervisor.interval;
-      STRATA_SUPERVISOR_FAILURE_THRESHOLD = toString cfg.supervisor.failureThreshold;
-    };
+    systemd.services.strata-supervisor.environment = environmentOf cfg.settings.supervisor;
+  };
+
+  meta = {
+    maintainers = [
+      {
+        name = "Strata developers";
+        email = "strata@example.invalid";
+        github = "strata";
+        githubId = 0;
+      }
+    ];
+    doc = ../docs/nixos.md;
   };
 }

@@ -2,9 +2,9 @@
 # identity and fs not started; the module's settings reach the services; the
 # issue / list / open / read / revoke / refused flow and the path
 # confinement scenarios pass.
-{ pkgs, self }:
+{ pkgs }:
 let
-  common = import ./common.nix { inherit self; };
+  common = import ./common.nix;
 in
 pkgs.testers.runNixOSTest {
   name = "strata-basic";

@@ -1,15 +1,27 @@
-# What every Strata VM test shares: the machine (the flake's module, enabled,
-# plus the tools and the scenario scripts the tests run inside it) and the
-# Python helpers of the test scripts.
-{ self }:
+# What every Strata VM test shares: the machine (the module, enabled, with
+# its default package built from the test's pkgs, plus the tools and the
+# scenario scripts the tests run inside it) and the Python helpers of the
+# test scripts.
 {
   # The NixOS configuration of the machine under test.
   node =
-    { pkgs, ... }:
     {
-      imports = [ self.nixosModules.default ];
+      config,
+      lib,
+      pkgs,
+      ...
+    }:
+    {
+      imports = [ ../modules/strata.nix ];
 
       services.strata.enable = true;
+
+      # The test instrumentation forwards every journal entry to the serial
+      # console at debug level, and the console is slow: the audit floods
+      # (scenario 17), the load (13) and logLevel = "debug" would then run at
+      # the console's pace and could trip the scenarios' timeouts. The
+      # journal itself keeps everything; the scenarios read it there.
+      services.journald.settings.Journal.MaxLevelConsole = lib.mkForce "warning";
 
       # The scenarios of nixos-tests/scenarios, the same files the container
       # runner (scripts/container-test.sh) copies into its Debian machine.
@@ -18,7 +30,12 @@
       # What the scenarios take from PATH besides strata-ctl and systemd:
       # jq to read the JSON answers; runuser, ss and pgrep are in the base
       # system already (util-linux, iproute2, procps).
-      environment.systemPackages = [ pkgs.jq ];
+      # strata-loadgen (scenarios 13 and 17) comes from the package's tools
+      # output; the system PATH otherwise has only strata-ctl.
+      environment.systemPackages = [
+        pkgs.jq
+        config.services.strata.package.tools
+      ];
 
       # The ordinary user of the non-admin scenario (STRATA_TEST_USER).
       users.users.strata-test = {

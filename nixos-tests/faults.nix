@@ -4,9 +4,9 @@
 # keeps serving (15), and a flood of allowed requests that must not push
 # a single decision out of the journal (17). strata-loadgen comes with the
 # package.
-{ pkgs, self }:
+{ pkgs }:
 let
-  common = import ./common.nix { inherit self; };
+  common = import ./common.nix;
 in
 pkgs.testers.runNixOSTest {
   name = "strata-faults";

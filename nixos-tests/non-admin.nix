@@ -2,9 +2,9 @@
 # 13) but can use, and revoke, a token an admin handed over (scenario 10).
 # Also: membership of a group in services.strata.admins.groups makes an
 # administrator.
-{ pkgs, self }:
+{ pkgs }:
 let
-  common = import ./common.nix { inherit self; };
+  common = import ./common.nix;
 in
 pkgs.testers.runNixOSTest {
   name = "strata-non-admin";

@@ -2,9 +2,9 @@
 # restart` of each service (scenario 06, plus the supervisor) and a reboot
 # of the VM: a token issued before still verifies and reads, a token revoked
 # before is still refused.
-{ pkgs, self }:
+{ pkgs }:
 let
-  common = import ./common.nix { inherit self; };
+  common = import ./common.nix;
 in
 pkgs.testers.runNixOSTest {
   name = "strata-persistence";

@@ -2,9 +2,9 @@
 # restarts it (scenario 07 for identity, here for fs too); a SIGKILL'd fs is
 # replaced on the next call (scenario 05); the supervisor reports the
 # services healthy (scenario 08).
-{ pkgs, self }:
+{ pkgs }:
 let
-  common = import ./common.nix { inherit self; };
+  common = import ./common.nix;
 in
 pkgs.testers.runNixOSTest {
   name = "strata-watchdog";

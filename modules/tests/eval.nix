@@ -8,7 +8,8 @@
 #     modules (nixos/lib/eval-config.nix), and the stubs are checked against
 #     the real declarations.
 #
-# The result is { mode; passed = [ names ]; failed = [ { name; detail; } ]; }.
+# The result is { mode; passed = [ names ]; failed = [ { name; detail; } ];
+# skipped = [ { name; reason; } ]; }.
 {
   nixpkgs,
   system ? "x86_64-linux",
@@ -21,13 +22,33 @@ let
   mode = if full then "nixos" else "lib-with-stubs";
 
   # Stands in for the Strata package: the module only passes it on (it is
-  # never built here).
-  fakePackage = {
-    type = "derivation";
-    name = "strata-0.0.0-eval";
-    pname = "strata";
-    outPath = builtins.storeDir + "/00000000000000000000000000000000-strata-0.0.0-eval";
-    meta.mainProgram = "strata-ctl";
+  # never built here). Its outputs as package.nix declares them.
+  fakeOutput =
+    output:
+    {
+      type = "derivation";
+      name = "strata-0.0.0-eval" + (if output == "out" then "" else "-${output}");
+      pname = "strata";
+      version = "0.0.0-eval";
+      outPath = builtins.storeDir + "/00000000000000000000000000000000-strata-0.0.0-eval-${output}";
+      outputName = output;
+      meta.mainProgram = "strata-ctl";
+    };
+  fakePackage = fakeOutput "out" // {
+    outputs = [
+      "out"
+      "bin"
+      "tools"
+    ];
+    out = fakeOutput "out";
+    bin = fakeOutput "bin";
+    tools = fakeOutput "tools";
+  };
+
+  # Stands in for the configuration's pkgs, in lib-with-stubs mode: records
+  # which file the module's default package is called from.
+  fakePkgs = {
+    callPackage = file: args: fakePackage // { calledFrom = toString file; calledWith = args; };
   };
 
   evalConfig =
@@ -38,8 +59,6 @@ let
         modules = [
           ../strata.nix
           {
-            # As the flake's overlay does: pkgs.strata is the package.
-            nixpkgs.overlays = [ (_final: _prev: { strata = fakePackage; }) ];
             boot.isContainer = true;
             system.stateVersion = lib.trivial.release;
           }
@@ -51,7 +70,7 @@ let
         modules = [
           ./nixos-stubs.nix
           ../strata.nix
-          { _module.args.pkgs.strata = fakePackage; }
+          { _module.args.pkgs = fakePkgs; }
           configuration
         ];
       };
@@ -98,7 +117,30 @@ let
       ))
     )
     (check "minimal: the package's units are used (systemd.packages)" (lib.elem fakePackage.outPath (map toString minimal.systemd.packages)) null)
-    (check "minimal: strata-ctl is on the system PATH (environment.systemPackages)" (lib.elem fakePackage.outPath (map toString minimal.environment.systemPackages)) null)
+    (check "minimal: only strata-ctl (the package's bin output) is on the system PATH"
+      (
+        full
+        || map toString minimal.environment.systemPackages == [ fakePackage.bin.outPath ]
+      )
+      (map toString minimal.environment.systemPackages)
+    )
+    (check "minimal: the default package is built from the configuration's own pkgs (pkgs.callPackage ./package.nix { })"
+      (
+        if full then
+          minimal.services.strata.package.pname == "strata"
+        else
+          lib.hasSuffix "/package.nix" minimal.services.strata.package.calledFrom
+          && minimal.services.strata.package.calledWith == { }
+      )
+      (minimal.services.strata.package.calledFrom or minimal.services.strata.package.name)
+    )
+    (check "minimal: the module declares its maintainers and its documentation (meta)"
+      (
+        lib.any (f: lib.hasSuffix "modules/strata.nix" f) (lib.attrNames minimal.meta.maintainers)
+        && lib.any (d: lib.hasSuffix "docs/nixos.md" (toString d.value)) minimal.meta.doc
+      )
+      null
+    )
     (check "minimal: the package's tmpfiles.d rules are used" (lib.elem fakePackage.outPath (map toString minimal.systemd.tmpfiles.packages)) null)
     (check "minimal: the services themselves are not started at boot (socket activation)"
       (lib.all (u: !(lib.elem "strata.target" (minimal.systemd.services.${u}.wantedBy or [ ]))) [
@@ -138,8 +180,6 @@ let
       (
         env minimal "strata-identity" == {
           STRATA_LOG = "info";
-          STRATA_ADMIN_USERS = "";
-          STRATA_ADMIN_GROUPS = "";
           STRATA_TOKEN_DEFAULT_TTL = "3600";
           STRATA_TOKEN_MAX_TTL = "86400";
         }
@@ -264,6 +304,178 @@ let
     )
   ];
 
+  # --- settings (RFC 42) -----------------------------------------------------
+  withSettings =
+    (evalConfig {
+      services.strata = {
+        enable = true;
+        logLevel = "warn";
+        token.maxTtl = 7200;
+        settings = {
+          identity.STRATA_ADMIN_GROUPS = [
+            "wheel"
+            "ops"
+          ];
+          identity.STRATA_ADMIN_UIDS = [
+            1000
+            1001
+          ];
+          fs = {
+            STRATA_LOG = "strata_fs=debug,info";
+            STRATA_FS_ROOTS = [
+              "/srv/a"
+              "/srv/b"
+            ];
+            STRATA_FS_ALLOW_HARDLINKS = true;
+            STRATA_FS_LIST_CACHE = false;
+            STRATA_FS_HANDLE_IDLE_SECS = 60;
+            # Keys the module does not declare pass through.
+            STRATA_FUTURE_KNOB = "on";
+            STRATA_FUTURE_COUNT = 7;
+          };
+          supervisor.STRATA_MAX_CONNECTIONS = 64;
+        };
+      };
+    }).config;
+  settingsChecks = [
+    (check "settings: no assertion fails" (failedAssertions withSettings == [ ]) (failedAssertions withSettings))
+    (check "settings: the dedicated options are the settings keys (token.maxTtl is STRATA_TOKEN_MAX_TTL)"
+      (
+        withSettings.services.strata.settings.identity.STRATA_TOKEN_MAX_TTL == 7200
+        && withSettings.services.strata.token.maxTtl == 7200
+        && withSettings.services.strata.fs.paths == [
+          "/srv/a"
+          "/srv/b"
+        ]
+        && withSettings.services.strata.admins.groups == [
+          "wheel"
+          "ops"
+        ]
+      )
+      null
+    )
+    (check "settings: identity's environment is rendered from them"
+      (
+        (env withSettings "strata-identity") == {
+          STRATA_LOG = "warn";
+          STRATA_ADMIN_GROUPS = "wheel,ops";
+          STRATA_ADMIN_UIDS = "1000,1001";
+          STRATA_TOKEN_DEFAULT_TTL = "3600";
+          STRATA_TOKEN_MAX_TTL = "7200";
+        }
+        || full
+      )
+      (env withSettings "strata-identity")
+    )
+    (check "settings: fs's environment: roots joined by ':', booleans as 1/0, integers, pass-through keys, its own log filter"
+      (
+        let
+          e = env withSettings "strata-fs";
+        in
+        e.STRATA_FS_ROOTS == "/srv/a:/srv/b"
+        && e.STRATA_FS_ALLOW_HARDLINKS == "1"
+        && e.STRATA_FS_LIST_CACHE == "0"
+        && e.STRATA_FS_HANDLE_IDLE_SECS == "60"
+        && e.STRATA_FUTURE_KNOB == "on"
+        && e.STRATA_FUTURE_COUNT == "7"
+        && e.STRATA_LOG == "strata_fs=debug,info"
+        && !(e ? STRATA_FS_MAX_HANDLES)
+        && !(e ? STRATA_MAX_CONNECTIONS)
+      )
+      (env withSettings "strata-fs")
+    )
+    (check "settings: the served paths from settings are the ones bound"
+      (
+        withSettings.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths == [
+          ""
+          "-/srv/a"
+          "-/srv/b"
+        ]
+      )
+      withSettings.systemd.services.strata-fs.serviceConfig.BindReadOnlyPaths
+    )
+    (check "settings: the supervisor gets logLevel and its own keys"
+      (
+        let
+          e = env withSettings "strata-supervisor";
+        in
+        e.STRATA_LOG == "warn"
+        && e.STRATA_MAX_CONNECTIONS == "64"
+        && e.STRATA_SUPERVISOR_INTERVAL_SECS == "5"
+      )
+      (env withSettings "strata-supervisor")
+    )
+  ];
+
+  # --- package.nix, with buildRustPackage replaced by its arguments --------
+  # Evaluated, never built: the source fileset is copied to the store (which
+  # Debian's nix-bin can do) and looked at; the rest are attributes.
+  packageArgs = import ../../package.nix {
+    inherit lib;
+    pkgs = fakePkgs;
+    rustPlatform.buildRustPackage = args: args;
+  };
+  srcEntries = lib.attrNames (builtins.readDir packageArgs.src);
+  srcSub = dir: lib.attrNames (builtins.readDir (packageArgs.src + "/${dir}"));
+  # lib.fileset needs builtins.readFileType (Nix 2.14); Debian 12's nix-bin
+  # is 2.8, so there this check is reported as skipped, not passed.
+  canReadFileset = builtins ? readFileType;
+  srcChecks = lib.optionals canReadFileset [
+    (check "package: the source is the workspace's crates and the units, nothing else"
+      (
+        srcEntries == [
+          "Cargo.lock"
+          "Cargo.toml"
+          "bench"
+          "ctl"
+          "services"
+          "shared"
+          "systemd"
+          "tests"
+          "tools"
+        ]
+        && srcSub "tests" == [ "adversarial" ]
+        && srcSub "tools" == [ "loadgen" ]
+      )
+      srcEntries
+    )
+  ];
+  skipped = lib.optional (!canReadFileset) {
+    name = "package: the source is the workspace's crates and the units, nothing else";
+    reason = "lib.fileset needs Nix 2.14 or later (builtins.readFileType); this is Nix ${builtins.nixVersion}";
+  };
+  packageChecks = srcChecks ++ [
+    (check "package: outputs out (daemons, units), bin (strata-ctl, installed by default), tools"
+      (
+        packageArgs.outputs == [
+          "out"
+          "bin"
+          "tools"
+        ]
+        && packageArgs.meta.outputsToInstall == [ "bin" ]
+        && packageArgs.meta.mainProgram == "strata-ctl"
+      )
+      packageArgs.outputs
+    )
+    (check "package: strictDeps, its tests run, meta.homepage"
+      (packageArgs.strictDeps && packageArgs.doCheck && packageArgs.meta ? homepage)
+      null
+    )
+    (check "package: passthru.tests are the VM tests"
+      (
+        lib.attrNames packageArgs.passthru.tests == [
+          "basic"
+          "faults"
+          "hardening"
+          "non-admin"
+          "persistence"
+          "watchdog"
+        ]
+      )
+      (lib.attrNames packageArgs.passthru.tests)
+    )
+  ];
+
   # --- disabled ------------------------------------------------------------
   disabled = (evalConfig { services.strata.enable = false; }).config;
   disabledChecks = [
@@ -303,7 +515,6 @@ let
         "/srv"
       ];
     } "more than once")
-    (refusedBy "an admin list written as one string" { admins.users = [ "alice,bob" ]; } "alice,bob")
     (
       let
         c = (evalConfig { services.strata = { enable = true; fs.paths = [ "/" ]; }; }).config;
@@ -321,6 +532,38 @@ let
 
   typeChecks = [
     (rejected "maxTtl = 0" { services.strata = { enable = true; token.maxTtl = 0; }; })
+    (rejected "maxTtl above identity's 30-day ceiling" { services.strata = { enable = true; token.maxTtl = 2592001; }; })
+    (rejected "defaultTtl = 0" { services.strata = { enable = true; token.defaultTtl = 0; }; })
+    (rejected "defaultTtl above identity's ceiling" { services.strata = { enable = true; token.defaultTtl = 2592001; }; })
+    (rejected "a supervisor interval above 3600 s" { services.strata = { enable = true; supervisor.interval = 3601; }; })
+    (rejected "a supervisor interval of 0" { services.strata = { enable = true; supervisor.interval = 0; }; })
+    (rejected "a failure threshold above 1000" { services.strata = { enable = true; supervisor.failureThreshold = 1001; }; })
+    (rejected "a failure threshold of 0" { services.strata = { enable = true; supervisor.failureThreshold = 0; }; })
+    (rejected "settings: STRATA_MAX_CONNECTIONS = 0" { services.strata = { enable = true; settings.fs.STRATA_MAX_CONNECTIONS = 0; }; })
+    (rejected "settings: more handles than fs accepts" { services.strata = { enable = true; settings.fs.STRATA_FS_MAX_HANDLES = 1048577; }; })
+    (rejected "settings: a frame timeout below 10 ms" { services.strata = { enable = true; settings.identity.STRATA_FRAME_TIMEOUT_MS = 9; }; })
+    (rejected "settings: a boolean given as a string" { services.strata = { enable = true; settings.fs.STRATA_FS_ALLOW_HARDLINKS = "yes"; }; })
+    (rejected "settings: a list under a key the module does not know" { services.strata = { enable = true; settings.fs.STRATA_FOO = [ "a" ]; }; })
+    (rejected "an admin list written as one string" { services.strata = { enable = true; admins.users = [ "alice,bob" ]; }; })
+    (rejected "an admin given by uid in the names list" { services.strata = { enable = true; admins.groups = [ "1000" ]; }; })
+    (rejected "the same value set differently through an option and through settings" {
+      services.strata = {
+        enable = true;
+        token.maxTtl = 7200;
+        settings.identity.STRATA_TOKEN_MAX_TTL = 3600;
+      };
+    })
+    (check "accepted: the bounds themselves (30 days, 1 s, 3600 s, 1000)" (evaluates
+      (evalConfig {
+        services.strata = {
+          enable = true;
+          token.maxTtl = 2592000;
+          token.defaultTtl = 1;
+          supervisor.interval = 3600;
+          supervisor.failureThreshold = 1000;
+        };
+      }).config
+    ) null)
     (rejected "a negative supervisor interval" { services.strata = { enable = true; supervisor.interval = -1; }; })
     (rejected "an empty log level" { services.strata = { enable = true; logLevel = ""; }; })
     (rejected "a served path that is not a list" { services.strata = { enable = true; fs.paths = "/srv"; }; })
@@ -385,11 +628,17 @@ let
   );
 
   checks =
-    minimalChecks ++ nontrivialChecks ++ homeChecks ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
+    minimalChecks
+    ++ nontrivialChecks
+    ++ homeChecks
+    ++ settingsChecks
+    ++ packageChecks
+    ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {
   inherit mode;
   nixpkgs = lib.trivial.version;
   passed = map (c: c.name) (lib.filter (c: c.ok) checks);
   failed = map (c: { inherit (c) name detail; }) (lib.filter (c: !c.ok) checks);
+  inherit skipped;
 }

@@ -77,6 +77,33 @@ let
   };
 in
 {
+  # modules/generic/meta-maintainers.nix (the value is kept per module file,
+  # as there; the elements are not checked against lib.maintainers there
+  # either, since the list's own merge bypasses the element type)
+  options.meta.maintainers = mkOption {
+    type =
+      types.listOf (
+        lib.mkOptionType {
+          name = "maintainer";
+          check = lib.isAttrs;
+        }
+      )
+      // {
+        merge = _loc: defs: lib.listToAttrs (map (d: lib.nameValuePair d.file d.value) defs);
+      };
+    default = [ ];
+    description = "List of maintainers of each module.";
+  };
+
+  # nixos/modules/misc/meta.nix (kept per module file, as there)
+  options.meta.doc = mkOption {
+    type = types.path // {
+      merge = _loc: defs: defs;
+    };
+    internal = true;
+    description = "Documentation prologue for the set of options of each module.";
+  };
+
   # nixos/modules/misc/assertions.nix
   options.assertions = mkOption {
     type = types.listOf types.unspecified;

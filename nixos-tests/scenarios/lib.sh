@@ -137,8 +137,8 @@ wait_synced() {
     log "$1: fs synced with identity after $(( $(date +%s) - t0 )) s"
 }
 
-# Test data: world-readable (fs runs as a transient user that can read only
-# what every user can read), with escapes that fs must refuse.
+# Test data: world-readable (fs runs as the static user strata-fs, which
+# reads what every user may read), with escapes that fs must refuse.
 make_testdata() {
     rm -rf "$TD" "$TD2"
     mkdir -p "$TD/sub" "$TD/empty" "$TD2"
