@@ -161,6 +161,26 @@ pub const BENEATH_RETRIES: usize = 1024;
 /// openat2(2) says to retry. Any local user can cause that by renaming in a
 /// loop, so a bounded retry keeps it from failing honest requests.
 pub fn open_beneath(dir: impl AsFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    open_beneath_resolving(dir, rel, flags, ResolveFlags::empty())
+}
+
+/// [`open_beneath`] that also refuses every symlink on the way
+/// (`RESOLVE_NO_SYMLINKS`, `ELOOP`): for a token's prefix, which must name
+/// the directory itself, not wherever a link on its path points today.
+pub fn open_beneath_no_symlinks(
+    dir: impl AsFd,
+    rel: &str,
+    flags: OFlags,
+) -> Result<OwnedFd, Errno> {
+    open_beneath_resolving(dir, rel, flags, ResolveFlags::NO_SYMLINKS)
+}
+
+fn open_beneath_resolving(
+    dir: impl AsFd,
+    rel: &str,
+    flags: OFlags,
+    extra: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
     let dir = dir.as_fd();
     let mut tries = 0;
     loop {
@@ -169,7 +189,7 @@ pub fn open_beneath(dir: impl AsFd, rel: &str, flags: OFlags) -> Result<OwnedFd,
             rel,
             flags | OFlags::CLOEXEC,
             Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | extra,
         ) {
             Err(Errno::AGAIN) if tries < BENEATH_RETRIES => {
                 tries += 1;

@@ -67,7 +67,7 @@ impl FsService {
             Error::denied("token has no constraints.path_prefix; fs needs one to confine paths")
         })?;
         let rel = paths::relative_to_prefix(prefix, path)?;
-        let dir = self.prefixes.get(&self.config, prefix)?;
+        let dir = self.prefixes.get(&self.config, cap, prefix)?;
         Ok((dir, rel))
     }
 

@@ -1,18 +1,24 @@
 //! The directories tokens are confined to: resolving a `path_prefix` to an
 //! open directory, and keeping recently used ones open.
 //!
-//! A prefix is itself resolved by the kernel beneath the configured root
-//! that contains it (`openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`), so
-//! a symlink inside `/srv` cannot make a token for `/srv/data` serve `/etc`:
-//! the roots are a boundary of the same strength as the prefixes.
+//! A prefix names a directory, not a path to follow. It is resolved by the
+//! kernel beneath the configured root that contains it with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)`:
+//! no symlink anywhere between the root and the prefix is followed, so
+//! whoever may write to a directory on that path cannot point the prefix
+//! elsewhere by swapping a component for a link.
+//!
+//! A capability is also pinned to the directory (device and inode) its
+//! prefix resolved to the first time fs served it. If the directory at the
+//! prefix is later a different one — moved away and recreated, renamed over,
+//! mounted over — requests of that capability are refused (code 3) rather
+//! than served from the new directory. Tokens first used afterwards pin the
+//! new one.
 //!
 //! Opening the prefix costs a path walk on every path request, so the open
-//! directory is kept for [`REVALIDATE_AFTER`]. The trade-off: if the prefix
-//! directory is renamed or replaced on disk, requests in that window still
-//! resolve beneath the directory that *was* at the prefix when it was opened.
-//! That is never an escape — `RESOLVE_BENEATH` confines resolution to the
-//! held directory's subtree, which is exactly what the prefix named when it
-//! was checked — only a short delay before fs follows the replacement.
+//! directory is kept for [`REVALIDATE_AFTER`]: within that window requests
+//! resolve beneath the directory that was at the prefix when it was opened,
+//! the one the capability is pinned to.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -24,35 +30,65 @@ use rustix::io::Errno;
 use strata_shared::paths;
 use strata_shared::wire::Error;
 
+use crate::auth::Cap;
 use crate::config::FsConfig;
 
 /// How long an open prefix directory is reused before it is opened again.
 pub const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
 /// Most prefixes kept open at once.
 pub const MAX_CACHED: usize = 1024;
+/// Most capabilities whose prefix directory is remembered. Past it, expired
+/// pins are dropped first, then all: a capability then pins again on its
+/// next request (documented in docs/reliability.md).
+pub const MAX_PINNED: usize = 65536;
+
+/// A directory's identity: device and inode.
+type DirId = (u64, u64);
 
 struct Entry {
     dir: Arc<OwnedFd>,
+    id: DirId,
     opened: Instant,
 }
 
-/// Open prefix directories, by prefix.
+/// The directory a capability's prefix resolved to first, and when the
+/// capability expires (after which the pin is useless).
+struct Pin {
+    id: DirId,
+    expires: i64,
+}
+
+/// Open prefix directories, by prefix, and the directory each capability
+/// was first served from.
 #[derive(Default)]
 pub struct PrefixDirs {
     open: RwLock<HashMap<Box<str>, Entry>>,
+    pins: RwLock<HashMap<u128, Pin>>,
 }
 
 impl PrefixDirs {
-    /// The open directory (an `O_PATH` descriptor) of `prefix`: code 3 when
-    /// the prefix is not a normalised path under one of the roots or
-    /// resolves outside them, code 4 when it is not a directory here.
-    pub fn get(&self, config: &FsConfig, prefix: &str) -> Result<Arc<OwnedFd>, Error> {
+    /// The open directory (an `O_PATH` descriptor) of `cap`'s `prefix`:
+    /// code 3 when the prefix is not a normalised path under one of the
+    /// roots, passes through a symlink, or is no longer the directory `cap`
+    /// was first served from; code 4 when it is not a directory here.
+    pub fn get(&self, config: &FsConfig, cap: &Cap, prefix: &str) -> Result<Arc<OwnedFd>, Error> {
+        let (dir, id) = self.open_dir(config, prefix)?;
+        self.check_pin(cap, prefix, id)?;
+        Ok(dir)
+    }
+
+    fn open_dir(&self, config: &FsConfig, prefix: &str) -> Result<(Arc<OwnedFd>, DirId), Error> {
         if let Some(e) = self.open.read().expect("prefix lock").get(prefix) {
             if e.opened.elapsed() < REVALIDATE_AFTER {
-                return Ok(e.dir.clone());
+                return Ok((e.dir.clone(), e.id));
             }
         }
-        let dir = Arc::new(resolve(config, prefix)?);
+        let fd = resolve(config, prefix)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| {
+            paths::errno_to_error(e, &format!("the token's path_prefix {prefix:?}"))
+        })?;
+        let id = (st.st_dev, st.st_ino);
+        let dir = Arc::new(fd);
         let mut open = self.open.write().expect("prefix lock");
         if open.len() >= MAX_CACHED && !open.contains_key(prefix) {
             open.clear();
@@ -61,14 +97,51 @@ impl PrefixDirs {
             prefix.into(),
             Entry {
                 dir: dir.clone(),
+                id,
                 opened: Instant::now(),
             },
         );
-        Ok(dir)
+        Ok((dir, id))
+    }
+
+    fn check_pin(&self, cap: &Cap, prefix: &str, id: DirId) -> Result<(), Error> {
+        if let Some(pin) = self.pins.read().expect("pin lock").get(&cap.id) {
+            return if pin.id == id {
+                Ok(())
+            } else {
+                Err(replaced(prefix))
+            };
+        }
+        let mut pins = self.pins.write().expect("pin lock");
+        if pins.len() >= MAX_PINNED {
+            let now = strata_shared::capability::now();
+            pins.retain(|_, p| p.expires > now);
+            if pins.len() >= MAX_PINNED {
+                pins.clear();
+            }
+        }
+        let pin = pins.entry(cap.id).or_insert(Pin {
+            id,
+            expires: cap.capability.expires,
+        });
+        if pin.id == id {
+            Ok(())
+        } else {
+            Err(replaced(prefix))
+        }
     }
 }
 
-/// Opens `prefix` beneath its root, with the kernel's confinement.
+fn replaced(prefix: &str) -> Error {
+    Error::denied(format!(
+        "the directory at the token's path_prefix {prefix:?} is not the one this capability \
+         was first served from (it was moved, replaced or mounted over); fs does not follow \
+         it: ask for a new token"
+    ))
+}
+
+/// Opens `prefix` beneath its root, with the kernel's confinement and no
+/// symlink on the way.
 pub fn resolve(config: &FsConfig, prefix: &str) -> Result<OwnedFd, Error> {
     if paths::check_prefix(prefix).is_err() {
         return Err(Error::denied(format!(
@@ -92,28 +165,57 @@ pub fn resolve(config: &FsConfig, prefix: &str) -> Result<OwnedFd, Error> {
         )
     })?;
     let rel = paths::relative_to_prefix(root, prefix)?;
-    paths::open_beneath(&root_dir, &rel, OFlags::PATH | OFlags::DIRECTORY).map_err(|e| match e {
-        Errno::NOENT | Errno::NOTDIR => Error::not_found(format!(
-            "the token's path_prefix {prefix:?} is not a directory on this host"
-        )),
-        Errno::XDEV | Errno::LOOP => Error::denied(format!(
-            "the token's path_prefix {prefix:?} resolves outside {root:?} (STRATA_FS_ROOTS)"
-        )),
-        other => paths::errno_to_error(other, &format!("the token's path_prefix {prefix:?}")),
-    })
+    paths::open_beneath_no_symlinks(&root_dir, &rel, OFlags::PATH | OFlags::DIRECTORY).map_err(
+        |e| match e {
+            Errno::NOENT | Errno::NOTDIR => Error::not_found(format!(
+                "the token's path_prefix {prefix:?} is not a directory on this host"
+            )),
+            Errno::LOOP => Error::denied(format!(
+                "the token's path_prefix {prefix:?} passes through a symbolic link below \
+                 {root:?}; a prefix must name the directory itself, and fs follows no link \
+                 to reach it"
+            )),
+            Errno::XDEV => Error::denied(format!(
+                "the token's path_prefix {prefix:?} resolves outside {root:?} (STRATA_FS_ROOTS)"
+            )),
+            other => paths::errno_to_error(other, &format!("the token's path_prefix {prefix:?}")),
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use strata_shared::capability::{Capability, Claims, Constraints};
     use strata_shared::wire::ErrorCode;
 
+    fn cap(n: u128, prefix: &str) -> Cap {
+        Cap::new(Capability {
+            claims: Claims {
+                jti: format!("{n:032x}"),
+                sub: "test".into(),
+                iat: "2026-01-01T00:00:00Z".into(),
+                nbf: None,
+                exp: "2099-01-01T00:00:00Z".into(),
+                service: "fs".into(),
+                actions: vec!["list".into()],
+                constraints: Constraints {
+                    path_prefix: Some(prefix.into()),
+                },
+            },
+            expires: i64::MAX,
+            issued: 0,
+            not_before: None,
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn prefixes_resolve_beneath_their_root() {
+    fn prefixes_resolve_beneath_their_root_through_no_symlink() {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().to_str().unwrap().to_string();
-        std::fs::create_dir_all(t.path().join("root/data")).unwrap();
+        std::fs::create_dir_all(t.path().join("root/data/sub")).unwrap();
         std::fs::create_dir_all(t.path().join("outside")).unwrap();
         std::fs::write(t.path().join("root/file"), "x").unwrap();
         symlink(t.path().join("outside"), t.path().join("root/escape")).unwrap();
@@ -123,10 +225,25 @@ mod tests {
             ..FsConfig::default()
         };
         let dirs = PrefixDirs::default();
-        assert!(dirs.get(&config, &format!("{base}/root")).is_ok());
-        assert!(dirs.get(&config, &format!("{base}/root/data")).is_ok());
-        assert!(dirs.get(&config, &format!("{base}/root/inner")).is_ok());
-        let code = |p: &str| dirs.get(&config, p).unwrap_err().code;
+        // One capability per call: a capability has one prefix.
+        let next = std::sync::atomic::AtomicU64::new(1);
+        let get = |p: &str| {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            dirs.get(&config, &cap(n.into(), p), p)
+        };
+        assert!(get(&format!("{base}/root")).is_ok());
+        assert!(get(&format!("{base}/root/data")).is_ok());
+        assert!(get(&format!("{base}/root/data/sub")).is_ok());
+        let code = |p: &str| get(p).unwrap_err().code;
+        // A link that stays beneath the root is refused too: a prefix names
+        // a directory, not a path to follow.
+        let inner = get(&format!("{base}/root/inner")).unwrap_err();
+        assert_eq!(inner.code, ErrorCode::PermissionDenied);
+        assert!(inner.message.contains("symbolic link"), "{}", inner.message);
+        assert_eq!(
+            code(&format!("{base}/root/inner/sub")),
+            ErrorCode::PermissionDenied
+        );
         assert_eq!(
             code(&format!("{base}/root/escape")),
             ErrorCode::PermissionDenied
@@ -143,5 +260,42 @@ mod tests {
         assert_eq!(code(&format!("{base}/root/missing")), ErrorCode::NotFound);
         assert_eq!(code(&format!("{base}/root/file")), ErrorCode::NotFound);
         assert_eq!(code("relative"), ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn a_replaced_prefix_directory_is_refused_to_the_capabilities_that_knew_the_old_one() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let inbox = root.join("sub/inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let config = FsConfig {
+            roots: vec![root.to_str().unwrap().to_string()],
+            ..FsConfig::default()
+        };
+        let prefix = inbox.to_str().unwrap();
+        let dirs = PrefixDirs::default();
+        let old = cap(1, prefix);
+        assert!(dirs.get(&config, &old, prefix).is_ok());
+
+        // Moved away and recreated: once fs opens the prefix again, the
+        // capability that was served the old directory is refused...
+        std::fs::rename(&inbox, root.join("sub/old")).unwrap();
+        std::fs::create_dir(&inbox).unwrap();
+        std::thread::sleep(REVALIDATE_AFTER + Duration::from_millis(50));
+        let e = dirs.get(&config, &old, prefix).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert!(e.message.contains("first served from"), "{}", e.message);
+        // ...and keeps being refused, while a capability first used now is
+        // served the directory that is there now.
+        assert!(dirs.get(&config, &old, prefix).is_err());
+        assert!(dirs.get(&config, &cap(2, prefix), prefix).is_ok());
+
+        // Replaced by a symlink (the reported attack): refused to both.
+        std::fs::remove_dir(&inbox).unwrap();
+        symlink("old", &inbox).unwrap();
+        std::thread::sleep(REVALIDATE_AFTER + Duration::from_millis(50));
+        assert!(dirs.get(&config, &old, prefix).is_err());
+        assert!(dirs.get(&config, &cap(2, prefix), prefix).is_err());
+        assert!(dirs.get(&config, &cap(3, prefix), prefix).is_err());
     }
 }

@@ -168,26 +168,32 @@ fn proc_magic_links_are_refused() {
         &[("STRATA_FS_ROOTS", &roots)],
     )
     .unwrap();
-    let t = s.issue(&["open", "list", "stat"], "/proc/self", 600);
+    // /proc/self is itself a symlink, which no prefix may pass through;
+    // the real directory of a process (fs's own) is a prefix like any other.
+    let selfish = s.issue(&["open", "list", "stat"], "/proc/self", 600);
     let mut c = Client::connect(&fs.socket).unwrap();
-    for path in [
-        "/proc/self/root/etc/passwd",
-        "/proc/self/cwd",
-        "/proc/self/exe",
-        "/proc/self/fd/0",
-        "/proc/self/fd/3",
-    ] {
+    refused(&mut c, &selfish, "fs.stat", "/proc/self/status", 3);
+    let pid_dir = format!("/proc/{}", fs.pid().unwrap());
+    let t = s.issue(&["open", "list", "stat"], &pid_dir, 600);
+    for rel in ["root/etc/passwd", "cwd", "exe", "fd/0", "fd/3"] {
+        let path = format!("{pid_dir}/{rel}");
         let r = call(&mut c, "fs.open", &t, json!({"path": path}));
         assert_eq!(code(r), 3, "{path}");
     }
-    refused(&mut c, &t, "fs.list", "/proc/self/root", 3);
-    refused(&mut c, &t, "fs.stat", "/proc/self/root/etc/passwd", 3);
+    refused(&mut c, &t, "fs.list", &format!("{pid_dir}/root"), 3);
+    refused(
+        &mut c,
+        &t,
+        "fs.stat",
+        &format!("{pid_dir}/root/etc/passwd"),
+        3,
+    );
     // The magic link's ordinary neighbours are fine.
     ok(call(
         &mut c,
         "fs.stat",
         &t,
-        json!({"path": "/proc/self/status"}),
+        json!({"path": format!("{pid_dir}/status")}),
     ));
 }
 

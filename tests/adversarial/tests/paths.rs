@@ -744,3 +744,60 @@ fn escapes_do_not_reveal_whether_the_outside_target_exists() {
         }
     }
 }
+
+/// The reported attack (issue 10, defect 1): the holder of a token for
+/// `srv/data/sub/inbox`, who may write to `sub`, moves `inbox` away and
+/// puts a link to a sibling tree of the root in its place. fs must not
+/// follow it, for the token that knew the old directory nor for a new one;
+/// and a directory recreated in its place is not the one the old token
+/// was first served from.
+#[test]
+fn a_prefix_moved_away_and_replaced_is_never_followed() {
+    let s = Stack::with_fs(&[]);
+    let private = s.base().join("srv/private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("payroll.txt"), SECRET).unwrap();
+    let inbox = s.base().join("srv/data/sub/inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("mail.txt"), INSIDE).unwrap();
+    let prefix = inbox.to_str().unwrap().to_string();
+    let t = s.issue("fs", &["open", "read", "list"], Some(&prefix), 600);
+    let mut c = s.fs_client();
+    let mail = format!("{prefix}/mail.txt");
+    let h = ok(call_checked(
+        &mut c,
+        "fs.open",
+        Some(&t.token),
+        json!({"path": mail}),
+    ));
+    assert!(h["handle"].is_string());
+
+    // mv inbox old; ln -s ../../private inbox
+    std::fs::rename(&inbox, s.base().join("srv/data/sub/old")).unwrap();
+    symlink("../../private", &inbox).unwrap();
+    // Past the time fs keeps an open prefix before opening it again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let payroll = format!("{prefix}/payroll.txt");
+    for method in ["fs.open", "fs.list"] {
+        let path = if method == "fs.list" {
+            &prefix
+        } else {
+            &payroll
+        };
+        refused(&mut c, &t, method, path, &[3]);
+    }
+    let fresh = s.issue("fs", &["open", "read", "list"], Some(&prefix), 600);
+    let got = refused(&mut c, &fresh, "fs.open", &payroll, &[3]);
+    assert_eq!(got, 3);
+
+    // A real directory recreated in its place: the old token is still
+    // refused; a token first used now is served the directory now there.
+    std::fs::remove_file(&inbox).unwrap();
+    std::fs::create_dir(&inbox).unwrap();
+    std::fs::write(inbox.join("new.txt"), INSIDE).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = format!("{prefix}/new.txt");
+    refused(&mut c, &t, "fs.open", &new, &[3]);
+    let newer = s.issue("fs", &["open", "read", "list"], Some(&prefix), 600);
+    assert!(call_checked(&mut c, "fs.open", Some(&newer.token), json!({"path": new})).ok);
+}
