@@ -12,13 +12,18 @@ use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Raw form (compatible with the Go prototype):
-  strata-ctl [--token T | -token T] <service.action> [params_json]
+  strata-ctl [--token-file FILE] <service.action> [params_json]
   Sends one request to $STRATA_RUNTIME_DIR/<service>.sock and prints the
   response envelope as received, on one line, e.g.
-    strata-ctl --token \"$T\" fs.list '{\"path\":\"/srv/data\"}'
+    strata-ctl --token-file ~/.strata-token fs.list '{\"path\":\"/srv/data\"}'
+
+Tokens: give them with --token-file FILE (- for stdin) or STRATA_TOKEN,
+never on the command line, where every local user can read them
+(/proc/PID/cmdline). --token and the prototype's -token still work, with a
+warning.
 
 Environment:
-  STRATA_TOKEN        token used when --token is not given
+  STRATA_TOKEN        token used when --token-file is not given
   STRATA_RUNTIME_DIR  where the sockets are (default /run/strata)
 
 Exit status:
@@ -36,12 +41,17 @@ See docs/cli.md for the whole reference.";
     version,
     about = "Command-line client for Strata: issue capability tokens, use them on fs, revoke them",
     after_help = AFTER_HELP,
-    override_usage = "strata-ctl [OPTIONS] <COMMAND>\n       strata-ctl [--token T | -token T] <service.action> [params_json]"
+    override_usage = "strata-ctl [OPTIONS] <COMMAND>\n       strata-ctl [--token-file FILE] <service.action> [params_json]"
 )]
 pub struct Cli {
-    /// Capability token to present (default: $STRATA_TOKEN). `-token T`
-    /// and `--token=T` work too.
-    #[arg(long, global = true, value_name = "TOKEN")]
+    /// Read the capability token to present from FILE (`-`: standard
+    /// input). Default: $STRATA_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Deprecated: the token on the command line, where any local user can
+    /// read it. Accepted (also as the prototype's `-token`) with a warning.
+    #[arg(long, global = true, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
 
     /// Print JSON indented over several lines instead of on one line.
@@ -65,16 +75,20 @@ pub enum Command {
     ///
     /// An administrator may revoke any capability; the holder of a token may
     /// revoke its own (--self, or its cap_id with that token in
-    /// --token/STRATA_TOKEN).
+    /// --token-file/STRATA_TOKEN).
     Revoke(RevokeArgs),
 
     /// Check a token (identity.verify): prints {"valid","revoked","expired","claims"}.
     ///
-    /// Exits 0 whenever identity could read the token, valid or not; a
-    /// malformed or foreign token is code 2 (exit 12).
+    /// Reads the token to check from standard input with `-`
+    /// (`strata-ctl verify - < token.txt`); without an argument, checks the
+    /// current token (--token-file or $STRATA_TOKEN). Exits 0 whenever
+    /// identity could read the token, valid or not; a malformed or foreign
+    /// token is code 2 (exit 12).
     Verify {
-        /// The token to check (default: --token or $STRATA_TOKEN).
-        #[arg(value_name = "TOKEN")]
+        /// `-` to read the token from standard input. A token given here
+        /// is accepted with a warning: any local user can read it.
+        #[arg(value_name = "-")]
         target: Option<String>,
     },
 
@@ -144,7 +158,7 @@ pub struct RevokeArgs {
         conflicts_with = "self_"
     )]
     pub cap_id: Option<String>,
-    /// Revoke the capability of the current token (--token or $STRATA_TOKEN).
+    /// Revoke the capability of the current token (--token-file or $STRATA_TOKEN).
     #[arg(long = "self", id = "self_")]
     pub self_: bool,
 }
@@ -188,6 +202,7 @@ pub struct RawCall {
     /// Options given after the method (the prototype had none there; we
     /// accept them for convenience).
     pub token: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
     pub pretty: bool,
 }
 
@@ -205,6 +220,7 @@ pub fn parse_raw(words: &[String]) -> Result<Option<RawCall>, String> {
     }
     check_service_name(method.split('.').next().unwrap_or_default(), method)?;
     let mut token = None;
+    let mut token_file = None;
     let mut pretty = false;
     let mut params_text: Option<&str> = None;
     let mut it = rest.iter();
@@ -220,6 +236,16 @@ pub fn parse_raw(words: &[String]) -> Result<Option<RawCall>, String> {
                 )
             }
             s if s.starts_with("--token=") => token = Some(s["--token=".len()..].to_string()),
+            "--token-file" => {
+                token_file = Some(
+                    it.next()
+                        .ok_or("--token-file needs a value: --token-file FILE (- for stdin)")?
+                        .into(),
+                )
+            }
+            s if s.starts_with("--token-file=") => {
+                token_file = Some(s["--token-file=".len()..].into())
+            }
             s if params_text.is_none() => params_text = Some(s),
             s => {
                 return Err(format!(
@@ -237,6 +263,7 @@ pub fn parse_raw(words: &[String]) -> Result<Option<RawCall>, String> {
         method: method.clone(),
         params,
         token,
+        token_file,
         pretty,
     }))
 }

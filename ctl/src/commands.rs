@@ -4,7 +4,8 @@
 //! client. Results go to stdout as JSON on one line (or indented with
 //! `--pretty`); errors become a [`Failure`], which `main` reports on stderr.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -37,37 +38,96 @@ impl Ctx {
     fn require_token(&self, what: &str) -> Result<&str, Failure> {
         self.token().ok_or_else(|| {
             Failure::Usage(format!(
-                "{what} needs a token: pass --token TOKEN or set STRATA_TOKEN"
+                "{what} needs a token: pass --token-file FILE (- for standard input) \
+                 or set STRATA_TOKEN"
             ))
         })
     }
 }
+
+/// Printed when a token comes from the command line: it is readable there by
+/// every local user for as long as the command runs.
+const ARGV_TOKEN_WARNING: &str = "strata-ctl: warning: a token on the command line can be \
+     read by every local user (/proc/PID/cmdline); use --token-file FILE, --token-file - \
+     (standard input) or STRATA_TOKEN instead";
 
 /// A token from the command line or the environment; blank counts as none.
 fn clean_token(t: Option<String>) -> Option<String> {
     t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// Reads a token from `file` (`-`: standard input): its one line, without
+/// surrounding whitespace.
+///
+/// # Errors
+/// A usage failure when the file cannot be read or holds no token.
+fn read_token_file(file: &Path) -> Result<String, Failure> {
+    let (what, text) = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::Usage(format!("cannot read a token from standard input: {e}")))?;
+        ("standard input".to_string(), text)
+    } else {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::Usage(format!(
+                "--token-file {}: cannot read it ({e}); give a file holding the token",
+                file.display()
+            ))
+        })?;
+        (file.display().to_string(), text)
+    };
+    clean_token(Some(text)).ok_or_else(|| Failure::Usage(format!("{what} holds no token")))
+}
+
+/// The token to present: from `--token-file`, else from `--token` (with a
+/// warning), else from `STRATA_TOKEN`.
+///
+/// # Errors
+/// A usage failure when both `--token-file` and `--token` are given, or the
+/// file cannot be read.
+fn current_token(file: Option<&Path>, argv: Option<String>) -> Result<Option<String>, Failure> {
+    match (file, clean_token(argv)) {
+        (Some(_), Some(_)) => Err(Failure::Usage(
+            "give the token once: --token-file or --token, not both".into(),
+        )),
+        (Some(file), None) => read_token_file(file).map(Some),
+        (None, Some(token)) => {
+            eprintln!("{ARGV_TOKEN_WARNING}");
+            Ok(Some(token))
+        }
+        (None, None) => Ok(clean_token(std::env::var("STRATA_TOKEN").ok())),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let mut ctx = Ctx {
-        token: clean_token(cli.token).or_else(|| clean_token(std::env::var("STRATA_TOKEN").ok())),
-        pretty: cli.pretty,
+    // `None` when the raw form asked for --help.
+    let raw_call = match &cli.command {
+        Command::Raw(words) => args::parse_raw(words).map_err(Failure::Usage)?,
+        _ => None,
+    };
+    // Options after a raw method win over those before it.
+    let file = raw_call
+        .as_ref()
+        .and_then(|c| c.token_file.as_deref())
+        .or(cli.token_file.as_deref());
+    let argv = raw_call
+        .as_ref()
+        .and_then(|c| c.token.clone())
+        .or(cli.token);
+    let ctx = Ctx {
+        token: current_token(file, argv)?,
+        pretty: cli.pretty || raw_call.as_ref().is_some_and(|c| c.pretty),
     };
     match cli.command {
-        Command::Raw(words) => match args::parse_raw(&words).map_err(Failure::Usage)? {
+        Command::Raw(_) => match &raw_call {
+            Some(call) => raw(&ctx, call),
             None => print_line(RAW_HELP),
-            Some(call) => {
-                if let Some(t) = clean_token(call.token.clone()) {
-                    ctx.token = Some(t);
-                }
-                ctx.pretty |= call.pretty;
-                raw(&ctx, &call)
-            }
         },
         Command::Issue(a) => issue(&ctx, a),
         Command::Revoke(a) => revoke(&ctx, a),
-        Command::Verify { target } => verify(&ctx, clean_token(target)),
+        Command::Verify { target } => verify(&ctx, target),
         Command::Whoami => whoami(&ctx),
         Command::Ls { path, long } => ls(&ctx, &path, long),
         Command::Cat { path } => cat(&ctx, &path),
@@ -85,11 +145,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 const RAW_HELP: &str = "\
-Usage: strata-ctl [--token T | -token T] <service.action> [params_json]
+Usage: strata-ctl [--token-file FILE] <service.action> [params_json]
 
 Sends one request to $STRATA_RUNTIME_DIR/<service>.sock (default /run/strata)
 and prints the response envelope on one line, as received. params_json is a
-JSON object (default {}). The token comes from --token or $STRATA_TOKEN.
+JSON object (default {}). The token comes from --token-file FILE (- for
+standard input) or $STRATA_TOKEN; the prototype's -token option still works, with
+a warning, since every local user can read a command line.
 Exit status: 0 ok, 10+code on an error answer, 1 no connection, 2 usage.
 
 Example: strata-ctl fs.list '{\"path\":\"/srv/data\"}'";
@@ -238,7 +300,15 @@ fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<(), Failure> {
 }
 
 fn verify(ctx: &Ctx, target: Option<String>) -> Result<(), Failure> {
-    let token = match target.as_deref() {
+    let given = match clean_token(target) {
+        Some(dash) if dash == "-" => Some(read_token_file(Path::new("-"))?),
+        Some(token) => {
+            eprintln!("{ARGV_TOKEN_WARNING}");
+            Some(token)
+        }
+        None => None,
+    };
+    let token = match given.as_deref() {
         Some(t) => t,
         None => ctx.require_token("verify")?,
     };

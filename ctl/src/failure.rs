@@ -98,7 +98,7 @@ pub fn hint(method: &str, code: u16) -> Option<&'static str> {
              listed in identity's STRATA_ADMIN_UIDS/GIDS/USERS/GROUPS"
         }
         ("identity.revoke", 3) => {
-            "only an administrator, or the holder of that very token (--token or \
+            "only an administrator, or the holder of that very token (--token-file or \
              STRATA_TOKEN), may revoke a capability"
         }
         (_, code) => return hint_for_code(code),
@@ -108,7 +108,7 @@ pub fn hint(method: &str, code: u16) -> Option<&'static str> {
 /// The general hint for a service error code.
 pub fn hint_for_code(code: u16) -> Option<&'static str> {
     Some(match code {
-        2 => "get a token with `strata-ctl issue …` as an admin and pass --token or STRATA_TOKEN",
+        2 => "get a token with `strata-ctl issue …` as an admin and pass it with --token-file FILE or STRATA_TOKEN",
         3 => "the token does not allow this; ask an admin for a token with the right actions/path_prefix",
         6 => "a limit was hit; close handles or retry later",
         _ => return None,

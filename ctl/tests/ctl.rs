@@ -156,6 +156,49 @@ impl Stack {
         self.ctl_env(&[], args)
     }
 
+    /// Writes `token` to a new file (mode 0600) and returns its path, for
+    /// --token-file.
+    fn token_file(&self, token: &str) -> String {
+        use std::os::unix::fs::OpenOptionsExt;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.run.join(format!("token-{n}"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// strata-ctl ARGS with `stdin` on standard input.
+    fn ctl_stdin(&self, stdin: &str, args: &[&str]) -> Out {
+        use std::io::Write;
+        let mut child = Command::new(CTL)
+            .args(args)
+            .env("STRATA_RUNTIME_DIR", &self.run)
+            .env_remove("STRATA_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Issues an fs token for `actions` under `prefix`: (token, cap_id).
     fn issue(&self, actions: &str, prefix: &str) -> (String, String) {
         let out = self
@@ -231,7 +274,9 @@ fn raw_form_prints_the_envelope_on_one_line_and_exits_0() {
 
     let (tok, _) = s.full_token();
     let params = json!({ "path": s.data("") }).to_string();
-    let out = s.ctl(&["--token", &tok, "fs.list", &params]).expect(0);
+    let out = s
+        .ctl(&["--token-file", &s.token_file(&tok), "fs.list", &params])
+        .expect(0);
     let v = out.json();
     assert_eq!(v["ok"], true);
     let names: Vec<&str> = v["result"]["entries"]
@@ -258,13 +303,27 @@ fn prototype_single_dash_token_and_equals_forms() {
         &[dash_eq.as_str(), "fs.stat", &params],
         &[long_eq.as_str(), "fs.stat", &params],
     ] {
-        let v = s.ctl(args).expect(0).json();
+        let out = s.ctl(args).expect(0);
+        assert!(
+            out.stderr.contains(ARGV_WARNING),
+            "{args:?}: {}",
+            out.stderr
+        );
+        let v = out.json();
         assert_eq!(v["result"]["size"], 13, "{args:?}: {v}");
     }
     // Subcommands take it too, before or after their arguments.
-    s.ctl(&["-token", &tok, "stat", &s.data("hello.txt")])
-        .expect(0);
-    s.ctl(&["ls", &s.data(""), "-token", &tok]).expect(0);
+    for args in [
+        ["-token", tok.as_str(), "stat", &s.data("hello.txt")],
+        ["ls", &s.data(""), "-token", tok.as_str()],
+    ] {
+        let out = s.ctl(&args).expect(0);
+        assert!(
+            out.stderr.contains(ARGV_WARNING),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
@@ -279,10 +338,10 @@ fn token_from_strata_token() {
     assert_eq!(v["valid"], true);
     assert_eq!(v["revoked"], false);
     assert_eq!(v["constraints"]["path_prefix"], s.data("").as_str());
-    // --token wins over the environment.
+    // --token-file wins over the environment.
     s.ctl_env(
         &[("STRATA_TOKEN", "v2.public.garbage")],
-        &["--token", &tok, "ls", &s.data("")],
+        &["--token-file", &s.token_file(&tok), "ls", &s.data("")],
     )
     .expect(0);
     let v = s
@@ -297,7 +356,12 @@ fn permission_denied_exits_13_with_a_hint() {
     let s = Stack::start();
     let (list_only, _) = s.issue("list", &s.data(""));
     let out = s
-        .ctl(&["--token", &list_only, "cat", &s.data("hello.txt")])
+        .ctl(&[
+            "--token-file",
+            &s.token_file(&list_only),
+            "cat",
+            &s.data("hello.txt"),
+        ])
         .expect(13);
     assert!(out.stdout.is_empty());
     assert!(
@@ -316,7 +380,7 @@ fn permission_denied_exits_13_with_a_hint() {
     let (tok, _) = s.full_token();
     let params = json!({ "path": s.secret }).to_string();
     let v = s
-        .ctl(&["--token", &tok, "fs.open", &params])
+        .ctl(&["--token-file", &s.token_file(&tok), "fs.open", &params])
         .expect(13)
         .json();
     assert_eq!(v["ok"], false);
@@ -352,8 +416,13 @@ fn no_token_exits_12_with_a_hint() {
     let params = json!({ "path": s.data("") }).to_string();
     let v = s.ctl(&["fs.list", &params]).expect(12).json();
     assert_eq!(v["error"]["code"], 2);
-    s.ctl(&["--token", "v2.public.AAAA", "ls", &s.data("")])
-        .expect(12);
+    s.ctl(&[
+        "--token-file",
+        &s.token_file("v2.public.AAAA"),
+        "ls",
+        &s.data(""),
+    ])
+    .expect(12);
 }
 
 #[test]
@@ -485,7 +554,12 @@ fn cat_reproduces_binary_files_byte_for_byte() {
     let s = Stack::start();
     let (tok, _) = s.full_token();
     let out = s
-        .ctl(&["--token", &tok, "cat", &s.data("binary.bin")])
+        .ctl(&[
+            "--token-file",
+            &s.token_file(&tok),
+            "cat",
+            &s.data("binary.bin"),
+        ])
         .expect(0);
     assert!(
         out.stdout == binary_content(),
@@ -493,12 +567,17 @@ fn cat_reproduces_binary_files_byte_for_byte() {
         out.stdout.len()
     );
     let out = s
-        .ctl(&["--token", &tok, "cat", &s.data("hello.txt")])
+        .ctl(&[
+            "--token-file",
+            &s.token_file(&tok),
+            "cat",
+            &s.data("hello.txt"),
+        ])
         .expect(0);
     assert_eq!(out.stdout, b"hello strata\n");
     // Relative paths are taken from the current directory.
     let out = Command::new(CTL)
-        .args(["--token", &tok, "cat", "nested.txt"])
+        .args(["--token-file", &s.token_file(&tok), "cat", "nested.txt"])
         .env("STRATA_RUNTIME_DIR", &s.run)
         .current_dir(s.data("sub"))
         .output()
@@ -598,7 +677,8 @@ fn revoke_self_then_the_token_is_refused() {
     assert_eq!(v["revoked"], true);
     // Revoking twice is fine; other capabilities are untouched.
     s.ctl(&["revoke", &cap]).expect(0);
-    s.ctl(&["--token", &other, "ls", &s.data("")]).expect(0);
+    s.ctl(&["--token-file", &s.token_file(&other), "ls", &s.data("")])
+        .expect(0);
 }
 
 #[test]
@@ -646,4 +726,116 @@ fn ordinary_user_uses_and_revokes_a_handed_over_token() {
     assert_eq!(out.stdout, b"hello strata\n");
     as_nobody(&env, &["revoke", &other_cap]).expect(13);
     as_nobody(&env, &["revoke", "--self"]).expect(0);
+}
+
+/// The start of what strata-ctl says when a token is on its command line.
+const ARGV_WARNING: &str = "warning: a token on the command line can be read by every local user";
+
+/// Security review, defect 5: tokens in argv are readable by every local
+/// user. The documented ways keep them out of it, and say nothing; the
+/// old ways still work and warn; neither help text shows a token in argv.
+#[test]
+fn tokens_come_from_a_file_stdin_or_the_environment_not_argv() {
+    let s = Stack::start();
+    let (tok, cap) = s.full_token();
+    let file = s.token_file(&tok);
+    let ls = |args: &[&str]| {
+        let out = s.ctl(args).expect(0);
+        assert!(out.stderr.is_empty(), "{args:?}: {}", out.stderr);
+    };
+    ls(&["--token-file", &file, "ls", &s.data("")]);
+    ls(&["ls", &s.data(""), "--token-file", &file]);
+    let params = json!({ "path": s.data("") }).to_string();
+    ls(&["--token-file", &file, "fs.list", &params]);
+    ls(&["fs.list", &params, "--token-file", &file]);
+
+    // Standard input, for subcommands, the raw form and verify.
+    let out = s
+        .ctl_stdin(&tok, &["--token-file", "-", "ls", &s.data("")])
+        .expect(0);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let out = s
+        .ctl_stdin(&format!("  {tok}\n"), &["verify", "-"])
+        .expect(0);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["claims"]["jti"], cap.as_str(), "{v}");
+
+    // The old ways work and say why not to use them.
+    let out = s.ctl(&["--token", &tok, "ls", &s.data("")]).expect(0);
+    assert!(out.stderr.contains(ARGV_WARNING), "{}", out.stderr);
+    assert!(out.stderr.contains("--token-file"), "{}", out.stderr);
+    let out = s.ctl(&["verify", &tok]).expect(0);
+    assert!(out.stderr.contains(ARGV_WARNING), "{}", out.stderr);
+
+    // Mistakes are usage errors that say what to do.
+    let out = s
+        .ctl(&["--token-file", &file, "--token", &tok, "ls", "/"])
+        .expect(2);
+    assert!(out.stderr.contains("not both"), "{}", out.stderr);
+    let empty = s.token_file("");
+    let out = s.ctl(&["--token-file", &empty, "ls", "/"]).expect(2);
+    assert!(out.stderr.contains("holds no token"), "{}", out.stderr);
+    let out = s
+        .ctl(&["--token-file", "/nonexistent/token", "ls", "/"])
+        .expect(2);
+    assert!(out.stderr.contains("cannot read it"), "{}", out.stderr);
+    let out = s.ctl_stdin("", &["verify", "-"]).expect(2);
+    assert!(
+        out.stderr.contains("standard input holds no token"),
+        "{}",
+        out.stderr
+    );
+
+    // No help text shows a token on the command line.
+    for args in [
+        &["--help"][..],
+        &["fs.list", "--help"],
+        &["verify", "--help"],
+    ] {
+        let help = s.ctl(args).expect(0).text();
+        assert!(help.contains("--token-file"), "{args:?}: {help}");
+        for shown in ["--token T", "-token T", "--token <TOKEN>", "--token \"$"] {
+            assert!(!help.contains(shown), "{args:?} shows {shown:?}: {help}");
+        }
+    }
+}
+
+/// The attack behind defect 5: another user polling /proc/PID/cmdline.
+/// While strata-ctl waits for its token on standard input, its command line
+/// holds no token.
+#[test]
+fn a_running_strata_ctl_shows_no_token_in_its_command_line() {
+    use std::io::Write;
+    let s = Stack::start();
+    let (tok, _) = s.full_token();
+    let mut child = Command::new(CTL)
+        .args(["--token-file", "-", "ls", &s.data("")])
+        .env("STRATA_RUNTIME_DIR", &s.run)
+        .env_remove("STRATA_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("--token-file"), "{cmdline}");
+    assert!(!cmdline.contains(&tok[..20]), "{cmdline}");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(tok.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello.txt"));
 }
