@@ -43,15 +43,34 @@ pub struct Claims {
 
 /// `constraints` must be a JSON object: serde would also read
 /// `["/srv/data"]` as `{"path_prefix": "/srv/data"}`, field by field, which
-/// a plain JSON reader sees as no prefix at all.
+/// a plain JSON reader sees as no prefix at all. A key given twice is
+/// refused, as it is among the top-level claims: two readers that keep
+/// different copies would disagree about the prefix.
 fn constraints_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Constraints, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    if !v.is_object() {
-        return Err(serde::de::Error::custom(
-            "constraints must be a JSON object",
-        ));
+    struct Object;
+    impl<'de> serde::de::Visitor<'de> for Object {
+        type Value = serde_json::Map<String, serde_json::Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("constraints as a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map = serde_json::Map::new();
+            while let Some((key, value)) = a.next_entry::<String, serde_json::Value>()? {
+                if map.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key {key:?} in constraints"
+                    )));
+                }
+                map.insert(key, value);
+            }
+            Ok(map)
+        }
     }
-    Constraints::deserialize(v).map_err(serde::de::Error::custom)
+    let map = d.deserialize_map(Object)?;
+    Constraints::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
 }
 
 /// Restrictions beyond service and actions.

@@ -92,7 +92,14 @@ impl FsService {
             &rel,
             OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
         )
-        .map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))?;
+        .map_err(|e| match e {
+            // open(2) of a Unix socket: not a file fs hands out (code 1, like
+            // a FIFO or a device), not an internal error.
+            rustix::io::Errno::NXIO => Error::invalid(format!(
+                "{path:?} is a socket; fs.open opens regular files only"
+            )),
+            other => paths::errno_to_error(other, &format!("{path:?}")),
+        })?;
         let st = rustix::fs::fstat(&fd)
             .map_err(|e| Error::internal(format!("cannot stat {path:?}: {e}")))?;
         match FileType::from_raw_mode(st.st_mode) {

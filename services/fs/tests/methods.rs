@@ -264,6 +264,13 @@ fn open_refuses_directories_and_special_files() {
     let (code, msg) = error(call(&mut c, "fs.open", &t, json!({"path": fifo})));
     assert_eq!(code, 1, "{msg}");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // A Unix socket: open(2) says ENXIO, which is still code 1 (security
+    // review, defect 9; it was code 5).
+    let sock = s.path("srv/data/sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (code, msg) = error(call(&mut c, "fs.open", &t, json!({"path": sock})));
+    assert_eq!(code, 1, "{msg}");
+    assert!(msg.contains("socket"), "{msg}");
 }
 
 #[test]

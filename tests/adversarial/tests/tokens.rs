@@ -482,6 +482,24 @@ fn oversized_deep_and_mistyped_claims_are_refused() {
         "duplicate actions".into(),
         format!(r#"{{"actions":[],{}"#, &text[1..]).into_bytes(),
     ));
+    // ...and inside constraints too (security review, defect 9: the last
+    // path_prefix won), whichever copy names the real prefix.
+    for (first, second) in [
+        (base["constraints"]["path_prefix"].clone(), json!("/")),
+        (json!("/"), base["constraints"]["path_prefix"].clone()),
+    ] {
+        let mut c = base.clone();
+        c.as_object_mut().unwrap().remove("constraints");
+        let text = serde_json::to_string(&c).unwrap();
+        cases.push((
+            format!("duplicate path_prefix in constraints, {second} last"),
+            format!(
+                r#"{},"constraints":{{"path_prefix":{first},"path_prefix":{second}}}}}"#,
+                &text[..text.len() - 1]
+            )
+            .into_bytes(),
+        ));
+    }
     for (what, payload) in &cases {
         let token = f.sign(payload);
         expect_code(&try_open(&mut fs, &s, &token), 2, what);
