@@ -1,15 +1,17 @@
 # The Strata package. Outputs:
+#   bin    strata-ctl, the one program meant for PATH (the default output,
+#          so `nix run` and `nix shell` give it);
 #   out    the daemons (strata-identity, strata-fs, strata-supervisor), the
 #          unit files from systemd/, tmpfiles.d and sysusers.d: what a host
 #          needs, and what the NixOS module's systemd.packages takes;
-#   bin    strata-ctl, the one program meant for PATH (installed by default);
 #   tools  strata-bench and strata-loadgen, for the VM tests and benchmarks.
 # Called by flake.nix and by the NixOS module's default
 # (`pkgs.callPackage ./package.nix { }`).
 {
   lib,
-  pkgs,
+  makeWrapper,
   rustPlatform,
+  testers,
 }:
 
 let
@@ -30,7 +32,7 @@ let
     ./systemd
   ];
 in
-rustPlatform.buildRustPackage {
+rustPlatform.buildRustPackage (finalAttrs: {
   pname = "strata";
   inherit (workspace) version;
 
@@ -45,11 +47,12 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ./Cargo.lock;
 
   outputs = [
-    "out"
     "bin"
+    "out"
     "tools"
   ];
   strictDeps = true;
+  nativeBuildInputs = [ makeWrapper ];
 
   # checkPhase runs `cargo test --release` over the whole workspace as the
   # unprivileged build user, with no network and no systemd. The harness
@@ -63,6 +66,9 @@ rustPlatform.buildRustPackage {
     moveToOutput bin/strata-ctl "$bin"
     moveToOutput bin/strata-bench "$tools"
     moveToOutput bin/strata-loadgen "$tools"
+    # strata-bench starts the daemons it measures from its own directory by
+    # default; they are in out. (tools may refer to out; bin must not.)
+    wrapProgram "$tools/bin/strata-bench" --add-flags "--bin-dir $out/bin"
 
     install -Dm444 -t $out/lib/systemd/system \
       systemd/*.service systemd/*.socket systemd/*.target
@@ -106,9 +112,11 @@ rustPlatform.buildRustPackage {
     runHook postInstallCheck
   '';
 
-  # The NixOS VM tests, built from this same pkgs (their machines take the
-  # module's default package, `pkgs.callPackage ./package.nix { }`).
-  passthru.tests = import ./nixos-tests { inherit pkgs; };
+  # The NixOS VM tests, run on this very package (overrides included).
+  passthru.tests = import ./nixos-tests {
+    inherit testers;
+    package = finalAttrs.finalPackage;
+  };
 
   meta = {
     description = "Capability-based service runtime for one Linux host, native to systemd";
@@ -118,4 +126,4 @@ rustPlatform.buildRustPackage {
     mainProgram = "strata-ctl";
     platforms = lib.platforms.linux;
   };
-}
+})

@@ -10,8 +10,8 @@
 #
 # `settings` (RFC 42) is the one place for every variable a service reads
 # (docs/configuration.md): its keys are the variables' names. The dedicated
-# options (admins, fs.paths, token, supervisor) are aliases of the common
-# keys; logLevel is the default of every service's STRATA_LOG.
+# options (admins, fs.paths, token, supervisor, logLevel) are the common
+# knobs: each is the default of its `settings` key, which wins when set.
 {
   config,
   lib,
@@ -27,7 +27,6 @@ let
     filter
     hasPrefix
     literalExpression
-    mkAliasOptionModule
     mkEnableOption
     mkIf
     mkOption
@@ -42,6 +41,19 @@ let
   accountName = types.strMatching "[A-Za-z_][A-Za-z0-9_.-]*[$]?";
 
   logFilter = types.strMatching "[^[:space:]]+";
+
+  # A typed key of `settings` whose default is a dedicated option.
+  keyFrom =
+    type: option: description:
+    mkOption {
+      inherit type description;
+      default = lib.attrByPath option null cfg;
+      defaultText = literalExpression "config.services.strata.${concatStringsSep "." option}";
+    };
+
+  ttl = types.ints.between 1 ttlCeiling;
+  # 2^32 - 1 is (uid_t) -1, "no uid", never a caller.
+  accountId = types.ints.between 0 4294967294;
 
   # One typed key of `settings`: null (the default) leaves the variable
   # unset, so the service uses its own default.
@@ -115,6 +127,7 @@ let
     section: lib.mapAttrs render (lib.filterAttrs (_: v: v != null && v != [ ]) section);
 
   roots = cfg.settings.fs.STRATA_FS_ROOTS;
+  identity = cfg.settings.identity;
 
   # A served directory must be an absolute, normalised path: it ends up in
   # STRATA_FS_ROOTS (colon-separated) and in BindReadOnlyPaths= (where ':'
@@ -143,51 +156,114 @@ let
 
 in
 {
-  imports = [
-    (mkAliasOptionModule
-      [ "services" "strata" "admins" "users" ]
-      [ "services" "strata" "settings" "identity" "STRATA_ADMIN_USERS" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "admins" "groups" ]
-      [ "services" "strata" "settings" "identity" "STRATA_ADMIN_GROUPS" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "token" "defaultTtl" ]
-      [ "services" "strata" "settings" "identity" "STRATA_TOKEN_DEFAULT_TTL" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "token" "maxTtl" ]
-      [ "services" "strata" "settings" "identity" "STRATA_TOKEN_MAX_TTL" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "fs" "paths" ]
-      [ "services" "strata" "settings" "fs" "STRATA_FS_ROOTS" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "supervisor" "interval" ]
-      [ "services" "strata" "settings" "supervisor" "STRATA_SUPERVISOR_INTERVAL_SECS" ]
-    )
-    (mkAliasOptionModule
-      [ "services" "strata" "supervisor" "failureThreshold" ]
-      [ "services" "strata" "settings" "supervisor" "STRATA_SUPERVISOR_FAILURE_THRESHOLD" ]
-    )
-  ];
-
   options.services.strata = {
     enable = mkEnableOption "Strata, a capability-based service runtime";
 
     package = mkOption {
       type = types.package;
       default = pkgs.callPackage ../package.nix { };
-      defaultText = literalExpression "pkgs.callPackage ./package.nix { }";
+      defaultText = literalExpression "pkgs.callPackage \"\${strata}/package.nix\" { }";
       description = ''
-        The Strata package: the daemons and unit files (output `out`) and
-        {command}`strata-ctl` (output `bin`, the only one put on
-        {env}`PATH`). Built from the configuration's own `pkgs` by
-        default, so a flake input without `inputs.nixpkgs.follows` does not
-        bring a second nixpkgs.
+        The Strata package: {command}`strata-ctl` (output `bin`, the only
+        one put on {env}`PATH`), the daemons and unit files (output `out`).
+        Built from the configuration's own `pkgs` by default, so a flake
+        input without `inputs.nixpkgs.follows` does not bring a second
+        nixpkgs.
       '';
+    };
+
+    admins = {
+      users = mkOption {
+        type = types.listOf accountName;
+        default = [ ];
+        example = [ "alice" ];
+        description = ''
+          Users who may issue and revoke capability tokens; root always
+          may. identity recognises them by the peer credentials of their
+          connection, not by anything they claim, and resolves the names
+          when it starts. The default of
+          {option}`services.strata.settings.identity.STRATA_ADMIN_USERS`.
+        '';
+      };
+      groups = mkOption {
+        type = types.listOf accountName;
+        default = [ ];
+        example = [ "wheel" ];
+        description = ''
+          Groups whose members (primary or supplementary group) may issue
+          and revoke capability tokens. The default of
+          {option}`services.strata.settings.identity.STRATA_ADMIN_GROUPS`.
+        '';
+      };
+    };
+
+    fs.paths = mkOption {
+      type = types.listOf types.str;
+      default = [ "/srv" ];
+      example = [
+        "/srv/data"
+        "/var/lib/reports"
+      ];
+      description = ''
+        Directories the fs service may serve; a token whose `path_prefix`
+        lies outside all of them is refused. Each must be an absolute,
+        normalised path, and each is bound read-only into the sandbox of
+        {file}`strata-fs.service` (`BindReadOnlyPaths=`, replacing the
+        unit's own list), so fs can never write to them. A directory that
+        does not exist is skipped.
+
+        fs runs as the static system user `strata-fs` and reads what that
+        user may read. To serve files that are not world-readable, give
+        them a group and add it to
+        {option}`systemd.services.strata-fs.serviceConfig.SupplementaryGroups`.
+        The default of {option}`services.strata.settings.fs.STRATA_FS_ROOTS`.
+      '';
+    };
+
+    token = {
+      defaultTtl = mkOption {
+        type = ttl;
+        default = 3600;
+        example = 900;
+        description = ''
+          Lifetime in seconds of a token whose `identity.issue` gives no
+          `ttl_seconds`: 1 to 30 days, and at most
+          {option}`services.strata.token.maxTtl`. The default of
+          {option}`services.strata.settings.identity.STRATA_TOKEN_DEFAULT_TTL`.
+        '';
+      };
+      maxTtl = mkOption {
+        type = ttl;
+        default = 86400;
+        example = 3600;
+        description = ''
+          Largest `ttl_seconds` identity accepts, in seconds: 1 to 30 days
+          (identity's ceiling). Revocations are kept this long. The default
+          of {option}`services.strata.settings.identity.STRATA_TOKEN_MAX_TTL`.
+        '';
+      };
+    };
+
+    supervisor = {
+      interval = mkOption {
+        type = types.ints.between 1 3600;
+        default = 5;
+        example = 10;
+        description = ''
+          Seconds between two health checks of identity and fs. The default
+          of {option}`services.strata.settings.supervisor.STRATA_SUPERVISOR_INTERVAL_SECS`.
+        '';
+      };
+      failureThreshold = mkOption {
+        type = types.ints.between 1 1000;
+        default = 3;
+        example = 5;
+        description = ''
+          Consecutive failed health checks after which the supervisor
+          restarts a service. The default of
+          {option}`services.strata.settings.supervisor.STRATA_SUPERVISOR_FAILURE_THRESHOLD`.
+        '';
+      };
     };
 
     logLevel = mkOption {
@@ -222,77 +298,39 @@ in
       type = types.submodule {
         options = {
           identity = section "identity" {
-            STRATA_ADMIN_USERS = mkOption {
-              type = types.listOf accountName;
-              default = [ ];
-              example = [ "alice" ];
-              description = ''
-                Users who may issue and revoke capability tokens; root
-                always may. identity recognises them by the peer credentials
-                of their connection, and resolves the names when it starts.
-              '';
-            };
-            STRATA_ADMIN_GROUPS = mkOption {
-              type = types.listOf accountName;
-              default = [ ];
-              example = [ "wheel" ];
-              description = ''
-                Groups whose members (primary or supplementary group) may
-                issue and revoke capability tokens.
-              '';
-            };
+            STRATA_ADMIN_USERS = keyFrom (types.listOf accountName) [
+              "admins"
+              "users"
+            ] "User names that may issue and revoke tokens.";
+            STRATA_ADMIN_GROUPS = keyFrom (types.listOf accountName) [
+              "admins"
+              "groups"
+            ] "Group names whose members may issue and revoke tokens.";
             STRATA_ADMIN_UIDS = mkOption {
-              type = types.listOf types.ints.u32;
+              type = types.listOf accountId;
               default = [ ];
               description = "Numeric uids that may issue and revoke tokens.";
             };
             STRATA_ADMIN_GIDS = mkOption {
-              type = types.listOf types.ints.u32;
+              type = types.listOf accountId;
               default = [ ];
               description = "Numeric gids whose members may issue and revoke tokens.";
             };
-            STRATA_TOKEN_DEFAULT_TTL = mkOption {
-              type = types.ints.between 1 ttlCeiling;
-              default = 3600;
-              example = 900;
-              description = ''
-                Lifetime in seconds of a token whose `identity.issue` gives
-                no `ttl_seconds`; at most `STRATA_TOKEN_MAX_TTL`.
-              '';
-            };
-            STRATA_TOKEN_MAX_TTL = mkOption {
-              type = types.ints.between 1 ttlCeiling;
-              default = 86400;
-              example = 3600;
-              description = ''
-                Largest `ttl_seconds` identity accepts, in seconds (at most
-                30 days). Revocations are kept this long.
-              '';
-            };
+            STRATA_TOKEN_DEFAULT_TTL = keyFrom ttl [
+              "token"
+              "defaultTtl"
+            ] "Seconds a token lives when `identity.issue` gives no `ttl_seconds`.";
+            STRATA_TOKEN_MAX_TTL = keyFrom ttl [
+              "token"
+              "maxTtl"
+            ] "Largest `ttl_seconds` identity accepts.";
           };
 
           fs = section "fs" {
-            STRATA_FS_ROOTS = mkOption {
-              type = types.listOf types.str;
-              default = [ "/srv" ];
-              example = [
-                "/srv/data"
-                "/var/lib/reports"
-              ];
-              description = ''
-                Directories fs may serve; a token whose `path_prefix` lies
-                outside all of them is refused. Each must be an absolute,
-                normalised path, and each is bound read-only into the
-                sandbox of {file}`strata-fs.service` (`BindReadOnlyPaths=`,
-                replacing the unit's own list), so fs can never write to
-                them. A directory that does not exist is skipped.
-
-                fs runs as the static system user `strata-fs` and reads
-                what that user may read. To serve files that are not
-                world-readable, give them a group and add it to
-                {option}`systemd.services.strata-fs.serviceConfig.SupplementaryGroups`.
-              '';
-            };
+            STRATA_FS_ROOTS = keyFrom (types.listOf types.str) [
+              "fs"
+              "paths"
+            ] "Directories fs may serve (see {option}`services.strata.fs.paths`).";
             STRATA_FS_MAX_HANDLES = optionalKey (types.ints.between 1 1048576) ''
               Open handles in total (service default 16384).
             '';
@@ -313,21 +351,14 @@ in
           };
 
           supervisor = section "supervisor" {
-            STRATA_SUPERVISOR_INTERVAL_SECS = mkOption {
-              type = types.ints.between 1 3600;
-              default = 5;
-              example = 10;
-              description = "Seconds between two health checks of identity and fs.";
-            };
-            STRATA_SUPERVISOR_FAILURE_THRESHOLD = mkOption {
-              type = types.ints.between 1 1000;
-              default = 3;
-              example = 5;
-              description = ''
-                Consecutive failed health checks after which the supervisor
-                restarts a service.
-              '';
-            };
+            STRATA_SUPERVISOR_INTERVAL_SECS = keyFrom (types.ints.between 1 3600) [
+              "supervisor"
+              "interval"
+            ] "Seconds between two health checks.";
+            STRATA_SUPERVISOR_FAILURE_THRESHOLD = keyFrom (types.ints.between 1 1000) [
+              "supervisor"
+              "failureThreshold"
+            ] "Failed health checks in a row before a restart.";
           };
         };
       };
@@ -376,11 +407,11 @@ in
         '';
       }
       {
-        assertion = cfg.token.defaultTtl <= cfg.token.maxTtl;
+        assertion = identity.STRATA_TOKEN_DEFAULT_TTL <= identity.STRATA_TOKEN_MAX_TTL;
         message = ''
-          services.strata.token.defaultTtl (${toString cfg.token.defaultTtl} s)
-          is larger than services.strata.token.maxTtl (${toString cfg.token.maxTtl} s).
-          Lower defaultTtl or raise maxTtl.
+          services.strata.token.defaultTtl (${toString identity.STRATA_TOKEN_DEFAULT_TTL} s)
+          is larger than services.strata.token.maxTtl (${toString identity.STRATA_TOKEN_MAX_TTL} s).
+          Lower defaultTtl or raise maxTtl (or their settings.identity keys).
         '';
       }
     ];
@@ -397,11 +428,11 @@ in
 
     # The units themselves: strata.target, strata-{identity,fs,supervisor}
     # .socket and .service, from $out/lib/systemd/system.
-    systemd.packages = [ cfg.package ];
+    systemd.packages = [ cfg.package.out ];
 
     # /run/strata, group-writable for strata-identity and sticky, from
     # $out/lib/tmpfiles.d.
-    systemd.tmpfiles.packages = [ cfg.package ];
+    systemd.tmpfiles.packages = [ cfg.package.out ];
 
     # The static users of $out/lib/sysusers.d/strata.conf (NixOS manages its
     # users itself). strata-identity.service has DynamicUser=yes with
@@ -451,15 +482,14 @@ in
     systemd.services.strata-supervisor.environment = environmentOf cfg.settings.supervisor;
   };
 
-  meta = {
-    maintainers = [
-      {
-        name = "Strata developers";
-        email = "strata@example.invalid";
-        github = "strata";
-        githubId = 0;
-      }
-    ];
-    doc = ../docs/nixos.md;
-  };
+  # No meta.doc: the NixOS manual takes every module's meta.doc as a
+  # chapter, and an out-of-tree chapter fails its anchor and redirect checks,
+  # which would stop nixos-rebuild on hosts that build the manual (the
+  # default). docs/nixos.md is the module's documentation.
+  meta.maintainers = [
+    {
+      name = "Strata developers";
+      email = "strata@example.invalid";
+    }
+  ];
 }

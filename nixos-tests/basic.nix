@@ -2,11 +2,8 @@
 # identity and fs not started; the module's settings reach the services; the
 # issue / list / open / read / revoke / refused flow and the path
 # confinement scenarios pass.
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-basic";
 
   nodes.machine = {

@@ -1,13 +1,14 @@
 # What every Strata VM test shares: the machine (the module, enabled, with
-# its default package built from the test's pkgs, plus the tools and the
-# scenario scripts the tests run inside it) and the Python helpers of the
-# test scripts.
+# the package under test, plus the tools and the scenario scripts the tests
+# run inside it) and the Python helpers of the test scripts.
+{ package }:
 {
   # The NixOS configuration of the machine under test.
   node =
     {
       config,
       lib,
+      options,
       pkgs,
       ...
     }:
@@ -15,13 +16,20 @@
       imports = [ ../modules/strata.nix ];
 
       services.strata.enable = true;
+      services.strata.package = package;
 
       # The test instrumentation forwards every journal entry to the serial
       # console at debug level, and the console is slow: the audit floods
       # (scenario 17), the load (13) and logLevel = "debug" would then run at
       # the console's pace and could trip the scenarios' timeouts. The
       # journal itself keeps everything; the scenarios read it there.
-      services.journald.settings.Journal.MaxLevelConsole = lib.mkForce "warning";
+      # (services.journald.settings is recent; older NixOS has extraConfig,
+      # where the later line wins.)
+      services.journald =
+        if options.services.journald ? settings then
+          { settings.Journal.MaxLevelConsole = lib.mkForce "warning"; }
+        else
+          { extraConfig = lib.mkAfter "MaxLevelConsole=warning"; };
 
       # The scenarios of nixos-tests/scenarios, the same files the container
       # runner (scripts/container-test.sh) copies into its Debian machine.

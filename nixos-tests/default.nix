@@ -11,11 +11,14 @@
 # 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
 # NixOS machine's read-only unit directories allow).
 #
-# Called by flake.nix (checks) and by package.nix (passthru.tests), with the
-# pkgs the machines' package is built from.
-{ pkgs }:
+# Called by package.nix (passthru.tests, which flake.nix's checks take), with
+# the very package under test.
+{ testers, package }:
 let
-  args = { inherit pkgs; };
+  args = {
+    inherit testers;
+    common = import ./common.nix { inherit package; };
+  };
 in
 {
   basic = import ./basic.nix args;

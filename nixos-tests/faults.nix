@@ -4,11 +4,8 @@
 # keeps serving (15), and a flood of allowed requests that must not push
 # a single decision out of the journal (17). strata-loadgen comes with the
 # package.
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-faults";
 
   nodes.machine = {

@@ -1,11 +1,8 @@
 # hardening: `systemd-analyze security` rates each Strata service at an
 # overall exposure of 2.0 or less (scenario 09), as NixOS installs them:
 # the packaged units plus the module's drop-ins.
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-hardening";
 
   nodes.machine = {

@@ -2,11 +2,8 @@
 # 13) but can use, and revoke, a token an admin handed over (scenario 10).
 # Also: membership of a group in services.strata.admins.groups makes an
 # administrator.
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-non-admin";
 
   nodes.machine = {

@@ -2,11 +2,8 @@
 # restart` of each service (scenario 06, plus the supervisor) and a reboot
 # of the VM: a token issued before still verifies and reads, a token revoked
 # before is still refused.
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-persistence";
 
   nodes.machine = {

@@ -2,11 +2,8 @@
 # restarts it (scenario 07 for identity, here for fs too); a SIGKILL'd fs is
 # replaced on the next call (scenario 05); the supervisor reports the
 # services healthy (scenario 08).
-{ pkgs }:
-let
-  common = import ./common.nix;
-in
-pkgs.testers.runNixOSTest {
+{ testers, common }:
+testers.runNixOSTest {
   name = "strata-watchdog";
 
   nodes.machine = {

@@ -5,19 +5,24 @@
 # an unprivileged build user with nothing a host service provides.
 #
 # What the sandbox gives a build, and how this script reproduces it:
-#   uid 1000, gid 100, no supplementary groups, no capabilities
+#   uid 1000, gid 100, no supplementary groups
 #                                  setpriv --reuid/--regid/--clear-groups,
-#                                  empty bounding set, no_new_privs
-#   no network                     a fresh network namespace (loopback down)
+#                                  no inheritable capabilities, no_new_privs
+#   no network but loopback        a fresh network namespace, lo up
 #   HOME=/homeless-shelter         set, and the directory does not exist
 #   TMPDIR=/build (private)        the build directory, owned by the build user
 #   no /run, so no /run/strata     an empty read-only tmpfs on /run
-#   no writable /tmp               an empty read-only tmpfs on /tmp
+#   an empty /tmp                  an empty tmpfs on /tmp, mode 1777
 #   no systemd as PID 1            a fresh PID namespace: PID 1 is this script
 #   /etc/passwd, /etc/group        the sandbox's three users and groups
 #   vendored crates, --frozen      `cargo vendor`, source replacement as
 #                                  nixpkgs' cargoSetupHook writes it
 #   toolchain read-only            the sysroot bind-mounted read-only
+#
+# What it does not reproduce: the host's /usr and /bin stay visible (the
+# sandbox has only the store and /bin/sh), the toolchain is the host's, not
+# nixpkgs', and the install and fixup phases do not run. Those only a Nix
+# build shows (docs/nixos.md, "What is proven where").
 #
 # The source is what the package's `src` fileset selects (package.nix's
 # sourcePaths), so a test that reads a file the package does not ship fails
@@ -50,8 +55,7 @@ if [ "${1:-}" = "--inner" ]; then
 	mount --make-rprivate /
 	mount -t tmpfs -o mode=0755,size=1m tmpfs /run
 	mount -o remount,ro /run
-	mount -t tmpfs -o mode=0755,size=1m tmpfs /tmp
-	mount -o remount,ro /tmp
+	mount -t tmpfs -o mode=1777,size=512m tmpfs /tmp
 	mkdir -p "$work/etc" "$work/toolchain"
 	cat >"$work/etc/passwd" <<-'EOF'
 		root:x:0:0:Nix build user:/build:/noshell
@@ -67,12 +71,12 @@ if [ "${1:-}" = "--inner" ]; then
 	mount --bind "$work/etc/group" /etc/group
 	mount --bind -o ro "$sysroot" "$work/toolchain"
 	mount -o remount,bind,ro "$work/toolchain"
-	ip link set lo down 2>/dev/null || true
+	ip link set lo up
 	cores=$(nproc)
 	triple=$(rustc --print host-tuple 2>/dev/null || rustc -vV | sed -n 's/^host: //p')
 	cd "$work/build/source"
 	exec setpriv --reuid="$build_uid" --regid="$build_gid" --clear-groups \
-		--inh-caps=-all --bounding-set=-all --no-new-privs \
+		--inh-caps=-all --no-new-privs \
 		env -i \
 		HOME=/homeless-shelter \
 		TMPDIR="$work/build" TMP="$work/build" TEMP="$work/build" TEMPDIR="$work/build" \
@@ -84,7 +88,7 @@ if [ "${1:-}" = "--inner" ]; then
 			echo "sandbox: uid $(id -u) gid $(id -g) groups [$(id -G)] pid1=$(cat /proc/1/comm)" \
 				"HOME=$HOME ($(test -e "$HOME" && echo exists || echo absent))" \
 				"/run/strata $(test -e /run/strata && echo exists || echo absent)" \
-				"network: $(ip -o link show up 2>/dev/null | wc -l) interfaces up"
+				"network: $(ip -o link show up 2>/dev/null | cut -d: -f2 | tr -d " \n") up"
 			# As nixpkgs cargoBuildHook and cargoCheckHook run them.
 			cargo build -j "$NIX_BUILD_CORES" --profile release --target "$1" --frozen --workspace
 			# --no-fail-fast (which Nix does not pass) only so that one run
@@ -116,8 +120,9 @@ cleanup() {
 trap cleanup EXIT
 chmod 0755 "$work"
 
-# The package's source: the tracked files under package.nix's sourcePaths
-# (read from there, so the two cannot drift apart).
+# The package's source: the committed files under package.nix's sourcePaths
+# (read from there, so the two cannot drift apart), without .nix files, as
+# the flake's fileset has it. Untracked files are not in a flake's source.
 mapfile -t src_paths < <(sed -n '/^  sourcePaths = \[/,/^  \];/p' "$repo/package.nix" |
 	grep -o '\./[A-Za-z0-9_./-]*' | sed 's|^\./||')
 [ ${#src_paths[@]} -gt 0 ] || {
@@ -127,7 +132,7 @@ mapfile -t src_paths < <(sed -n '/^  sourcePaths = \[/,/^  \];/p' "$repo/package
 mkdir -p "$work/build/source"
 (
 	cd "$repo"
-	git ls-files --cached --others --exclude-standard -z -- "${src_paths[@]}" |
+	git ls-files --cached -z -- "${src_paths[@]}" ':!:*.nix' |
 		xargs -0 cp --parents -t "$work/build/source"
 )
 echo "nix-sandbox-test: source = ${src_paths[*]}"
