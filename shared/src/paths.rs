@@ -204,6 +204,63 @@ fn open_beneath_resolving(
     }
 }
 
+/// Why [`open_file_beneath`] failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenFileError {
+    /// Resolution or the open itself failed, as the kernel said.
+    Kernel(Errno),
+    /// Another process holds a lease on the file (`fcntl(F_SETLEASE)`) that
+    /// this open would have to break: with `O_NONBLOCK` the kernel answers
+    /// `EWOULDBLOCK` rather than wait up to `lease-break-time`.
+    Leased,
+}
+
+/// How many times [`open_file_beneath`] sees `EWOULDBLOCK` on the open
+/// while the name itself resolves, before it calls the file leased.
+const LEASE_CONFIRMATIONS: usize = 3;
+
+/// Opens the file `rel` beneath `dir` like [`open_beneath`], for flags that
+/// include `O_NONBLOCK`, telling a lease apart from a rename race.
+///
+/// Both come back as `EAGAIN`/`EWOULDBLOCK`. A rename race is retried, as
+/// in [`open_beneath`]; a lease is reported at once. The test: resolving the
+/// same name with `O_PATH`, which no lease blocks, succeeds while the open
+/// keeps failing.
+///
+/// # Errors
+/// [`OpenFileError::Leased`] for a leased file, otherwise the kernel's errno.
+pub fn open_file_beneath(
+    dir: impl AsFd,
+    rel: &str,
+    flags: OFlags,
+) -> Result<OwnedFd, OpenFileError> {
+    let dir = dir.as_fd();
+    let mut blocked = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) => {}
+            other => return other.map_err(OpenFileError::Kernel),
+        }
+        // A rename race during resolution, or a lease on the file? The
+        // O_PATH open retries races and is blocked by no lease.
+        match open_beneath(dir, rel, OFlags::PATH) {
+            Ok(_) => {
+                blocked += 1;
+                if blocked >= LEASE_CONFIRMATIONS {
+                    return Err(OpenFileError::Leased);
+                }
+            }
+            Err(e) => return Err(OpenFileError::Kernel(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

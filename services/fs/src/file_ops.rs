@@ -16,7 +16,7 @@ use base64::Engine;
 use rustix::fs::{FileType, OFlags};
 use serde::Deserialize;
 use strata_shared::capability::InvalidToken;
-use strata_shared::paths;
+use strata_shared::paths::{self, OpenFileError};
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
@@ -86,19 +86,25 @@ impl FsService {
     fn open_file(&self, cap: &crate::auth::Cap, path: &str) -> Result<File, Error> {
         let (dir, rel) = self.resolve(cap, path)?;
         // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
-        // refused as not a regular file); it changes nothing for a file.
-        let fd = paths::open_beneath(
+        // refused as not a regular file), and an open that would break
+        // another process's lease fails at once instead of waiting for the
+        // holder.
+        let fd = paths::open_file_beneath(
             &*dir,
             &rel,
             OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
         )
         .map_err(|e| match e {
+            OpenFileError::Leased => Error::exhausted(format!(
+                "{path:?} is leased by another process (fcntl F_SETLEASE), which has not \
+                 given it up; try again later"
+            )),
             // open(2) of a Unix socket: not a file fs hands out (code 1, like
             // a FIFO or a device), not an internal error.
-            rustix::io::Errno::NXIO => Error::invalid(format!(
+            OpenFileError::Kernel(rustix::io::Errno::NXIO) => Error::invalid(format!(
                 "{path:?} is a socket; fs.open opens regular files only"
             )),
-            other => paths::errno_to_error(other, &format!("{path:?}")),
+            OpenFileError::Kernel(other) => paths::errno_to_error(other, &format!("{path:?}")),
         })?;
         let st = rustix::fs::fstat(&fd)
             .map_err(|e| Error::internal(format!("cannot stat {path:?}: {e}")))?;
