@@ -41,7 +41,8 @@ if command -v jq >/dev/null; then
 		"mode: \(.mode) (nixpkgs lib \(.nixpkgs))",
 		(.passed[] | "ok   \(.)"),
 		(.failed[] | "FAIL \(.name)\n     \(.detail | tojson)"),
-		"\(.passed | length) passed, \(.failed | length) failed"
+		(.skipped[] | "SKIP \(.name): \(.reason)"),
+		"\(.passed | length) passed, \(.failed | length) failed, \(.skipped | length) skipped"
 	' <<<"$result"
 	failed=$(jq '.failed | length' <<<"$result")
 else
