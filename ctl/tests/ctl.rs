@@ -173,10 +173,9 @@ impl Stack {
         path.to_str().unwrap().to_string()
     }
 
-    /// strata-ctl ARGS with `stdin` on standard input.
-    fn ctl_stdin(&self, stdin: &str, args: &[&str]) -> Out {
-        use std::io::Write;
-        let mut child = Command::new(CTL)
+    /// strata-ctl ARGS started with pipes for its standard streams.
+    fn spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        Command::new(CTL)
             .args(args)
             .env("STRATA_RUNTIME_DIR", &self.run)
             .env_remove("STRATA_TOKEN")
@@ -184,7 +183,13 @@ impl Stack {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// strata-ctl ARGS with `stdin` on standard input.
+    fn ctl_stdin(&self, stdin: &str, args: &[&str]) -> Out {
+        use std::io::Write;
+        let mut child = self.spawn_piped(args);
         child
             .stdin
             .take()
@@ -810,15 +815,7 @@ fn a_running_strata_ctl_shows_no_token_in_its_command_line() {
     use std::io::Write;
     let s = Stack::start();
     let (tok, _) = s.full_token();
-    let mut child = Command::new(CTL)
-        .args(["--token-file", "-", "ls", &s.data("")])
-        .env("STRATA_RUNTIME_DIR", &s.run)
-        .env_remove("STRATA_TOKEN")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn_piped(&["--token-file", "-", "ls", &s.data("")]);
     std::thread::sleep(Duration::from_millis(100));
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline);

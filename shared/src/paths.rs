@@ -9,7 +9,7 @@
 //! refuses anything — `..`, absolute or relative symlinks, chains of them,
 //! `/proc` magic links — that would leave it. That is the confinement.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -184,13 +184,7 @@ fn open_beneath_resolving(
     let dir = dir.as_fd();
     let mut tries = 0;
     loop {
-        match rustix::fs::openat2(
-            dir,
-            rel,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | extra,
-        ) {
+        match openat2_beneath(dir, rel, flags, extra) {
             Err(Errno::AGAIN) if tries < BENEATH_RETRIES => {
                 tries += 1;
                 // After a few immediate retries, let the renaming thread
@@ -202,6 +196,23 @@ fn open_beneath_resolving(
             other => return other,
         }
     }
+}
+
+/// One `openat2` beneath `dir`, magic links refused, with `extra`
+/// resolution flags; no retry.
+fn openat2_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlags,
+    extra: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(
+        dir,
+        rel,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | extra,
+    )
 }
 
 /// Why [`open_file_beneath`] failed.
@@ -237,13 +248,7 @@ pub fn open_file_beneath(
     let dir = dir.as_fd();
     let mut blocked = 0;
     loop {
-        match rustix::fs::openat2(
-            dir,
-            rel,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        ) {
+        match openat2_beneath(dir, rel, flags, ResolveFlags::empty()) {
             Err(Errno::AGAIN) => {}
             other => return other.map_err(OpenFileError::Kernel),
         }

@@ -244,12 +244,9 @@ impl Drop for ActivatedService {
 /// build sandbox; uid 0 is an administrator anyway.
 pub fn start_identity(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
     let state = base.join("state");
-    let me = rustix::process::geteuid().as_raw().to_string();
+    let me = euid();
     let mut all = vec![("STRATA_STATE_DIR", state.to_str().expect("utf-8 path"))];
-    if !envs.iter().any(|(k, _)| *k == "STRATA_ADMIN_UIDS") {
-        all.push(("STRATA_ADMIN_UIDS", &me));
-    }
-    all.extend_from_slice(envs);
+    all.extend(admin_unless_set(envs, &me));
     start_ready("strata-identity", "identity", base, &all)
 }
 
@@ -262,6 +259,23 @@ pub fn start_fs(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
     all.retain(|(k, _)| !envs.iter().any(|(k2, _)| k2 == k));
     all.extend_from_slice(envs);
     start_ready("strata-fs", "fs", base, &all)
+}
+
+/// The effective uid of the tests, as text for `STRATA_ADMIN_UIDS`.
+pub fn euid() -> String {
+    rustix::process::geteuid().as_raw().to_string()
+}
+
+/// `envs`, preceded by `STRATA_ADMIN_UIDS=uid` unless `envs` sets it: the
+/// user running the tests is identity's administrator unless a test says
+/// who is.
+pub fn admin_unless_set<'a>(envs: &[(&'a str, &'a str)], uid: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut all = Vec::with_capacity(envs.len() + 1);
+    if !envs.iter().any(|(k, _)| *k == "STRATA_ADMIN_UIDS") {
+        all.push(("STRATA_ADMIN_UIDS", uid));
+    }
+    all.extend_from_slice(envs);
+    all
 }
 
 fn start_ready(binary: &str, name: &str, base: &Path, envs: &[(&str, &str)]) -> ActivatedService {

@@ -27,15 +27,9 @@ fn start(envs: &[(&str, &str)]) -> Fixture {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = dir.path().join("state");
-    // The test user is an administrator unless the test says who is (as
-    // `testing::start_identity` does).
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() }.to_string();
+    let me = testing::euid();
     let mut all = vec![("STRATA_STATE_DIR", state.to_str().unwrap())];
-    if !envs.iter().any(|(k, _)| *k == "STRATA_ADMIN_UIDS") {
-        all.push(("STRATA_ADMIN_UIDS", &me));
-    }
-    all.extend_from_slice(envs);
+    all.extend(testing::admin_unless_set(envs, &me));
     let svc = ActivatedService::start(
         &workspace_binary("strata-identity"),
         "identity",
