@@ -76,6 +76,21 @@ let
     STRATA_MAX_CONNECTIONS = optionalKey (types.ints.between 1 1048576) ''
       Concurrent connections ${service} accepts (service default 1024).
     '';
+    STRATA_MAX_CONNECTIONS_PER_UID = optionalKey (types.ints.between 1 1048576) ''
+      Connections one ordinary uid may hold on ${service} (service default 64).
+    '';
+    STRATA_RESERVED_CONNECTIONS = optionalKey (types.ints.between 1 65536) ''
+      Connections beyond STRATA_MAX_CONNECTIONS that only root, identity's
+      administrators and STRATA_RESERVED_USERS may use (service default 32).
+    '';
+    STRATA_FRAME_MEMORY_PER_UID_MIB = optionalKey (types.ints.between 2 1048576) ''
+      MiB of frame buffers one ordinary uid may hold on ${service} (service
+      default 16).
+    '';
+    STRATA_FRAME_MEMORY_TOTAL_MIB = optionalKey (types.ints.between 2 1048576) ''
+      MiB of frame buffers all ordinary callers of ${service} may hold
+      together (service default 128).
+    '';
     STRATA_FRAME_TIMEOUT_MS = optionalKey (types.ints.between 10 600000) ''
       Milliseconds within which a frame must arrive whole once its first
       byte has, and a response must be read (service default 10000).
@@ -306,6 +321,11 @@ in
               "admins"
               "groups"
             ] "Group names whose members may issue and revoke tokens.";
+            STRATA_RESERVED_USERS = optionalKey (types.listOf accountName) ''
+              Users besides administrators that may use identity's reserved
+              connections. The unit's default is strata-fs, so that fs's
+              revocation sync gets through whatever other users hold.
+            '';
             STRATA_ADMIN_UIDS = mkOption {
               type = types.listOf accountId;
               default = [ ];

@@ -16,17 +16,29 @@ use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::admission::{self, Admission, Refusal, Ticket};
 use crate::peer::{self, PeerCred};
 use crate::wire::{self, Error, FrameError, ParseError, Request, ResponseBuf};
 
 /// Limits on what one client can make the service hold or wait for.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; past it, new ones get code 6 and close.
+    /// Connections ordinary callers share; past it, new ones get code 6 and
+    /// close.
     pub max_connections: usize,
+    /// Connections one ordinary uid may hold at once.
+    pub max_connections_per_uid: usize,
+    /// Connections beyond `max_connections` that only privileged callers
+    /// ([`Service::privileged`]) may use.
+    pub reserved_connections: usize,
+    /// Frame-buffer bytes one ordinary uid may hold, all its connections
+    /// together.
+    pub frame_memory_per_uid: usize,
+    /// Frame-buffer bytes all ordinary callers together may hold.
+    pub frame_memory_total: usize,
     /// How long a connection may sit between frames.
     pub idle_timeout: Duration,
     /// How long a frame may take to arrive once it has started, and how long
@@ -40,6 +52,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_uid: 64,
+            reserved_connections: 32,
+            frame_memory_per_uid: 16 << 20,
+            frame_memory_total: 128 << 20,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
@@ -48,13 +64,32 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The defaults, with `STRATA_MAX_CONNECTIONS`, `STRATA_FRAME_TIMEOUT_MS`
-    /// and `STRATA_IDLE_TIMEOUT_SECS` applied (the last two exist mainly so
-    /// tests need not wait 10 s for a stalled client to be dropped).
+    /// The defaults, with `STRATA_MAX_CONNECTIONS`,
+    /// `STRATA_MAX_CONNECTIONS_PER_UID`, `STRATA_RESERVED_CONNECTIONS`,
+    /// `STRATA_FRAME_MEMORY_PER_UID_MIB`, `STRATA_FRAME_MEMORY_TOTAL_MIB`,
+    /// `STRATA_FRAME_TIMEOUT_MS` and `STRATA_IDLE_TIMEOUT_SECS` applied (the
+    /// last two exist mainly so tests need not wait 10 s for a stalled
+    /// client to be dropped).
+    ///
+    /// # Errors
+    /// A value out of its range, naming the variable.
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        use crate::config::env_u64;
+        use crate::config::{env_u64, ConfigError};
         let d = Self::default();
         let max = env_u64("STRATA_MAX_CONNECTIONS", 1024, 1, 1 << 20)?;
+        let per_uid = env_u64("STRATA_MAX_CONNECTIONS_PER_UID", 64, 1, 1 << 20)?;
+        let reserved = env_u64("STRATA_RESERVED_CONNECTIONS", 32, 1, 1 << 16)?;
+        // A uid must be able to hold at least one largest frame.
+        let min_mib = (wire::MAX_FRAME >> 20) as u64 + 1;
+        let mem_uid = env_u64("STRATA_FRAME_MEMORY_PER_UID_MIB", 16, min_mib, 1 << 20)?;
+        let mem_total = env_u64("STRATA_FRAME_MEMORY_TOTAL_MIB", 128, min_mib, 1 << 20)?;
+        if mem_total < mem_uid {
+            return Err(ConfigError {
+                var: "STRATA_FRAME_MEMORY_TOTAL_MIB",
+                value: mem_total.to_string(),
+                expected: format!("at least STRATA_FRAME_MEMORY_PER_UID_MIB ({mem_uid})"),
+            });
+        }
         let frame_ms = env_u64(
             "STRATA_FRAME_TIMEOUT_MS",
             d.frame_timeout.as_millis() as u64,
@@ -69,10 +104,24 @@ impl Limits {
         )?;
         Ok(Self {
             max_connections: max as usize,
+            max_connections_per_uid: per_uid as usize,
+            reserved_connections: reserved as usize,
+            frame_memory_per_uid: (mem_uid as usize) << 20,
+            frame_memory_total: (mem_total as usize) << 20,
             frame_timeout: Duration::from_millis(frame_ms),
             idle_timeout: Duration::from_secs(idle),
             ..d
         })
+    }
+
+    fn bounds(&self) -> admission::Bounds {
+        admission::Bounds {
+            max_connections: self.max_connections,
+            per_uid: self.max_connections_per_uid,
+            reserved: self.reserved_connections,
+            memory_per_uid: self.frame_memory_per_uid,
+            memory_total: self.frame_memory_total,
+        }
     }
 }
 
@@ -110,6 +159,13 @@ pub trait Service: Send + Sync + 'static {
         out: &'a mut ResponseBuf,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
 
+    /// Whether this caller may use the reserved connections and is exempt
+    /// from the per-uid limits: root by default. Decided once, when the
+    /// connection is accepted.
+    fn privileged(&self, ctx: &CallContext) -> bool {
+        ctx.peer.uid == 0
+    }
+
     /// Called once when shutdown begins, before in-flight requests are
     /// awaited. A service whose requests can wait on purpose (a long poll)
     /// answers them now, so that draining takes milliseconds, not the
@@ -117,11 +173,26 @@ pub trait Service: Send + Sync + 'static {
     fn shutting_down(&self) {}
 }
 
-/// Reads and writes whole frames on one connection.
+/// Reads and writes whole frames on one connection, within the memory its
+/// [`Ticket`] allows.
 pub struct Connection {
     stream: UnixStream,
     buf: BytesMut,
+    /// Capacity of the allocation `buf` came from, which stays alive while
+    /// the last frame split off it is.
+    read_capacity: usize,
+    response_capacity: usize,
+    ticket: Ticket,
 }
+
+/// What a connection's read buffer starts at and shrinks back to.
+const BASE_BUFFER: usize = 8 * 1024;
+/// The most a read buffer grows ahead of the bytes that have arrived.
+const READ_AHEAD: usize = 64 * 1024;
+/// A response buffer larger than this is given back after its response is
+/// written; up to it, it is kept, so that a stream of `fs.read`s (at most
+/// 171 KiB each, base64 included) costs no allocation per response.
+const KEEP_RESPONSE: usize = 192 * 1024;
 
 /// Why a connection stopped being read.
 #[derive(Debug, thiserror::Error)]
@@ -132,13 +203,22 @@ pub enum ReadError {
     Idle(Duration),
     #[error("frame not completed within {0:?}")]
     Stalled(Duration),
+    #[error(transparent)]
+    OverBudget(#[from] Refusal),
 }
 
 impl Connection {
-    pub fn new(stream: UnixStream) -> Self {
+    /// A connection whose buffers are charged to `ticket`. The initial
+    /// buffer is charged whatever the budget: it is bounded by the number
+    /// of connections, which admission already limits.
+    pub fn new(stream: UnixStream, mut ticket: Ticket) -> Self {
+        ticket.set(BASE_BUFFER);
         Self {
             stream,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(BASE_BUFFER),
+            read_capacity: BASE_BUFFER,
+            response_capacity: 0,
+            ticket,
         }
     }
 
@@ -150,6 +230,13 @@ impl Connection {
     /// frames. The whole frame must arrive within `stall` of its first byte,
     /// however slowly the client dribbles it; between frames the client may
     /// be silent for `idle`.
+    ///
+    /// The buffer grows as bytes arrive (doubling, and never past the
+    /// announced frame), not when a length is announced, and every growth
+    /// is charged to the ticket first.
+    ///
+    /// # Errors
+    /// A bad or oversized frame, a timeout, or a budget that is used up.
     pub async fn read_frame(
         &mut self,
         idle: Duration,
@@ -162,13 +249,15 @@ impl Connection {
                 frame.advance(4);
                 return Ok(Some(frame));
             }
-            if self.buf.len() >= 4 {
-                // The header is in and within bounds: make room for the rest
-                // at once instead of growing in small steps.
-                let want = 4 + u32::from_be_bytes(self.buf[..4].try_into().expect("4")) as usize;
-                self.buf.reserve(want - self.buf.len());
-            } else if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8 * 1024);
+            let whole = match self.buf.get(..4) {
+                Some(h) => 4 + u32::from_be_bytes(h.try_into().expect("4")) as usize,
+                None => 4,
+            };
+            if self.buf.capacity() == self.buf.len() {
+                let target = (self.buf.len() + READ_AHEAD)
+                    .min(2 * self.buf.capacity())
+                    .clamp(BASE_BUFFER, whole.max(BASE_BUFFER));
+                self.regrow(target)?;
             }
             let (until, err) = match deadline {
                 Some(d) => (d, ReadError::Stalled(stall)),
@@ -190,15 +279,66 @@ impl Connection {
         }
     }
 
-    /// Writes one whole frame (header included) with a deadline.
-    pub async fn write_frame(&mut self, frame: &[u8], timeout: Duration) -> std::io::Result<()> {
-        match tokio::time::timeout(timeout, self.stream.write_all(frame)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client did not read its response",
-            )),
+    /// Moves the unread bytes into a buffer of exactly `capacity`, charging
+    /// the difference first.
+    fn regrow(&mut self, capacity: usize) -> Result<(), Refusal> {
+        let capacity = capacity.max(self.buf.len());
+        if capacity > self.read_capacity {
+            self.ticket.try_grow(capacity - self.read_capacity)?;
         }
+        let mut fresh = BytesMut::with_capacity(capacity);
+        fresh.extend_from_slice(&self.buf);
+        self.buf = fresh;
+        self.read_capacity = self.buf.capacity();
+        self.account();
+        Ok(())
+    }
+
+    /// Charges a response buffer of `capacity` bytes to this connection. A
+    /// response is always sent, so this may go past the budget; the next
+    /// frame's growth is then refused until it shrinks.
+    pub fn hold_response(&mut self, capacity: usize) {
+        self.response_capacity = capacity;
+        self.account();
+    }
+
+    /// After a request is answered and its frame dropped: gives back a read
+    /// buffer that grew for a large frame.
+    pub fn shrink(&mut self) {
+        if self.read_capacity > BASE_BUFFER {
+            let keep = self.buf.len();
+            let mut fresh = BytesMut::with_capacity(keep.max(BASE_BUFFER));
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+            self.read_capacity = self.buf.capacity();
+            self.account();
+        }
+    }
+
+    fn account(&mut self) {
+        self.ticket.set(self.read_capacity + self.response_capacity);
+    }
+
+    /// Writes one whole frame (header included) with a deadline.
+    ///
+    /// # Errors
+    /// The write failed or the client did not read within `timeout`.
+    pub async fn write_frame(&mut self, frame: &[u8], timeout: Duration) -> std::io::Result<()> {
+        write_with_deadline(&mut self.stream, frame, timeout).await
+    }
+}
+
+async fn write_with_deadline(
+    stream: &mut UnixStream,
+    frame: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(timeout, stream.write_all(frame)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client did not read its response",
+        )),
     }
 }
 
@@ -210,15 +350,14 @@ pub async fn run<S: Service>(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Admission::new(limits.bounds());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when the last one is dropped,
+    // `recv` returns None and draining is over.
+    let (running_tx, mut running_rx) = mpsc::channel::<()>(1);
     let limits = Arc::new(limits);
     let busy = Arc::new(AtomicBool::new(false));
-    let trimmer = tokio::spawn(trim_when_idle(
-        slots.clone(),
-        limits.max_connections,
-        busy.clone(),
-    ));
+    let trimmer = tokio::spawn(trim_when_idle(admission.clone(), busy.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -233,32 +372,25 @@ pub async fn run<S: Service>(
                     }
                 };
                 busy.store(true, Ordering::Relaxed);
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let service = service.clone();
-                        let limits = limits.clone();
-                        let stop = stop_rx.clone();
-                        tokio::spawn(async move {
-                            serve_connection(stream, service, &limits, stop).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        let timeout = limits.frame_timeout;
-                        let max = limits.max_connections;
-                        tokio::spawn(refuse(stream, max, timeout));
-                    }
-                }
+                let service = service.clone();
+                let admission = admission.clone();
+                let limits = limits.clone();
+                let stop = stop_rx.clone();
+                let running = running_tx.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, service, &admission, &limits, stop).await;
+                    drop(running);
+                });
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(running_tx);
     trimmer.abort();
     let _ = stop_tx.send(true);
     service.shutting_down();
-    let all = limits.max_connections as u32;
-    if tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all))
+    if tokio::time::timeout(limits.drain_timeout, running_rx.recv())
         .await
         .is_err()
     {
@@ -276,29 +408,28 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// trim, returns freed heap to the kernel, so that RSS after a burst of
 /// load goes back to near its idle size. At most once per [`TRIM_EVERY`],
 /// and never while a connection is open (so never on the request path).
-async fn trim_when_idle(slots: Arc<Semaphore>, max: usize, busy: Arc<AtomicBool>) {
+async fn trim_when_idle(admission: Arc<Admission>, busy: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(TRIM_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if slots.available_permits() == max && busy.swap(false, Ordering::Relaxed) {
+        if admission.connections(0).0 == 0 && busy.swap(false, Ordering::Relaxed) {
             crate::memory::release_free();
         }
     }
 }
 
-async fn refuse(stream: UnixStream, max: usize, timeout: Duration) {
-    let mut conn = Connection::new(stream);
+/// Answers a connection that is not admitted with one code-6 frame.
+async fn refuse(mut stream: UnixStream, refusal: &Refusal, timeout: Duration) {
     let mut out = ResponseBuf::new();
-    out.error_no_id(&Error::exhausted(format!(
-        "too many connections (limit {max}); retry later"
-    )));
-    let _ = conn.write_frame(out.frame(), timeout).await;
+    out.error_no_id(&Error::exhausted(refusal.to_string()));
+    let _ = write_with_deadline(&mut stream, out.frame(), timeout).await;
 }
 
 async fn serve_connection<S: Service>(
     stream: UnixStream,
     service: Arc<S>,
+    admission: &Arc<Admission>,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -313,7 +444,16 @@ async fn serve_connection<S: Service>(
         peer,
         fd: stream.as_raw_fd(),
     };
-    let mut conn = Connection::new(stream);
+    let mut conn = match admission.admit(peer.uid, service.privileged(&ctx)) {
+        Ok(ticket) => Connection::new(stream, ticket),
+        Err(refusal) => {
+            // Debug, not info: a client hammering a full service must not
+            // turn each refusal into a log line.
+            tracing::debug!(uid = peer.uid, "refused a connection: {refusal}");
+            refuse(stream, &refusal, limits.frame_timeout).await;
+            return;
+        }
+    };
     let mut out = ResponseBuf::new();
     loop {
         let read = tokio::select! {
@@ -332,18 +472,25 @@ async fn serve_connection<S: Service>(
                 let _ = conn.write_frame(out.frame(), limits.frame_timeout).await;
                 return;
             }
+            Err(ReadError::OverBudget(refusal)) => {
+                tracing::debug!(uid = peer.uid, "closing connection: {refusal}");
+                out.error_no_id(&Error::exhausted(refusal.to_string()));
+                let _ = conn.write_frame(out.frame(), limits.frame_timeout).await;
+                return;
+            }
             Err(e) => {
                 tracing::debug!(uid = peer.uid, "closing connection: {e}");
                 return;
             }
         };
         let keep_open = handle_frame(&*service, &ctx, &frame, &mut out).await;
-        if conn
-            .write_frame(out.frame(), limits.frame_timeout)
-            .await
-            .is_err()
-            || !keep_open
-        {
+        drop(frame);
+        conn.hold_response(out.capacity());
+        let written = conn.write_frame(out.frame(), limits.frame_timeout).await;
+        out.shrink_above(KEEP_RESPONSE, BASE_BUFFER);
+        conn.hold_response(out.capacity());
+        conn.shrink();
+        if written.is_err() || !keep_open {
             return;
         }
     }

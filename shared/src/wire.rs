@@ -410,6 +410,10 @@ impl ResponseBuf {
         )
         .expect("error body serializes");
         self.buf.push(b'}');
+        if self.buf.len() - 4 > MAX_FRAME && req_id.get() != EMPTY_REQ_ID {
+            // Only a huge req_id can do this; the response must still fit.
+            return self.error_no_id(err);
+        }
         self.patch_len();
     }
 
@@ -426,6 +430,20 @@ impl ResponseBuf {
     /// The whole frame, header included.
     pub fn frame(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Bytes the buffer holds allocated.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// When the buffer grew past `limit` for a large response, gives it
+    /// back, keeping `keep` bytes for the next one.
+    pub fn shrink_above(&mut self, limit: usize, keep: usize) {
+        if self.buf.capacity() > limit {
+            self.buf.clear();
+            self.buf.shrink_to(keep);
+        }
     }
 }
 

@@ -129,12 +129,18 @@ fn a_panicking_request_is_contained() {
 fn connections_past_the_limit_get_code_6_and_the_rest_keep_working() {
     let srv = Running::start(Limits {
         max_connections: 2,
+        reserved_connections: 1,
         ..Limits::default()
     });
     let mut a = srv.client();
     let mut b = srv.client();
     assert!(a.call("t.echo", None, &json!({"text": "a"})).unwrap().ok);
     assert!(b.call("t.echo", None, &json!({"text": "b"})).unwrap().ok);
+    // Root (privileged by default) may also take the reserved slot.
+    let mut reserved = srv.client();
+    if rustix::process::geteuid().is_root() {
+        assert!(reserved.call("t.echo", None, &json!({"text": "r"})).unwrap().ok);
+    }
     let mut third = UnixStream::connect(&srv.socket).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(5)))

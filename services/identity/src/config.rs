@@ -16,6 +16,9 @@ pub struct Config {
     /// Where `identity.pub` is published.
     pub runtime_dir: PathBuf,
     pub admins: Admins,
+    /// Users besides administrators who may use the reserved connections
+    /// (`STRATA_RESERVED_USERS`): fs's own sync connection.
+    pub reserved_uids: HashSet<u32>,
     pub default_ttl: u64,
     pub max_ttl: u64,
 }
@@ -46,6 +49,16 @@ impl Config {
             state_dir,
             runtime_dir: runtime_dir(),
             admins: Admins::from_env()?,
+            reserved_uids: env_list("STRATA_RESERVED_USERS", ',')
+                .into_iter()
+                .filter_map(|name| {
+                    let uid = lookup_user(&name);
+                    if uid.is_none() {
+                        tracing::warn!("STRATA_RESERVED_USERS: no user named {name:?}; skipped");
+                    }
+                    uid
+                })
+                .collect(),
             default_ttl,
             max_ttl,
         })
@@ -90,12 +103,65 @@ impl Admins {
         Ok(admins)
     }
 
-    /// uid 0, a listed uid, or a listed primary or supplementary gid.
-    pub fn contains(&self, uid: u32, gid: u32, groups: impl FnOnce() -> Vec<u32>) -> bool {
-        if uid == 0 || self.uids.contains(&uid) || self.gids.contains(&gid) {
+    /// uid 0, a listed uid, or a listed group that the caller both holds
+    /// (its primary gid or `groups`, the kernel's record of its credentials
+    /// at connect time) and still belongs to now (`member_now(uid, gid)`,
+    /// the group database). The second condition is what ends a demoted
+    /// administrator's rights at their next request, on a connection opened
+    /// before the demotion and from a process that still carries the group.
+    pub fn contains(
+        &self,
+        uid: u32,
+        gid: u32,
+        groups: impl FnOnce() -> Vec<u32>,
+        member_now: impl Fn(u32, u32) -> bool,
+    ) -> bool {
+        if uid == 0 || self.uids.contains(&uid) {
             return true;
         }
-        !self.gids.is_empty() && groups().iter().any(|g| self.gids.contains(g))
+        if self.gids.is_empty() {
+            return false;
+        }
+        let held = |g: &u32| self.gids.contains(g);
+        let mut kernel = groups();
+        kernel.push(gid);
+        kernel.sort_unstable();
+        kernel.dedup();
+        kernel.into_iter().filter(held).any(|g| member_now(uid, g))
+    }
+}
+
+/// Whether the group database says `uid` belongs to `gid` now: as its
+/// primary group, or as a member (`getgrouplist`). False for a uid without
+/// a passwd entry.
+pub fn member_now(uid: u32, gid: u32) -> bool {
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; getpwuid_r writes only
+    // into `pwd` and `buf` (of the length given) and sets `result`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return false;
+    }
+    if pwd.pw_gid == gid {
+        return true;
+    }
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: `pw_name` points into `buf`, still alive; `groups` holds
+        // `n` entries, and getgrouplist writes at most that many and stores
+        // the number it needs in `n`.
+        let rc =
+            unsafe { libc::getgrouplist(pwd.pw_name, pwd.pw_gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            return groups[..n as usize].contains(&gid);
+        }
+        if n as usize <= groups.len() || n > 65536 {
+            return false;
+        }
+        groups.resize(n as usize, 0);
     }
 }
 
@@ -146,12 +212,38 @@ mod tests {
             uids: [1000].into(),
             gids: [50].into(),
         };
-        assert!(admins.contains(0, 0, Vec::new));
-        assert!(admins.contains(1000, 1000, Vec::new));
-        assert!(admins.contains(1001, 50, Vec::new));
-        assert!(admins.contains(1001, 1001, || vec![10, 50]));
-        assert!(!admins.contains(1001, 1001, || vec![10, 20]));
-        assert!(!Admins::default().contains(1001, 1001, || vec![0]));
+        let yes = |_, _| true;
+        assert!(admins.contains(0, 0, Vec::new, yes));
+        assert!(admins.contains(1000, 1000, Vec::new, yes));
+        assert!(admins.contains(1001, 50, Vec::new, yes));
+        assert!(admins.contains(1001, 1001, || vec![10, 50], yes));
+        assert!(!admins.contains(1001, 1001, || vec![10, 20], yes));
+        assert!(!Admins::default().contains(1001, 1001, || vec![0], yes));
+    }
+
+    #[test]
+    fn a_group_admin_removed_from_the_group_database_is_no_longer_one() {
+        let admins = Admins {
+            uids: [].into(),
+            gids: [50].into(),
+        };
+        // The kernel still reports group 50 (connect-time snapshot), but
+        // the database no longer lists the user in it.
+        assert!(!admins.contains(1001, 1001, || vec![50], |_, _| false));
+        assert!(!admins.contains(1001, 50, Vec::new, |_, _| false));
+        // A uid administrator does not depend on the database.
+        let by_uid = Admins {
+            uids: [1001].into(),
+            gids: [].into(),
+        };
+        assert!(by_uid.contains(1001, 1001, Vec::new, |_, _| false));
+    }
+
+    #[test]
+    fn group_membership_is_read_from_the_group_database() {
+        assert!(member_now(0, 0));
+        assert!(!member_now(0, 4_000_000_000));
+        assert!(!member_now(4_000_000_000, 0));
     }
 
     #[test]

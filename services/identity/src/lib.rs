@@ -68,6 +68,15 @@ impl Identity {
         })
     }
 
+    /// The one administrator check, made on every issue and revoke (see
+    /// [`config::Admins::contains`]).
+    pub fn is_admin(&self, ctx: &CallContext) -> bool {
+        let peer = &ctx.peer;
+        self.config
+            .admins
+            .contains(peer.uid, peer.gid, || ctx.peer_groups(), config::member_now)
+    }
+
     /// The key id in the footer of every token issued.
     pub fn kid(&self) -> &str {
         self.tokens.verifier().kid()
@@ -98,6 +107,12 @@ impl Service for Identity {
         out: &'a mut ResponseBuf,
     ) -> Result<(), Error> {
         methods::dispatch(self, ctx, req, out).await
+    }
+
+    /// Administrators, so that a revocation gets through whatever others
+    /// hold, and fs's sync connection, so that revocations reach fs.
+    fn privileged(&self, ctx: &CallContext) -> bool {
+        self.config.reserved_uids.contains(&ctx.peer.uid) || self.is_admin(ctx)
     }
 
     fn shutting_down(&self) {

@@ -128,11 +128,16 @@ fn announces_ready_and_publishes_the_key_it_signs_with() {
 #[test]
 #[ignore = "needs root: switches to other uids (scripts/test-all.sh runs it, as root)"]
 fn only_administrators_may_issue() {
-    let f = start(&[("STRATA_ADMIN_UIDS", "4242"), ("STRATA_ADMIN_GIDS", "4343")]);
+    // A uid without a passwd entry, for the callers who are nobody special.
+    const STRANGER: u32 = 4244;
+    let f = start(&[
+        ("STRATA_ADMIN_UIDS", "4242"),
+        ("STRATA_ADMIN_GIDS", &format!("4343,{NOBODY}")),
+    ]);
     let params = json!({"service":"fs","actions":["read"],"path_prefix":"/srv"});
     let denied = call_as(
-        NOBODY,
-        NOBODY,
+        STRANGER,
+        STRANGER,
         &f.svc.socket,
         "identity.issue",
         None,
@@ -145,8 +150,8 @@ fn only_administrators_may_issue() {
         .unwrap()
         .to_string();
     let denied = call_as(
-        NOBODY,
-        NOBODY,
+        STRANGER,
+        STRANGER,
         &f.svc.socket,
         "identity.issue",
         Some(&token),
@@ -155,15 +160,27 @@ fn only_administrators_may_issue() {
     assert_eq!(code(denied), 3);
     let by_uid = call_as(
         4242,
-        NOBODY,
+        STRANGER,
         &f.svc.socket,
         "identity.issue",
         None,
         params.clone(),
     );
     assert!(by_uid.ok, "{by_uid:?}");
-    let by_gid = call_as(NOBODY, 4343, &f.svc.socket, "identity.issue", None, params);
+    // nobody's primary group in the group database is 65534, an admin gid.
+    let by_gid = call_as(
+        NOBODY,
+        NOBODY,
+        &f.svc.socket,
+        "identity.issue",
+        None,
+        params.clone(),
+    );
     assert!(by_gid.ok, "{by_gid:?}");
+    // A process that carries admin group 4343 while the group database does
+    // not list its user in it (removed since it logged in) is refused.
+    let demoted = call_as(NOBODY, 4343, &f.svc.socket, "identity.issue", None, params);
+    assert_eq!(code(demoted), 3, "a demoted group administrator issued a token");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::probe::{Probed, Prober};
+use crate::probe::{ProbeError, Probed, Prober};
 use crate::systemd::{Systemd, UnitState};
 
 /// A service's state, as `supervisor.status` names it.
@@ -24,6 +24,9 @@ pub enum State {
     Idle,
     /// The last check failed.
     Unhealthy,
+    /// The probe was answered with code 6: the service is at a limit. Not a
+    /// failure, and never a reason to restart.
+    Busy,
     /// Not checked yet, or systemd could not be asked.
     Unknown,
 }
@@ -34,6 +37,7 @@ impl State {
             State::Healthy => "healthy",
             State::Idle => "idle",
             State::Unhealthy => "unhealthy",
+            State::Busy => "busy",
             State::Unknown => "unknown",
         }
     }
@@ -83,6 +87,8 @@ pub enum Outcome {
     Healthy { probed: Probed, context: String },
     /// The service is running (or there is no systemd) and the probe failed.
     ProbeFailed(String),
+    /// The probe was answered with code 6.
+    Busy(String),
     /// Not running, socket listening.
     Idle(String),
     /// Not running and no socket listening, or crashed and being restarted
@@ -134,6 +140,13 @@ impl ServiceHealth {
                     }
                 );
                 self.failed_probes >= threshold
+            }
+            Outcome::Busy(why) => {
+                // Neither a failure nor a success: the counts stay as they
+                // were, so busy probes never add up to a restart.
+                self.state = State::Busy;
+                self.detail = format!("{why} (at a limit; not restarted for it)");
+                false
             }
             Outcome::Down(detail) => {
                 self.state = State::Unhealthy;
@@ -273,7 +286,7 @@ impl Monitor {
         // hangs in connect() (a stopped process with a full backlog) is
         // abandoned at the deadline instead of stalling the loop. Its thread
         // ends when the connection finally completes or fails.
-        let receivers: Vec<Option<mpsc::Receiver<Result<Probed, String>>>> = plans
+        let receivers: Vec<Option<mpsc::Receiver<Result<Probed, ProbeError>>>> = plans
             .iter()
             .zip(&self.services)
             .map(|(plan, (name, _))| {
@@ -296,7 +309,8 @@ impl Monitor {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
                         Ok(Ok(probed)) => Outcome::Healthy { probed, context },
-                        Ok(Err(why)) => Outcome::ProbeFailed(why),
+                        Ok(Err(ProbeError::Failed(why))) => Outcome::ProbeFailed(why),
+                        Ok(Err(ProbeError::Busy(why))) => Outcome::Busy(why),
                         Err(_) => Outcome::ProbeFailed(format!(
                             "{}.health did not answer within {:?}",
                             self.services[i].0, self.probe_deadline
@@ -360,6 +374,7 @@ impl Monitor {
                 "{name} is unhealthy: {}",
                 health.detail
             ),
+            State::Busy => tracing::warn!(service = %name, "{name} is busy: {}", health.detail),
             State::Unknown if before != after => {
                 tracing::warn!(service = %name, "{name} state unknown: {}", health.detail)
             }
@@ -499,13 +514,13 @@ mod tests {
 
     #[derive(Default)]
     struct FakeProber {
-        results: Mutex<HashMap<String, Result<Probed, String>>>,
+        results: Mutex<HashMap<String, Result<Probed, ProbeError>>>,
         calls: Mutex<Vec<String>>,
         delay: Mutex<Option<Duration>>,
     }
 
     impl FakeProber {
-        fn answer(&self, service: &str, r: Result<Probed, String>) {
+        fn answer(&self, service: &str, r: Result<Probed, ProbeError>) {
             self.results.lock().unwrap().insert(service.into(), r);
         }
         fn calls(&self, service: &str) -> usize {
@@ -519,7 +534,7 @@ mod tests {
     }
 
     impl Prober for FakeProber {
-        fn probe(&self, service: &str) -> Result<Probed, String> {
+        fn probe(&self, service: &str) -> Result<Probed, ProbeError> {
             self.calls.lock().unwrap().push(service.into());
             if let Some(d) = *self.delay.lock().unwrap() {
                 std::thread::sleep(d);
@@ -529,11 +544,11 @@ mod tests {
                 .unwrap()
                 .get(service)
                 .cloned()
-                .unwrap_or_else(|| Err("connection refused".into()))
+                .unwrap_or_else(|| Err(ProbeError::Failed("connection refused".into())))
         }
     }
 
-    fn ok(ms: u64) -> Result<Probed, String> {
+    fn ok(ms: u64) -> Result<Probed, ProbeError> {
         Ok(Probed {
             latency: Duration::from_micros(ms * 1000 + 400),
             note: None,
@@ -644,7 +659,12 @@ mod tests {
         sd.set("identity", "active", "running", "active");
         sd.set("fs", "active", "running", "active");
         pr.answer("identity", ok(0));
-        pr.answer("fs", Err("fs.health answered error 5: boom".into()));
+        pr.answer(
+            "fs",
+            Err(ProbeError::Failed(
+                "fs.health answered error 5: boom".into(),
+            )),
+        );
         m.check_once(1);
         m.check_once(2);
         let fs = state(&m, 1);
@@ -702,14 +722,40 @@ mod tests {
         sd.set("identity", "active", "running", "active");
         sd.set("fs", "active", "running", "active");
         pr.answer("identity", ok(0));
-        pr.answer("fs", Err("refused".into()));
+        pr.answer("fs", Err(ProbeError::Failed("refused".into())));
         m.check_once(1);
         pr.answer("fs", ok(0));
         m.check_once(2);
-        pr.answer("fs", Err("refused".into()));
+        pr.answer("fs", Err(ProbeError::Failed("refused".into())));
         m.check_once(3);
         assert!(sd.restarts.lock().unwrap().is_empty());
         m.check_once(4);
+        assert_eq!(sd.restarts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_busy_service_is_never_restarted() {
+        let (sd, pr, mut m) = setup(2);
+        sd.set("identity", "active", "running", "active");
+        sd.set("fs", "active", "running", "active");
+        pr.answer("identity", ok(0));
+        pr.answer(
+            "fs",
+            Err(ProbeError::Busy(
+                "fs.health answered code 6: too many connections".into(),
+            )),
+        );
+        for t in 0..10 {
+            m.check_once(t);
+        }
+        assert!(sd.restarts.lock().unwrap().is_empty());
+        let fs = state(&m, 1);
+        assert_eq!((fs.state, fs.consecutive_failures), (State::Busy, 0));
+        assert!(fs.detail.contains("not restarted"), "{}", fs.detail);
+        // Busy rounds neither count as failures nor hide real ones.
+        pr.answer("fs", Err(ProbeError::Failed("refused".into())));
+        m.check_once(11);
+        m.check_once(12);
         assert_eq!(sd.restarts.lock().unwrap().len(), 1);
     }
 
@@ -744,7 +790,7 @@ mod tests {
         sd.set("identity", "active", "running", "active");
         sd.set("fs", "active", "running", "active");
         pr.answer("identity", ok(0));
-        pr.answer("fs", Err("refused".into()));
+        pr.answer("fs", Err(ProbeError::Failed("refused".into())));
         *sd.unreachable.lock().unwrap() = true;
         m.check_once(1);
         assert_eq!(pr.calls.lock().unwrap().len(), 0);

@@ -16,10 +16,30 @@ pub struct Probed {
     pub note: Option<String>,
 }
 
+/// Why a probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The service answered code 6: it is at one of its limits (connections,
+    /// memory), which a restart would not fix and would make worse by
+    /// dropping every client's handles. Never counts towards a restart.
+    Busy(String),
+    /// Anything else: no answer, a wrong answer, an error other than 6.
+    Failed(String),
+}
+
+/// Every failure before an answer arrives (connect, timeout, a bad frame).
+impl From<String> for ProbeError {
+    fn from(why: String) -> Self {
+        ProbeError::Failed(why)
+    }
+}
+
 /// Asks one service whether it is healthy. Blocking; the monitor runs it
 /// on its own thread with a deadline.
 pub trait Prober: Send + Sync {
-    fn probe(&self, service: &str) -> Result<Probed, String>;
+    /// # Errors
+    /// Why the service is not known to be healthy.
+    fn probe(&self, service: &str) -> Result<Probed, ProbeError>;
 }
 
 /// [`Prober`] over `$STRATA_RUNTIME_DIR/<service>.sock`.
@@ -30,7 +50,7 @@ pub struct HealthProber {
 }
 
 impl Prober for HealthProber {
-    fn probe(&self, service: &str) -> Result<Probed, String> {
+    fn probe(&self, service: &str) -> Result<Probed, ProbeError> {
         let socket = self.runtime_dir.join(format!("{service}.sock"));
         let method = format!("{service}.health");
         let start = Instant::now();
@@ -52,10 +72,17 @@ impl Prober for HealthProber {
                 e => format!("{method}: {e}"),
             })?;
         let latency = start.elapsed();
-        let result = response
-            .into_result()
-            .map_err(|e| format!("{method} answered {e}"))?;
-        judge(service, &result).map(|note| Probed { latency, note })
+        let result = response.into_result().map_err(|e| {
+            let why = format!("{method} answered {e}");
+            if e.code == strata_shared::wire::ErrorCode::ResourceExhausted.as_u16() {
+                ProbeError::Busy(why)
+            } else {
+                ProbeError::Failed(why)
+            }
+        })?;
+        judge(service, &result)
+            .map(|note| Probed { latency, note })
+            .map_err(ProbeError::Failed)
     }
 }
 
@@ -106,7 +133,9 @@ mod tests {
             runtime_dir: dir.path().to_path_buf(),
             timeout: Duration::from_millis(200),
         };
-        let e = p.probe("fs").unwrap_err();
-        assert!(e.contains("fs.sock"), "{e}");
+        match p.probe("fs").unwrap_err() {
+            ProbeError::Failed(e) => assert!(e.contains("fs.sock"), "{e}"),
+            busy => panic!("a missing socket is not busy: {busy:?}"),
+        }
     }
 }

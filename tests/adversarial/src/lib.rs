@@ -454,3 +454,70 @@ pub fn call_as(
 }
 
 pub use strata_shared::testing::child_request;
+
+/// Runs `f` on a thread whose credentials are switched to `uid` (and gid
+/// `uid`, no supplementary groups) with the raw system calls: glibc's
+/// wrappers would switch every thread. The kernel records the connecting
+/// thread's credentials, and descriptors opened there stay usable from any
+/// thread afterwards. Needs root.
+pub fn on_thread_as<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: plain system calls on this thread's own credentials; the
+        // thread ends with them, so no other code runs as `uid`.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>())
+                | libc::syscall(libc::SYS_setresgid, uid, uid, uid)
+                | libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+        };
+        assert_eq!(
+            rc,
+            0,
+            "cannot switch this thread to uid {uid}: {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .expect("thread with switched credentials")
+}
+
+/// Runs `f` as an ordinary user: directly when the tests are not root, on
+/// a thread switched to an unused uid when they are (root is privileged).
+pub fn as_ordinary_user<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    if testing::euid() == "0" {
+        on_thread_as(61_099, f)
+    } else {
+        f()
+    }
+}
+
+/// Opens `n` connections to `socket` as `uid`, each asking `health` once.
+/// Returns the connections that were served, and the response of the first
+/// one that was refused, if any (it is closed). Needs root.
+pub fn connect_as(
+    uid: u32,
+    socket: &Path,
+    health: &str,
+    n: usize,
+) -> (Vec<UnixStream>, Option<Response>) {
+    let socket = socket.to_path_buf();
+    let health = health.to_string();
+    on_thread_as(uid, move || {
+        let mut held = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut c = raw(&socket);
+            let mut frame = Vec::new();
+            let p = format!(r#"{{"v":1,"req_id":{i},"method":"{health}"}}"#);
+            wire::encode_frame(p.as_bytes(), &mut frame);
+            // A refused connection may be closed before the request is
+            // written; its answer is read all the same.
+            let _ = c.write_all(&frame);
+            match read_response(&mut c) {
+                Some(r) if r.ok => held.push(c),
+                Some(r) => return (held, Some(r)),
+                None => panic!("uid {uid}: connection {i} closed without an answer"),
+            }
+        }
+        (held, None)
+    })
+}

@@ -33,10 +33,7 @@ pub async fn revoke(
         )));
     }
     let peer = &ctx.peer;
-    let admin = id
-        .config
-        .admins
-        .contains(peer.uid, peer.gid, || ctx.peer_groups());
+    let admin = id.is_admin(ctx);
     // How long the entry must be kept: until the token expires. The holder's
     // token tells us; otherwise no token of ours outlives the largest
     // maximum TTL this state was ever served with.

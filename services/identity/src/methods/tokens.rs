@@ -89,11 +89,7 @@ pub fn issue(
     out: &mut ResponseBuf,
 ) -> Result<(), Error> {
     let peer = &ctx.peer;
-    if !id
-        .config
-        .admins
-        .contains(peer.uid, peer.gid, || ctx.peer_groups())
-    {
+    if !id.is_admin(ctx) {
         let reason = "caller is not an administrator";
         audit::decision(peer, &req.method, None, None, Outcome::Deny, reason);
         return Err(Error::denied(format!(
