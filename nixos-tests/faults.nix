@@ -2,8 +2,9 @@
 # fs killed with SIGKILL every 5 s under 32 checking clients (13), identity
 # killed during a revocation storm (14), identity unable to start while fs
 # keeps serving (15), and a flood of allowed requests that must not push
-# a single decision out of the journal (17). strata-loadgen comes with the
-# package.
+# a single decision out of the journal (17), and forged or oversized audit
+# entries and a flood of refusals without a token (18). strata-loadgen
+# comes with the package.
 { testers, common }:
 testers.runNixOSTest {
   name = "strata-faults";
@@ -26,5 +27,6 @@ testers.runNixOSTest {
     scenario("14-identity-kill-revocations")
     scenario("15-identity-failing")
     scenario("17-audit-flood")
+    scenario("18-audit-forgery")
   '';
 }

@@ -29,8 +29,10 @@ use base64::Engine;
 use ed25519_compact::PublicKey;
 use serde::Deserialize;
 use serde_json::json;
+use strata_shared::audit;
 use strata_shared::capability;
 use strata_shared::client::{Client, ClientError};
+use strata_shared::logging::escape::escape;
 use strata_shared::token::key_id;
 
 use crate::auth::{parse_cap_id, Authority};
@@ -225,7 +227,12 @@ impl Sync {
         let now = capability::now();
         for r in revocations {
             let Some(id) = parse_cap_id(&r.cap_id) else {
-                tracing::warn!(cap_id = %r.cap_id, "identity sent a malformed cap_id; ignored");
+                // Unvalidated text, whoever sent it: escaped and bounded.
+                let cap_id = escape(&r.cap_id, audit::CAP_ID_MAX);
+                tracing::warn!(
+                    cap_id = &*cap_id,
+                    "identity sent a malformed cap_id; ignored"
+                );
                 continue;
             };
             if r.expires <= now {

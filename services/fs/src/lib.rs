@@ -143,14 +143,7 @@ impl FsService {
             Ok(cap) => cap,
             Err(f) => {
                 let cap_id = f.cap.as_ref().map(|c| c.cap_id());
-                audit::decision(
-                    &ctx.peer,
-                    method,
-                    cap_id,
-                    path,
-                    Outcome::Deny,
-                    &f.error.message,
-                );
+                audit::unauthenticated(&ctx.peer, method, cap_id, path, &f.error.message);
                 return Err(f.error);
             }
         };

@@ -86,6 +86,8 @@ fn main() -> ExitCode {
         activation::notify_status(&format!("serving {roots}"));
         server::run(listener, service.clone(), limits, shutdown).await;
         activation::notify_stopping();
+        // Refusals counted but not yet summarised: their counts go out now.
+        strata_shared::audit::flush();
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

@@ -57,6 +57,8 @@ fn main() -> ExitCode {
         server::run(listener, identity, limits, shutdown).await;
         activation::notify_stopping();
     });
+    // Refusals counted but not yet summarised: their counts go out now.
+    strata_shared::audit::flush();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

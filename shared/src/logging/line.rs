@@ -7,9 +7,10 @@
 //!
 //! The time (UTC, microseconds), the level, the message, then every field as
 //! `key=value` — bare when the value is a plain word, else quoted with `"`
-//! and `\` escaped (logfmt). Control characters anywhere are written as
-//! escapes, so no value — a path sent by a client, say — can start a forged
-//! line or send escape sequences to a terminal.
+//! and `\` escaped (logfmt), by the same [escaper](super::escape) that
+//! audit entries use. Control characters anywhere are written as escapes,
+//! so no value — a path sent by a client, say — can start a forged line or
+//! send escape sequences to a terminal.
 //!
 //! Why not `tracing_subscriber::fmt`: every authorization decision is one
 //! line, so at tens of thousands of requests a second the formatter is on
@@ -28,6 +29,8 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
+
+use super::escape;
 
 /// The layer that writes [lines](self) to stderr, or to a file.
 #[derive(Default)]
@@ -213,29 +216,18 @@ impl Visit for Fields<'_> {
 }
 
 /// Longest value (or message) written whole; the rest is cut and counted.
-/// A path is audited before its length is checked, and a frame may hold a
-/// megabyte of it.
+/// Client text is already cut shorter where it is logged (see
+/// [`crate::audit`]); this bounds everything else.
 pub const MAX_VALUE: usize = 4096;
-
-/// Characters written as `\u{…}` escapes: every control character (C0,
-/// DEL, C1 — U+009B starts terminal sequences on some terminals), the
-/// Unicode line and paragraph separators that some log readers split on,
-/// and the bidirectional-text controls that make a line display otherwise
-/// than it reads.
-fn is_special(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-        )
-}
 
 /// Leaves `buf[start..]` as is when it is a plain word (printable ASCII
 /// other than space, `"`, `=` and `\`, at most [`MAX_VALUE`] bytes), and
-/// otherwise rewrites it as a quoted string: `"` and `\` escaped, `\n`,
-/// `\r`, `\t`, every [special](is_special) character as `\u{…}`, cut at
-/// [`MAX_VALUE`] bytes with the number of bytes left out. A message and a
-/// value follow the same rule, so the text of one (a client's path in an
+/// otherwise writes it as a quoted string, escaped by the one
+/// [escaper](super::escape) and cut at [`MAX_VALUE`] bytes. Text that is
+/// already in escaped form (an audit entry's client values, escaped where
+/// they were logged) is only quoted, not escaped a second time, so a
+/// newline a client sent reads `\n` here as in the journal. A message and
+/// a value follow the same rule, so the text of one (a client's path in an
 /// audit message, say) can never pass for a field, a second line, or the
 /// end of a quote.
 fn escape_from(buf: &mut Vec<u8>, start: usize) {
@@ -248,42 +240,15 @@ fn escape_from(buf: &mut Vec<u8>, start: usize) {
     if plain {
         return;
     }
-    // Printable ASCII with nothing to escape (most messages): just quotes.
-    if raw.len() <= MAX_VALUE
-        && raw
-            .iter()
-            .all(|&b| (b' '..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if raw.len() <= MAX_VALUE && std::str::from_utf8(raw).is_ok_and(escape::is_escaped) {
         buf.insert(start, b'"');
         buf.push(b'"');
         return;
     }
     let raw = buf.split_off(start);
     let text = String::from_utf8_lossy(&raw);
-    let mut cut = text.len().min(MAX_VALUE);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
     buf.push(b'"');
-    for c in text[..cut].chars() {
-        match c {
-            '\\' => buf.extend_from_slice(b"\\\\"),
-            '"' => buf.extend_from_slice(b"\\\""),
-            '\n' => buf.extend_from_slice(b"\\n"),
-            '\r' => buf.extend_from_slice(b"\\r"),
-            '\t' => buf.extend_from_slice(b"\\t"),
-            c if is_special(c) => {
-                let _ = write!(ByteWriter(buf), "\\u{{{:x}}}", c as u32);
-            }
-            c => {
-                let mut utf8 = [0u8; 4];
-                buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
-        }
-    }
-    if cut < text.len() {
-        let _ = write!(ByteWriter(buf), "…(+{} bytes)", text.len() - cut);
-    }
+    escape::escape_into(buf, &text, MAX_VALUE);
     buf.push(b'"');
 }
 
@@ -427,8 +392,8 @@ mod tests {
         let got = lines(|| {
             tracing::info!(v = long.as_str(), w = multibyte.as_str());
         });
-        let want_v = format!("v=\"{}…(+10 bytes)\"", "a".repeat(MAX_VALUE));
-        let want_w = format!("w=\"{}…(+2 bytes)\"", "b".repeat(MAX_VALUE - 1));
+        let want_v = format!("v=\"{}…[+10 bytes]\"", "a".repeat(MAX_VALUE));
+        let want_w = format!("w=\"{}…[+2 bytes]\"", "b".repeat(MAX_VALUE - 1));
         assert!(got[0].contains(&want_v), "{}", &got[0][..80]);
         assert!(got[0].contains(&want_w));
     }

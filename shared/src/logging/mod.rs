@@ -2,7 +2,10 @@
 //! stderr is the journal stream), to stderr otherwise. `STRATA_LOG` sets the
 //! filter, with `tracing`'s directive syntax (`info`, `debug`,
 //! `info,strata::decision=warn`, …). The stderr line format is in [`line`].
+//! Neither sink is trusted to make client text safe: [`escape`] does that
+//! before an event is logged.
 
+pub mod escape;
 mod line;
 
 pub use line::LineLayer;

@@ -8,12 +8,15 @@
 //! - `revoke-storm`: issue tokens, then revoke them from many connections at
 //!   once, writing down which revocations were acknowledged;
 //! - `check-revoked`: every acknowledged revocation is in force at identity
-//!   and at fs, and the control tokens still work.
+//!   and at fs, and the control tokens still work;
+//! - `refusals`: requests without a token and with a long path, over one
+//!   connection (the journal flood of `18-audit-forgery.sh`).
 //!
 //! Each prints a JSON report on stdout; see `docs/reliability.md`.
 
 mod conn;
 mod mixed;
+mod refusals;
 mod revoke;
 mod tree;
 
@@ -98,6 +101,20 @@ enum Command {
     CheckRevoked {
         #[arg(long)]
         file: PathBuf,
+    },
+    /// Send COUNT requests for METHOD without a token over one connection,
+    /// each with a path of BYTES bytes (PREFIX, then `x`s); report the
+    /// answers by code. Exit 1 unless every answer was code 2.
+    Refusals {
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+        #[arg(long, default_value = "fs.stat")]
+        method: String,
+        #[arg(long, default_value = "/srv/data/")]
+        prefix: String,
+        /// Just under the 1 MiB frame limit by default.
+        #[arg(long, default_value_t = 1_048_000)]
+        bytes: usize,
     },
 }
 
@@ -192,6 +209,32 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::Refusals {
+            count,
+            method,
+            prefix,
+            bytes,
+        } => {
+            let socket = config::socket_path(method.split('.').next().unwrap_or("fs"));
+            match refusals::run(&refusals::Options {
+                socket,
+                method,
+                prefix,
+                bytes,
+                count,
+                timeout,
+            }) {
+                Ok(r) => {
+                    println!("{r}");
+                    if r["code_2"] == count as u64 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
     }
 }
 

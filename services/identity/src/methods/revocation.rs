@@ -42,12 +42,11 @@ pub async fn revoke(
         "administrator"
     } else {
         let Some(token) = req.token.as_deref() else {
-            audit::decision(
+            audit::unauthenticated(
                 peer,
                 &req.method,
                 Some(&p.cap_id),
                 None,
-                Outcome::Deny,
                 "no token, not an administrator",
             );
             return Err(Error::denied(
@@ -55,14 +54,7 @@ pub async fn revoke(
             ));
         };
         let cap = id.tokens.decode_with(token, Ok).inspect_err(|e| {
-            audit::decision(
-                peer,
-                &req.method,
-                Some(&p.cap_id),
-                None,
-                Outcome::Deny,
-                &e.to_string(),
-            );
+            audit::unauthenticated(peer, &req.method, Some(&p.cap_id), None, &e.to_string());
         })?;
         if cap.cap_id() != p.cap_id {
             audit::decision(
