@@ -8,7 +8,7 @@
 # 05-fs-kill, 07-watchdog, 08-supervisor, 12-supervisor-restart
 # (watchdog); 09-security (hardening); 13-fs-kill-under-load,
 # 14-identity-kill-revocations, 15-identity-failing, 17-audit-flood,
-# 18-audit-forgery (faults);
+# 18-audit-forgery, 19-connection-cap (faults);
 # 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
 # NixOS machine's read-only unit directories allow).
 #

@@ -28,5 +28,6 @@ testers.runNixOSTest {
     scenario("15-identity-failing")
     scenario("17-audit-flood")
     scenario("18-audit-forgery")
+    scenario("19-connection-cap")
   '';
 }

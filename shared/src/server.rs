@@ -531,7 +531,10 @@ async fn handle_frame<S: Service>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            tracing::error!(method = %req.method, "request panicked: {what}");
+            // The method is the client's text: escaped and bounded like
+            // every other client value that reaches a log.
+            let method = crate::logging::escape::escape(&req.method, crate::audit::METHOD_MAX);
+            tracing::error!(%method, "request panicked: {what}");
             out.error(
                 req.req_id,
                 &Error::internal(

@@ -139,7 +139,12 @@ fn connections_past_the_limit_get_code_6_and_the_rest_keep_working() {
     // Root (privileged by default) may also take the reserved slot.
     let mut reserved = srv.client();
     if rustix::process::geteuid().is_root() {
-        assert!(reserved.call("t.echo", None, &json!({"text": "r"})).unwrap().ok);
+        assert!(
+            reserved
+                .call("t.echo", None, &json!({"text": "r"}))
+                .unwrap()
+                .ok
+        );
     }
     let mut third = UnixStream::connect(&srv.socket).unwrap();
     third

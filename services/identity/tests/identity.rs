@@ -180,7 +180,11 @@ fn only_administrators_may_issue() {
     // A process that carries admin group 4343 while the group database does
     // not list its user in it (removed since it logged in) is refused.
     let demoted = call_as(NOBODY, 4343, &f.svc.socket, "identity.issue", None, params);
-    assert_eq!(code(demoted), 3, "a demoted group administrator issued a token");
+    assert_eq!(
+        code(demoted),
+        3,
+        "a demoted group administrator issued a token"
+    );
 }
 
 #[test]

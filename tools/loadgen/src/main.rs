@@ -15,6 +15,7 @@
 //! Each prints a JSON report on stdout; see `docs/reliability.md`.
 
 mod conn;
+mod hold;
 mod mixed;
 mod refusals;
 mod revoke;
@@ -92,6 +93,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Created (with the time in ms) when the revocations begin.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Open up to CONNS connections to SERVICE, each asking
+    /// `<service>.health` once, stop at the first refusal, and hold them
+    /// for SECONDS: one local user taking what it can. Prints
+    /// {"held":N,"refused":{"code":C,"message":M}|null}.
+    Hold {
+        /// identity, fs or supervisor.
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Written with the summary once the connections are held.
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
@@ -184,6 +201,25 @@ fn main() -> ExitCode {
             prefix,
             ttl,
             out,
+            ready_file,
+            timeout,
+        }) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Hold {
+            service,
+            conns,
+            seconds,
+            ready_file,
+        } => match hold::run(hold::Options {
+            socket: config::socket_path(&service),
+            method: format!("{service}.health"),
+            conns,
+            seconds,
             ready_file,
             timeout,
         }) {
