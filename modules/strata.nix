@@ -366,7 +366,8 @@ in
               (service default false).
             '';
             STRATA_FS_LIST_CACHE = optionalKey types.bool ''
-              Whether `fs.list` answers are cached (service default true).
+              Whether `fs.list` answers are cached, each for at most
+              100 ms (service default true).
             '';
           };
 

@@ -12,7 +12,7 @@
 //! - [`handles`] — files opened by `fs.open`, owned by a capability;
 //! - [`file_ops`] — `fs.open`, `fs.read`, `fs.close`;
 //! - [`path_ops`] — `fs.list`, `fs.stat`;
-//! - [`list_cache`] — `fs.list` results kept exact by inotify;
+//! - [`list_cache`] — `fs.list` results kept for at most 100 ms;
 //! - [`config`] — the environment;
 //! - [`json`] — fast JSON strings and numbers for the hot path.
 //!
@@ -115,8 +115,8 @@ impl FsService {
                 if closed > 0 {
                     tracing::debug!(closed, "closed idle or expired handles");
                 }
-                // Keeps the inotify queue short while no fs.list comes,
-                // and forgets directories no longer listed.
+                // Expired listings are never served; this gives their
+                // memory back while no fs.list comes.
                 service.list_cache.sweep();
                 if service.handles.trim_after_burst() {
                     tracing::debug!(
