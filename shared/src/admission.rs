@@ -12,7 +12,10 @@
 //! `docs/reliability.md`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+// A poisoned lock is taken as it is: the counters are updated in one step
+// each, so they are consistent, and a panic here (in Drop above all) would
+// take the service down.
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The bounds [`Admission`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +86,7 @@ impl Admission {
     /// A [`Refusal`] when the caller is over its own cap or the shared one.
     pub fn admit(self: &Arc<Self>, uid: u32, privileged: bool) -> Result<Ticket, Refusal> {
         let b = self.bounds;
-        let mut st = self.state.lock().expect("admission lock");
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if privileged {
             if st.connections >= b.max_connections + b.reserved {
                 return Err(Refusal::Connections(b.max_connections + b.reserved));
@@ -112,7 +115,7 @@ impl Admission {
 
     /// Connections open now, in total and for `uid`.
     pub fn connections(&self, uid: u32) -> (usize, usize) {
-        let st = self.state.lock().expect("admission lock");
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         (
             st.connections,
             st.by_uid.get(&uid).map_or(0, |u| u.connections),
@@ -121,7 +124,7 @@ impl Admission {
 
     /// Frame-buffer bytes held now, in total and by `uid`.
     pub fn bytes(&self, uid: u32) -> (usize, usize) {
-        let st = self.state.lock().expect("admission lock");
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         (st.bytes, st.by_uid.get(&uid).map_or(0, |u| u.bytes))
     }
 }
@@ -157,7 +160,10 @@ impl Ticket {
     pub fn try_grow(&mut self, more: usize) -> Result<(), Refusal> {
         let b = self.admission.bounds;
         let admission = self.admission.clone();
-        let mut st = admission.state.lock().expect("admission lock");
+        let mut st = admission
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !self.privileged {
             let held = st.by_uid.get(&self.uid).map_or(0, |u| u.bytes);
             if held + more > b.memory_per_uid {
@@ -182,7 +188,10 @@ impl Ticket {
             return;
         }
         let admission = self.admission.clone();
-        let mut st = admission.state.lock().expect("admission lock");
+        let mut st = admission
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.apply(&mut st, bytes);
     }
 
@@ -199,7 +208,11 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut st = self.admission.state.lock().expect("admission lock");
+        let mut st = self
+            .admission
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         st.connections -= 1;
         if !self.privileged {
             st.bytes -= self.bytes;

@@ -187,11 +187,10 @@ pub struct Connection {
 
 /// What a connection's read buffer starts at and shrinks back to.
 const BASE_BUFFER: usize = 8 * 1024;
-/// The most a read buffer grows ahead of the bytes that have arrived.
-const READ_AHEAD: usize = 64 * 1024;
-/// A response buffer larger than this is given back after its response is
-/// written; up to it, it is kept, so that a stream of `fs.read`s (at most
-/// 171 KiB each, base64 included) costs no allocation per response.
+/// A response buffer that held a response longer than this is given back
+/// once it is written; after shorter ones it is kept, so that a stream of
+/// `fs.read`s (at most 171 KiB each, base64 included) costs no allocation
+/// per response.
 const KEEP_RESPONSE: usize = 192 * 1024;
 
 /// Why a connection stopped being read.
@@ -254,9 +253,9 @@ impl Connection {
                 None => 4,
             };
             if self.buf.capacity() == self.buf.len() {
-                let target = (self.buf.len() + READ_AHEAD)
-                    .min(2 * self.buf.capacity())
-                    .clamp(BASE_BUFFER, whole.max(BASE_BUFFER));
+                // Doubling: at most twice what has arrived, and a few
+                // copies per frame, never past the announced length.
+                let target = (2 * self.buf.capacity()).clamp(BASE_BUFFER, whole.max(BASE_BUFFER));
                 self.regrow(target)?;
             }
             let (until, err) = match deadline {
@@ -464,7 +463,8 @@ async fn serve_connection<S: Service>(
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(ReadError::Frame(FrameError::TooLarge(n))) => {
-                tracing::info!(uid = peer.uid, "refused a {n}-byte frame");
+                // Debug: anyone can send this, as often as they connect.
+                tracing::debug!(uid = peer.uid, "refused a {n}-byte frame");
                 out.error_no_id(&Error::invalid(format!(
                     "frame too large: {n} bytes announced, at most {} allowed",
                     wire::MAX_FRAME
@@ -531,9 +531,10 @@ async fn handle_frame<S: Service>(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            // The method is the client's text: escaped and bounded like
-            // every other client value that reaches a log.
+            // The method, and perhaps the panic's text, are the client's:
+            // escaped and bounded like every client value that reaches a log.
             let method = crate::logging::escape::escape(&req.method, crate::audit::METHOD_MAX);
+            let what = crate::logging::escape::escape(&what, crate::audit::REASON_MAX);
             tracing::error!(%method, "request panicked: {what}");
             out.error(
                 req.req_id,

@@ -340,6 +340,22 @@ fn empty_raw(text: &'static str) -> &'static RawValue {
     serde_json::from_str(text).expect("constant JSON")
 }
 
+/// Longest error message sent, in bytes. Messages may quote what the
+/// client sent; this keeps an error response small whatever the request.
+pub const MAX_ERROR_MESSAGE: usize = 2048;
+
+/// `message`, cut at a character boundary to [`MAX_ERROR_MESSAGE`] bytes.
+fn bounded_message(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_ERROR_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
 /// Builds response frames in a reusable buffer, so that a response costs no
 /// allocation once the buffer has grown, and goes out in a single write.
 #[derive(Default)]
@@ -405,7 +421,7 @@ impl ResponseBuf {
             &mut self.buf,
             &Body {
                 code: err.code,
-                message: &err.message,
+                message: bounded_message(&err.message),
             },
         )
         .expect("error body serializes");
@@ -437,10 +453,10 @@ impl ResponseBuf {
         self.buf.capacity()
     }
 
-    /// When the buffer grew past `limit` for a large response, gives it
-    /// back, keeping `keep` bytes for the next one.
+    /// When the response in the buffer is longer than `limit`, gives the
+    /// buffer back, keeping `keep` bytes for the next one.
     pub fn shrink_above(&mut self, limit: usize, keep: usize) {
-        if self.buf.capacity() > limit {
+        if self.buf.len() > limit {
             self.buf.clear();
             self.buf.shrink_to(keep);
         }
@@ -531,6 +547,28 @@ pub fn encode_request(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_response_fits_a_frame_whatever_the_client_sent() {
+        let huge_id = serde_json::value::to_raw_value(&"i".repeat(MAX_FRAME)).unwrap();
+        let mut out = ResponseBuf::new();
+        out.error(
+            &huge_id,
+            &Error::invalid(format!(
+                "unknown method {:?}",
+                "\u{378}".repeat(MAX_FRAME / 2)
+            )),
+        );
+        let frame = out.frame();
+        assert!(frame.len() - 4 <= 4096, "{} bytes", frame.len());
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let r = Response::parse(&frame[4..]).unwrap();
+        assert_eq!(r.req_id, "");
+        assert!(r.error.unwrap().message.len() <= MAX_ERROR_MESSAGE);
+    }
+
     use super::*;
 
     #[test]

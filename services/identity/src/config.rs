@@ -138,11 +138,19 @@ pub fn member_now(uid: u32, gid: u32) -> bool {
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; getpwuid_r writes only
-    // into `pwd` and `buf` (of the length given) and sets `result`.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return false;
+    loop {
+        // SAFETY: every pointer is valid for the call; getpwuid_r writes
+        // only into `pwd` and `buf` (of the length given) and sets `result`.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return false;
+        }
+        break;
     }
     if pwd.pw_gid == gid {
         return true;

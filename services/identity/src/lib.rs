@@ -110,9 +110,17 @@ impl Service for Identity {
     }
 
     /// Administrators, so that a revocation gets through whatever others
-    /// hold, and fs's sync connection, so that revocations reach fs.
+    /// hold, and fs's sync connection, so that revocations reach fs. Decided
+    /// from the kernel's credentials alone: this runs on every connection,
+    /// and the group database (NSS, perhaps over the network) is consulted
+    /// only when an administrator's right is used.
     fn privileged(&self, ctx: &CallContext) -> bool {
-        self.config.reserved_uids.contains(&ctx.peer.uid) || self.is_admin(ctx)
+        let peer = &ctx.peer;
+        self.config.reserved_uids.contains(&peer.uid)
+            || self
+                .config
+                .admins
+                .contains(peer.uid, peer.gid, || ctx.peer_groups(), |_, _| true)
     }
 
     fn shutting_down(&self) {

@@ -374,7 +374,9 @@ impl Monitor {
                 "{name} is unhealthy: {}",
                 health.detail
             ),
-            State::Busy => tracing::warn!(service = %name, "{name} is busy: {}", health.detail),
+            State::Busy if before != after => {
+                tracing::warn!(service = %name, "{name} is busy: {}", health.detail)
+            }
             State::Unknown if before != after => {
                 tracing::warn!(service = %name, "{name} state unknown: {}", health.detail)
             }
