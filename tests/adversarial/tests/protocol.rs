@@ -641,6 +641,61 @@ fn one_uid_at_its_connection_cap_locks_out_neither_other_uids_nor_root() {
     drop((alice_id, bob_id, alice_fs, bob_fs));
 }
 
+/// The reserved connections themselves: with identity's shared slots all
+/// taken by two ordinary uids, a third is refused, while root (an
+/// administrator) and a `STRATA_RESERVED_USERS` user (as fs's sync is) are
+/// served, and root's revocation goes through.
+#[test]
+#[ignore = "needs root: connects as other uids (scripts/test-all.sh runs it, as root)"]
+fn the_reserved_connections_serve_administrators_and_reserved_users_only() {
+    const ALICE: u32 = 61_010;
+    const BOB: u32 = 61_011;
+    const CAROL: u32 = 61_012;
+    const NOBODY: u32 = 65_534;
+    let id = Stack::identity_only(&[
+        ("STRATA_MAX_CONNECTIONS", "8"),
+        ("STRATA_MAX_CONNECTIONS_PER_UID", "4"),
+        ("STRATA_RESERVED_CONNECTIONS", "3"),
+        ("STRATA_RESERVED_USERS", "nobody"),
+    ]);
+    let socket = &id.identity.socket;
+    let (alice, r) = connect_as(ALICE, socket, "identity.health", 100);
+    assert_eq!((alice.len(), r.map(|r| code(&r))), (4, Some(6)));
+    let (bob, r) = connect_as(BOB, socket, "identity.health", 4);
+    assert!(r.is_none() && bob.len() == 4, "{r:?}");
+    let (_, r) = connect_as(CAROL, socket, "identity.health", 1);
+    let r = r.expect("carol admitted past the shared limit");
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("too many connections (limit 8)"));
+    // nobody is a reserved user: one reserved slot.
+    let (reserved, r) = connect_as(NOBODY, socket, "identity.health", 1);
+    assert!(r.is_none() && reserved.len() == 1, "{r:?}");
+    // Root, an administrator, takes another and revokes.
+    let mut root = id.identity_client();
+    let token = ok(root
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service": "fs", "actions": ["read"], "path_prefix": "/srv"}),
+        )
+        .unwrap());
+    let cap_id = token["cap_id"].as_str().unwrap();
+    let r = root
+        .call("identity.revoke", None, &json!({"cap_id": cap_id}))
+        .unwrap();
+    assert!(r.ok, "root's revoke with the shared slots full: {r:?}");
+    // The third reserved slot is the last: past it, even root waits.
+    let mut extra = id.identity_client();
+    assert!(extra.call("identity.health", None, &json!({})).unwrap().ok);
+    let mut past = raw(socket);
+    let r = read_response(&mut past).expect("an answer past every slot");
+    assert_eq!(code(&r), 6);
+    drop((alice, bob, reserved));
+}
+
 /// Issue 10, defect 3: 1 MiB requests over as many connections as one uid
 /// may hold, sent and left unread, and then large requests answered one
 /// after another on connections that stay open. Memory stays within the
