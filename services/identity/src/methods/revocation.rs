@@ -92,14 +92,16 @@ pub async fn revoke(
     out.write_result(&serde_json::json!({"status": "revoked"}))
 }
 
+/// Optional parameters are `Option`s, like every params struct's, so that
+/// an explicit `null` takes the default (api/protocol.md, "Request").
 #[derive(Deserialize)]
 struct DeltaParams {
     #[serde(default)]
-    since: u64,
+    since: Option<u64>,
     #[serde(default)]
     epoch: Option<String>,
     #[serde(default)]
-    wait_ms: u64,
+    wait_ms: Option<u64>,
 }
 
 pub async fn revocations(
@@ -108,16 +110,14 @@ pub async fn revocations(
     out: &mut ResponseBuf,
 ) -> Result<(), Error> {
     let p: DeltaParams = req.params()?;
-    if p.wait_ms > MAX_WAIT_MS {
+    let since = p.since.unwrap_or(0);
+    let wait_ms = p.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
         return Err(Error::invalid(format!("wait_ms is at most {MAX_WAIT_MS}")));
     }
     let delta = id
         .revocations
-        .delta(
-            p.since,
-            p.epoch.as_deref(),
-            Duration::from_millis(p.wait_ms),
-        )
+        .delta(since, p.epoch.as_deref(), Duration::from_millis(wait_ms))
         .await;
     out.write_result(&delta)
 }
