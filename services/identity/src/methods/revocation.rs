@@ -15,7 +15,7 @@ use crate::Identity;
 const MAX_WAIT_MS: u64 = 30_000;
 
 #[derive(Deserialize)]
-struct RevokeParams {
+pub struct RevokeParams {
     cap_id: String,
 }
 
@@ -95,7 +95,7 @@ pub async fn revoke(
 /// Optional parameters are `Option`s, like every params struct's, so that
 /// an explicit `null` takes the default (api/protocol.md, "Request").
 #[derive(Deserialize)]
-struct DeltaParams {
+pub struct RevocationsParams {
     #[serde(default)]
     since: Option<u64>,
     #[serde(default)]
@@ -109,7 +109,7 @@ pub async fn revocations(
     req: &Request<'_>,
     out: &mut ResponseBuf,
 ) -> Result<(), Error> {
-    let p: DeltaParams = req.params()?;
+    let p: RevocationsParams = req.params()?;
     let since = p.since.unwrap_or(0);
     let wait_ms = p.wait_ms.unwrap_or(0);
     if wait_ms > MAX_WAIT_MS {
