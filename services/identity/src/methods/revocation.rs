@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_shared::audit::{self, Outcome};
-use strata_shared::capability::{self, is_cap_id};
+use strata_shared::capability;
+use strata_shared::ids::is_cap_id;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
