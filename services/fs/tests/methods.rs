@@ -248,6 +248,7 @@ fn stat_reports_name_type_size_mode_and_mtime() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn open_refuses_directories_and_special_files() {
     let s = Stack::start(&[]);
     let fifo = s.path("srv/data/fifo");
