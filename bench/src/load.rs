@@ -136,6 +136,7 @@ pub fn proc_cpu_ns(pid: u32) -> u64 {
 }
 
 /// CPU time of this process (all threads, including finished ones), in ns.
+#[allow(unsafe_code)]
 pub fn self_cpu_ns() -> u64 {
     // SAFETY: getrusage writes into the struct we pass.
     let ru = unsafe {

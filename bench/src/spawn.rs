@@ -70,6 +70,7 @@ impl Activated {
     }
 
     /// Starts the process on the held socket.
+    #[allow(unsafe_code)]
     pub fn spawn(&mut self) -> io::Result<()> {
         if self.child.is_some() {
             return Err(io::Error::other(format!(
@@ -145,7 +146,11 @@ struct Exec {
 
 // SAFETY: the raw pointers point into the CStrings and the box owned by the
 // same struct; the struct is only used in the forked child.
+#[allow(unsafe_code)]
 unsafe impl Send for Exec {}
+// SAFETY: as for Send: nothing writes through the pointers while the
+// struct is shared; only the forked child uses them.
+#[allow(unsafe_code)]
 unsafe impl Sync for Exec {}
 
 const LISTEN_PID: &[u8] = b"LISTEN_PID=";
@@ -195,6 +200,7 @@ impl Exec {
     }
 
     /// In the child: listener to fd 3, LISTEN_PID, execve.
+    #[allow(unsafe_code)]
     fn run(&self, fd: i32) -> io::Result<()> {
         // SAFETY: see `Activated::spawn`. The listen_pid buffer is this
         // process's own copy after fork; writing through a cast pointer is
@@ -255,6 +261,7 @@ pub fn rss_kib(pid: u32) -> io::Result<(u64, u64)> {
 
 /// Raises the soft open-file limit to the hard one, so that the children
 /// (which inherit it) can hold 10,000 handles.
+#[allow(unsafe_code)]
 pub fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

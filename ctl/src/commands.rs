@@ -10,9 +10,9 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use strata_shared::capability::is_cap_id;
 use strata_shared::client::Client;
 use strata_shared::config;
+use strata_shared::ids::is_cap_id;
 use strata_shared::wire::{self, Response};
 
 use crate::args::{self, Cli, Command, IssueArgs, RawCall, RevokeArgs};

@@ -5,7 +5,7 @@
 //! receives it, and only the holder of the real token can revoke through it.
 
 use serde_json::Value;
-use strata_shared::capability::is_cap_id;
+use strata_shared::ids::is_cap_id;
 use strata_shared::token;
 
 /// The claims of a v2.public token: its payload with the 64-byte signature

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use strata_shared::admission::{Admission, Bounds};
 use strata_shared::server::{Connection, ReadError};
 use strata_shared::wire::{self, FrameError, MAX_FRAME};
 
@@ -124,7 +125,17 @@ fn by_server_connection(data: &[u8]) -> Vec<Step> {
     r.set_nonblocking(true).unwrap();
     runtime().block_on(async move {
         let stream = tokio::net::UnixStream::from_std(r).unwrap();
-        let mut conn = Connection::new(stream);
+        // A privileged caller is held to no frame-memory budget: this target
+        // is about the decoder, not admission.
+        let admission = Admission::new(Bounds {
+            max_connections: 1,
+            per_uid: 1,
+            reserved: 0,
+            memory_per_uid: 0,
+            memory_total: 0,
+        });
+        let ticket = admission.admit(0, true).expect("one privileged connection");
+        let mut conn = Connection::new(stream, ticket);
         let mut out = Vec::new();
         loop {
             let t = Duration::from_secs(30);

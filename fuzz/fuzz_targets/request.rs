@@ -1,5 +1,6 @@
 //! Request-envelope parsing (`wire::Request::parse`) and the step after it,
-//! `Request::params` into the typed parameter structs the services use.
+//! `Request::params` into the parameter types the services use (imported
+//! from strata-identity and strata-fs, so they cannot drift).
 //!
 //! Invariants: no panic on any bytes; an accepted request's `req_id` is
 //! echoed verbatim into a response frame that is itself valid JSON with the
@@ -8,52 +9,11 @@
 
 #![no_main]
 
-use std::borrow::Cow;
-
 use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
 use serde_json::Value;
+use strata_fs::params::{HandleParams, OpenParams, PathParams, ReadParams};
+use strata_identity::params::{IssueParams, RevocationsParams, RevokeParams, VerifyParams};
 use strata_shared::wire::{self, Error, ParseError, Request, Response, ResponseBuf, MAX_NESTING};
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct PathParams<'a> {
-    #[serde(borrow)]
-    path: Cow<'a, str>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct ReadParams<'a> {
-    #[serde(borrow)]
-    handle: Cow<'a, str>,
-    #[serde(default)]
-    offset: Option<u64>,
-    #[serde(default)]
-    size: Option<u64>,
-    #[serde(default, borrow)]
-    encoding: Option<Cow<'a, str>>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct IssueParams {
-    service: String,
-    actions: Vec<String>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    ttl_seconds: Option<u64>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct RevocationsParams {
-    #[serde(default)]
-    since: Option<u64>,
-    #[serde(default)]
-    wait_ms: Option<u64>,
-}
 
 fn check_echo(req_id: &serde_json::value::RawValue, frame: &[u8]) {
     assert_eq!(
@@ -78,9 +38,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok());
             assert!(!wire::nesting_exceeds(data, MAX_NESTING));
             assert!(req.raw_params().starts_with('{'));
+            // The services' own parameter types, not copies of them.
+            let _ = req.params::<OpenParams>();
             let _ = req.params::<PathParams>();
+            let _ = req.params::<HandleParams>();
             let _ = req.params::<ReadParams>();
             let _ = req.params::<IssueParams>();
+            let _ = req.params::<RevokeParams>();
+            let _ = req.params::<VerifyParams>();
             let _ = req.params::<RevocationsParams>();
             let v: Result<Value, Error> = req.params();
             if let Ok(v) = v {

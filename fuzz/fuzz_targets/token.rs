@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use strata_fuzz::{keypair, verifier, NOW};
-use strata_shared::capability::is_cap_id;
+use strata_shared::ids::is_cap_id;
 use strata_shared::token::{self, TokenError, MAX_TOKEN_LEN};
 
 fuzz_target!(|data: &[u8]| {

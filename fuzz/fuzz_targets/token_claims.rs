@@ -17,7 +17,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use strata_fuzz::{keypair, verifier, CAP_ID, NOW};
-use strata_shared::capability::{format_time, is_cap_id, parse_time, CLOCK_SKEW_SECS};
+use strata_shared::capability::{format_time, parse_time, CLOCK_SKEW_SECS};
+use strata_shared::ids::is_cap_id;
 use strata_shared::token;
 
 #[derive(Arbitrary, Debug)]

@@ -23,6 +23,7 @@
 /// side by side (`--bin-dir`, two workers) did not change: the per-thread
 /// tcache serves most allocations without the arena lock. Call once, first
 /// thing.
+#[allow(unsafe_code)]
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any
@@ -34,6 +35,7 @@ pub fn configure() {
 }
 
 /// Returns free heap pages to the kernel. A no-op off glibc.
+#[allow(unsafe_code)]
 pub fn release_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it is

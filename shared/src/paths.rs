@@ -79,31 +79,39 @@ pub fn check_prefix(prefix: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// True when `path` is `root` or below it, component by component
+/// (`/srv/data` is under `/srv`, `/srv2` is not). Both must be normalised
+/// absolute paths, as [`check_prefix`] accepts them; a `..` component in
+/// `path` is compared like any other name (the kernel refuses it later).
+///
+/// This is the one "is this path under that root" test: fs's roots, token
+/// prefixes and request paths are all compared with it.
+pub fn is_under(path: &str, root: &str) -> bool {
+    if root == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(root) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 /// The part of `path` below `prefix`, as a relative path for `openat2`
-/// (`"."` for the prefix itself). Code 3 when `path` is not under `prefix`
-/// component by component.
+/// (`"."` for the prefix itself). `path` is normalised first (see
+/// [`components`]); code 3 when it is not under `prefix` ([`is_under`]).
 pub fn relative_to_prefix(prefix: &str, path: &str) -> Result<String, Error> {
-    let path_parts = components(path)?;
-    let prefix_parts: Vec<&str> = prefix.split('/').filter(|c| !c.is_empty()).collect();
-    if path_parts.len() < prefix_parts.len() || path_parts[..prefix_parts.len()] != prefix_parts[..]
-    {
+    let normal = format!("/{}", components(path)?.join("/"));
+    if !is_under(&normal, prefix) {
         return Err(Error::denied(format!(
             "path {path:?} is outside the token's path_prefix {prefix:?}"
         )));
     }
-    let rest = &path_parts[prefix_parts.len()..];
+    let rest = &normal[prefix.len()..];
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
     Ok(if rest.is_empty() {
         ".".to_string()
     } else {
-        rest.join("/")
-    })
-}
-
-/// True when `prefix` is one of `roots` or below one, component by component.
-pub fn under_any_root(prefix: &str, roots: &[String]) -> bool {
-    roots.iter().any(|root| {
-        let root = root.trim_end_matches('/');
-        root.is_empty() || prefix == root || prefix.starts_with(&format!("{root}/"))
+        rest.to_string()
     })
 }
 
@@ -349,14 +357,15 @@ mod tests {
     }
 
     #[test]
-    fn roots_are_compared_by_component() {
-        let roots = vec!["/srv".to_string(), "/data/".to_string()];
-        assert!(under_any_root("/srv", &roots));
-        assert!(under_any_root("/srv/x", &roots));
-        assert!(under_any_root("/data/x", &roots));
-        assert!(!under_any_root("/srv2", &roots));
-        assert!(!under_any_root("/etc", &roots));
-        assert!(under_any_root("/etc", &["/".to_string()]));
+    fn is_under_compares_by_component() {
+        assert!(is_under("/srv", "/srv"));
+        assert!(is_under("/srv/x", "/srv"));
+        assert!(is_under("/srv/data/x", "/srv/data"));
+        assert!(!is_under("/srv2", "/srv"));
+        assert!(!is_under("/srv", "/srv/data"));
+        assert!(!is_under("/etc", "/srv"));
+        assert!(is_under("/etc", "/"));
+        assert!(is_under("/", "/"));
     }
 
     /// Builds `root/prefix` with a file, a subdirectory, an inside symlink,

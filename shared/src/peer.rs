@@ -31,6 +31,7 @@ pub fn peer_groups(fd: &impl AsRawFd) -> Vec<u32> {
     peer_groups_raw(fd.as_raw_fd())
 }
 
+#[allow(unsafe_code)]
 fn peer_groups_raw(fd: RawFd) -> Vec<u32> {
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     loop {

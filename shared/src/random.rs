@@ -22,6 +22,6 @@ mod tests {
         let a = super::id128();
         let b = super::id128();
         assert_ne!(a, b);
-        assert!(crate::capability::is_cap_id(&a));
+        assert!(crate::ids::is_cap_id(&a));
     }
 }

@@ -87,6 +87,7 @@ impl ActivatedService {
         Ok(svc)
     }
 
+    #[allow(unsafe_code)]
     fn spawn(&mut self) -> io::Result<()> {
         let fd = self.listener.as_raw_fd();
         // `sh` learns its own pid as $$ and `exec` keeps it, which is how the
@@ -114,8 +115,10 @@ impl ActivatedService {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3,
-        // where sd_listen_fds expects it, and clears FD_CLOEXEC on the copy.
+        // SAFETY: the closure runs in the forked child before exec and calls
+        // only async-signal-safe functions (fcntl, dup2), allocating nothing:
+        // it puts the listener at fd 3, where sd_listen_fds expects it, with
+        // FD_CLOEXEC cleared.
         unsafe {
             cmd.pre_exec(move || {
                 if fd == 3 {
@@ -170,6 +173,7 @@ impl ActivatedService {
     }
 
     /// Sends `signal` to the child.
+    #[allow(unsafe_code)]
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         let pid = self.pid().ok_or_else(|| io::Error::other("not running"))?;
         // SAFETY: kill(2) on our own child's pid.

@@ -240,6 +240,7 @@ fn shutdown_finishes_requests_in_flight() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn peer_credentials_come_from_the_kernel() {
     let srv = Running::start(Limits::default());
     let r = srv.client().call("t.whoami", None, &json!({})).unwrap();

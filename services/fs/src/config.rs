@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use strata_shared::config::{self, ConfigError};
+use strata_shared::paths;
 
 /// Largest `STRATA_FS_MAX_HANDLES` accepted: every handle is an open file
 /// descriptor, and the kernel's own ceiling (`fs.nr_open`) is about a million.
@@ -84,20 +85,8 @@ impl FsConfig {
         self.roots
             .iter()
             .map(String::as_str)
-            .filter(|root| is_under(prefix, root))
+            .filter(|root| paths::is_under(prefix, root))
             .max_by_key(|root| root.len())
-    }
-}
-
-/// True when `path` is `root` or below it, component by component. Both are
-/// normalised absolute paths.
-fn is_under(path: &str, root: &str) -> bool {
-    if root == "/" {
-        return path.starts_with('/');
-    }
-    match path.strip_prefix(root) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
     }
 }
 
@@ -114,7 +103,7 @@ fn parse_roots(value: &str) -> Result<Vec<String>, ConfigError> {
             item
         };
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
-        if strata_shared::paths::check_prefix(trimmed).is_err() {
+        if paths::check_prefix(trimmed).is_err() {
             return Err(ConfigError {
                 var: "STRATA_FS_ROOTS",
                 value: value.to_string(),

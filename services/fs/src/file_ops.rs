@@ -29,19 +29,19 @@ pub const DEFAULT_READ: u64 = 4096;
 pub const MAX_READ: u64 = 131_072;
 
 #[derive(Deserialize)]
-struct OpenParams<'a> {
+pub struct OpenParams<'a> {
     #[serde(borrow)]
     path: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-struct HandleParams<'a> {
+pub struct HandleParams<'a> {
     #[serde(borrow)]
     handle: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-struct ReadParams<'a> {
+pub struct ReadParams<'a> {
     #[serde(borrow)]
     handle: Cow<'a, str>,
     #[serde(default)]

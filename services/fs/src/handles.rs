@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use strata_shared::ids::{format_handle, parse_handle};
 use strata_shared::wire::Error;
 
 use crate::auth::{Cap, Revocations};
@@ -63,17 +64,6 @@ pub struct HandleTable {
     max_per_cap: usize,
     idle_ms: u64,
     epoch: Instant,
-}
-
-/// Formats a handle id the way clients see it.
-pub fn format_handle(id: u128) -> String {
-    format!("h-{id:032x}")
-}
-
-/// Parses a handle string. Anything that is not exactly `h-` and 32
-/// lowercase hex digits cannot name a handle.
-pub fn parse_handle(s: &str) -> Option<u128> {
-    crate::auth::parse_cap_id(s.strip_prefix("h-")?)
 }
 
 fn no_such_handle() -> Error {

@@ -32,10 +32,11 @@ use serde_json::json;
 use strata_shared::audit;
 use strata_shared::capability;
 use strata_shared::client::{Client, ClientError};
+use strata_shared::ids::parse_cap_id;
 use strata_shared::logging::escape::escape;
 use strata_shared::token::key_id;
 
-use crate::auth::{parse_cap_id, Authority};
+use crate::auth::Authority;
 use crate::handles::HandleTable;
 
 /// How long one long poll asks identity to wait.

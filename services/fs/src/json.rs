@@ -33,6 +33,7 @@ const WORD: usize = 8;
 /// escaping is, if any.
 #[cfg(target_arch = "x86_64")]
 #[inline]
+#[allow(unsafe_code)]
 fn first_special(bytes: &[u8], i: usize) -> Option<usize> {
     use std::arch::x86_64::*;
     assert!(i + WORD <= bytes.len());

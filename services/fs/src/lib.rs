@@ -14,7 +14,8 @@
 //! - [`path_ops`] — `fs.list`, `fs.stat`;
 //! - [`list_cache`] — `fs.list` results kept for at most 100 ms;
 //! - [`config`] — the environment;
-//! - [`json`] — fast JSON strings and numbers for the hot path.
+//! - [`json`] — fast JSON strings and numbers for the hot path;
+//! - [`params`] — the methods' parameter types.
 //!
 //! Every request but `fs.health` goes through [`FsService::authorize`],
 //! which authenticates, checks the action and writes the audit entry for a
@@ -29,6 +30,13 @@ pub mod json;
 pub mod list_cache;
 pub mod path_ops;
 pub mod prefixes;
+
+/// The parameters of fs's methods, defined once: the methods parse requests
+/// into these, and so does the fuzz target (`fuzz/fuzz_targets/request.rs`).
+pub mod params {
+    pub use crate::file_ops::{HandleParams, OpenParams, ReadParams};
+    pub use crate::path_ops::PathParams;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -31,7 +31,7 @@ pub const MAX_ENTRIES: usize = 10_000;
 const FRAME_MARGIN: usize = 256;
 
 #[derive(Deserialize)]
-struct PathParams<'a> {
+pub struct PathParams<'a> {
     #[serde(borrow)]
     path: Cow<'a, str>,
 }

@@ -248,6 +248,7 @@ fn stat_reports_name_type_size_mode_and_mtime() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn open_refuses_directories_and_special_files() {
     let s = Stack::start(&[]);
     let fifo = s.path("srv/data/fifo");
@@ -498,4 +499,100 @@ fn health_needs_no_token_and_reports_state() {
     assert_eq!(h["identity"], "synced");
     assert_eq!(h["handles"], 1);
     assert!(h["uptime_seconds"].is_u64());
+}
+
+/// api/protocol.md: "An optional parameter given as `null` takes its
+/// default." Every optional parameter of every identity and fs method, sent
+/// as `null` one at a time, must be accepted (not code 1), and answered as
+/// if it had been left out.
+#[test]
+fn every_optional_parameter_given_as_null_takes_its_default() {
+    let s = Stack::start(&[]);
+    let file = s.write("srv/data/null.txt", "null means default\n");
+    let t = s.issue(&["open", "read"], &s.data(), 600);
+    let mut id = s.identity_client();
+    let mut c = s.fs_client();
+    let h = open(&mut c, &t, &file);
+
+    // (method, params with every required parameter, optional parameters).
+    let cases: &[(&str, serde_json::Value, &[&str])] = &[
+        (
+            "identity.issue",
+            json!({"service": "kv", "actions": ["get"]}),
+            &["path_prefix", "ttl_seconds"],
+        ),
+        (
+            "identity.revocations",
+            json!({}),
+            &["since", "epoch", "wait_ms"],
+        ),
+        (
+            "fs.read",
+            json!({"handle": h}),
+            &["offset", "size", "encoding"],
+        ),
+    ];
+    for (method, base, optional) in cases {
+        let client = if method.starts_with("fs.") {
+            &mut c
+        } else {
+            &mut id
+        };
+        let token = method.starts_with("fs.").then_some(t.token.as_str());
+        for param in *optional {
+            let mut params = base.clone();
+            params[*param] = serde_json::Value::Null;
+            let resp = client.call(method, token, &params).unwrap();
+            assert!(
+                resp.ok,
+                "{method} with {param}: null must take the default, got {resp:?}"
+            );
+        }
+        // And all of them null at once.
+        let mut params = base.clone();
+        for param in *optional {
+            params[*param] = serde_json::Value::Null;
+        }
+        let resp = client.call(method, token, &params).unwrap();
+        assert!(resp.ok, "{method} with {params}: got {resp:?}");
+    }
+
+    // The defaults really are the defaults.
+    let r = ok(call(
+        &mut c,
+        "fs.read",
+        &t,
+        json!({"handle": h, "offset": null, "size": null, "encoding": null}),
+    ));
+    assert_eq!(r["data"], "null means default\n");
+    let r = ok(id
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service": "kv", "actions": ["get"], "ttl_seconds": null}),
+        )
+        .unwrap());
+    let left_out = ok(id
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service": "kv", "actions": ["get"]}),
+        )
+        .unwrap());
+    let (a, b) = (
+        r["expires"].as_i64().unwrap(),
+        left_out["expires"].as_i64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 2,
+        "ttl_seconds: null gave {a}, left out {b}"
+    );
+    let r = ok(id
+        .call(
+            "identity.revocations",
+            None,
+            &json!({"since": null, "wait_ms": null}),
+        )
+        .unwrap());
+    assert_eq!(r["more"], false);
 }

@@ -134,7 +134,10 @@ impl Admins {
 /// Whether the group database says `uid` belongs to `gid` now: as its
 /// primary group, or as a member (`getgrouplist`). False for a uid without
 /// a passwd entry.
+#[allow(unsafe_code)]
 pub fn member_now(uid: u32, gid: u32) -> bool {
+    // SAFETY: passwd is a plain C struct (integers and pointers), for which
+    // all zeroes is a valid value; getpwuid_r fills it in.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -173,8 +176,10 @@ pub fn member_now(uid: u32, gid: u32) -> bool {
     }
 }
 
+#[allow(unsafe_code)]
 fn lookup_user(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: as in member_now: all zeroes is a valid passwd.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -192,8 +197,11 @@ fn lookup_user(name: &str) -> Option<u32> {
     (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
 }
 
+#[allow(unsafe_code)]
 fn lookup_group(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: group is a plain C struct (integers and pointers), for which
+    // all zeroes is a valid value; getgrnam_r fills it in.
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 64 * 1024];
     let mut result: *mut libc::group = std::ptr::null_mut();

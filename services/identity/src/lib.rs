@@ -12,6 +12,13 @@ mod methods;
 pub mod revocations;
 pub mod store;
 
+/// The parameters of identity's methods, defined once: the methods parse
+/// requests into these, and so does the fuzz target
+/// (`fuzz/fuzz_targets/request.rs`).
+pub mod params {
+    pub use crate::methods::{IssueParams, RevocationsParams, RevokeParams, VerifyParams};
+}
+
 use std::io;
 use std::path::PathBuf;
 use std::time::Instant;

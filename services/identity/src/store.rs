@@ -115,12 +115,14 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn mode_is_not_reduced_by_the_umask() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("pub");
         // SAFETY: umask has no preconditions; restored right after.
         let old = unsafe { libc::umask(0o077) };
         let r = write_atomic(&p, b"k", 0o644);
+        // SAFETY: as above; puts back the mask this test replaced.
         unsafe { libc::umask(old) };
         r.unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;

@@ -404,6 +404,7 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// Raises this process's open-file limit (children inherit it) to at least
 /// `want`, as far as the hard limit (root may raise that too).
+#[allow(unsafe_code)]
 pub fn raise_nofile(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -460,6 +461,7 @@ pub use strata_shared::testing::child_request;
 /// wrappers would switch every thread. The kernel records the connecting
 /// thread's credentials, and descriptors opened there stay usable from any
 /// thread afterwards. Needs root.
+#[allow(unsafe_code)]
 pub fn on_thread_as<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         // SAFETY: plain system calls on this thread's own credentials; the

@@ -504,6 +504,7 @@ fn proc_fd_and_magic_links_are_refused() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn racing_a_directory_against_a_symlink_never_leaks() {
     let s = Stack::with_fs(&[]);
     let t = s.fs_token();
@@ -807,6 +808,7 @@ fn a_prefix_moved_away_and_replaced_is_never_followed() {
 /// such clients took others' fs.stat from 0.7 ms to a 261 ms median. A
 /// leased file is now refused at once (code 6), and others are not slowed.
 #[test]
+#[allow(unsafe_code)]
 fn a_leased_file_is_refused_at_once_and_slows_no_one() {
     use std::os::fd::AsRawFd;
     let s = Stack::with_fs(&[]);

@@ -10,6 +10,9 @@ use strata_shared::wire::{Error, Request, ResponseBuf};
 
 use crate::Identity;
 
+pub use revocation::{RevocationsParams, RevokeParams};
+pub use tokens::{IssueParams, VerifyParams};
+
 /// Every method identity serves, for the unknown-method message.
 pub const METHODS: &[&str] = &[
     "identity.issue",

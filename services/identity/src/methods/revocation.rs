@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_shared::audit::{self, Outcome};
-use strata_shared::capability::{self, is_cap_id};
+use strata_shared::capability;
+use strata_shared::ids::is_cap_id;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
@@ -15,7 +16,7 @@ use crate::Identity;
 const MAX_WAIT_MS: u64 = 30_000;
 
 #[derive(Deserialize)]
-struct RevokeParams {
+pub struct RevokeParams {
     cap_id: String,
 }
 
@@ -92,14 +93,16 @@ pub async fn revoke(
     out.write_result(&serde_json::json!({"status": "revoked"}))
 }
 
+/// Optional parameters are `Option`s, like every params struct's, so that
+/// an explicit `null` takes the default (api/protocol.md, "Request").
 #[derive(Deserialize)]
-struct DeltaParams {
+pub struct RevocationsParams {
     #[serde(default)]
-    since: u64,
+    since: Option<u64>,
     #[serde(default)]
     epoch: Option<String>,
     #[serde(default)]
-    wait_ms: u64,
+    wait_ms: Option<u64>,
 }
 
 pub async fn revocations(
@@ -107,17 +110,15 @@ pub async fn revocations(
     req: &Request<'_>,
     out: &mut ResponseBuf,
 ) -> Result<(), Error> {
-    let p: DeltaParams = req.params()?;
-    if p.wait_ms > MAX_WAIT_MS {
+    let p: RevocationsParams = req.params()?;
+    let since = p.since.unwrap_or(0);
+    let wait_ms = p.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
         return Err(Error::invalid(format!("wait_ms is at most {MAX_WAIT_MS}")));
     }
     let delta = id
         .revocations
-        .delta(
-            p.since,
-            p.epoch.as_deref(),
-            Duration::from_millis(p.wait_ms),
-        )
+        .delta(since, p.epoch.as_deref(), Duration::from_millis(wait_ms))
         .await;
     out.write_result(&delta)
 }

@@ -15,7 +15,7 @@ const MAX_ACTIONS: usize = 16;
 const MAX_NAME: usize = 32;
 
 #[derive(Deserialize)]
-struct IssueParams {
+pub struct IssueParams {
     service: String,
     actions: Vec<String>,
     #[serde(default)]
@@ -137,7 +137,7 @@ pub fn issue(
 }
 
 #[derive(Deserialize)]
-struct VerifyParams<'a> {
+pub struct VerifyParams<'a> {
     #[serde(borrow)]
     token: std::borrow::Cow<'a, str>,
 }
