@@ -83,6 +83,7 @@ const IOCB_CMD_PWRITE: u16 = 1;
 /// Writes `buf` at `offset` of `file` with Linux native AIO (`io_submit`),
 /// which raises no `IN_MODIFY`, and waits for it to complete. `None` when
 /// native AIO is not available here.
+#[allow(unsafe_code)]
 fn aio_pwrite(file: &std::fs::File, buf: &[u8], offset: i64) -> Option<i64> {
     let mut ctx: u64 = 0;
     // SAFETY: io_setup writes one aio_context_t to the pointer given.
@@ -168,6 +169,7 @@ fn a_size_changed_by_native_aio_is_listed_within_the_bound() {
 struct Mounts(Vec<PathBuf>);
 
 impl Drop for Mounts {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         for m in self.0.iter().rev() {
             let p = std::ffi::CString::new(m.to_str().unwrap()).unwrap();
@@ -177,6 +179,7 @@ impl Drop for Mounts {
     }
 }
 
+#[allow(unsafe_code)]
 fn mount(src: &str, target: &Path, fstype: Option<&str>, flags: libc::c_ulong) {
     let c = |s: &str| std::ffi::CString::new(s).unwrap();
     let (src, target) = (c(src), c(target.to_str().unwrap()));
@@ -205,12 +208,13 @@ fn mount(src: &str, target: &Path, fstype: Option<&str>, flags: libc::c_ulong) {
 /// mount differs); listing `m1` then `m2` gave `m2` the listing of `m1`.
 #[test]
 #[ignore = "needs root: bind mounts"]
+#[allow(unsafe_code)]
 fn one_directory_through_two_mounts_gives_each_mounts_view() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root for bind mounts");
-        return;
-    }
+    // Run with --include-ignored but not as root: fail, never pass silently.
+    assert!(
+        strata_shared::testing::euid() == "0",
+        "needs root for bind mounts"
+    );
     // A thread of its own: unshare(CLONE_NEWNS) moves only the calling
     // thread (and the services it then starts) into a new mount namespace,
     // so nothing is mounted on the host, nor seen by other tests.
