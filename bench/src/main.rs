@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde::Serialize;
 use serde_json::json;
 
@@ -34,6 +35,74 @@ const ROLE_VAR: &str = "STRATA_BENCH_ROLE";
 const HANDLES: usize = 10_000;
 const HANDLES_PER_TOKEN: usize = 1_000;
 
+/// The command line. Every value option takes its value as the next argument
+/// (`--secs 3`) or after `=` (`--secs=3`); a repeated option's last value
+/// wins, except `--skip`, whose values add up.
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata-bench",
+    about = "Strata side by side with its transport floor (see docs/performance.md)",
+    args_override_self = true
+)]
+struct Args {
+    /// Smoke mode: 50 ms warm-up, 200 ms per row, 3 cold starts, short microbenchmarks
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON report goes
+    #[arg(long, value_name = "PATH", default_value = "target/strata-bench.json")]
+    json: PathBuf,
+    /// Where strata-identity and strata-fs are [default: this binary's directory]
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Measured seconds per row [default: 3, or 0.2 with --quick]
+    #[arg(long, value_name = "S", value_parser = parse_secs, allow_negative_numbers = true)]
+    secs: Option<f64>,
+    /// Cold activations per service, at least 1 [default: 20, or 3 with --quick]
+    #[arg(long, value_name = "N")]
+    cold: Option<usize>,
+    /// Connection counts of the closed-loop rows, comma-separated
+    // `::std::vec::Vec` keeps clap from taking this for a repeatable option:
+    // the whole list is one value, and a later `--conns` replaces it.
+    #[arg(long, value_name = "N,...", default_value = "1,16", value_parser = parse_conns)]
+    conns: ::std::vec::Vec<usize>,
+    /// Leave a service out (repeatable; identity implies fs, which needs its key)
+    #[arg(long, value_name = "SERVICE")]
+    skip: Vec<Skip>,
+    /// STRATA_LOG for the services [default: theirs]
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Run only the load rows whose name contains one of these, e.g. fs.read,issue
+    #[arg(long, value_name = "NAME,...", value_parser = parse_names)]
+    only: Option<::std::vec::Vec<String>>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    Fs,
+    Identity,
+}
+
+fn parse_conns(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|c| c.trim().parse::<usize>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Seconds as `Duration::from_secs_f64` takes them (it panics on others).
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("expected a non-negative number of seconds".into())
+    }
+}
+
+fn parse_names(s: &str) -> Result<Vec<String>, String> {
+    Ok(s.split(',').map(|n| n.trim().to_string()).collect())
+}
+
+/// The settings of one run, resolved from [`Args`].
 struct Opts {
     quick: bool,
     json: PathBuf,
@@ -48,97 +117,43 @@ struct Opts {
     only: Vec<String>,
 }
 
-const USAGE: &str = "usage: strata-bench [--quick] [--json PATH] [--bin-dir DIR] [--secs S] \
-[--cold N] [--conns 1,16] [--skip fs|identity] [--log STRATA_LOG-filter] [--only fs.read,issue]";
-
-fn parse_args() -> Result<Opts, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut o = Opts {
-        quick: false,
-        json: PathBuf::from("target/strata-bench.json"),
-        bin_dir,
-        warmup: Duration::from_millis(500),
-        measure: Duration::from_secs(3),
-        cold_runs: 20,
-        skip_fs: false,
-        skip_identity: false,
-        log: None,
-        conns: vec![1, 16],
-        only: Vec::new(),
-    };
-    let mut secs = None;
-    let mut cold = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "--quick" => o.quick = true,
-            "--json" => o.json = val("--json")?.into(),
-            "--bin-dir" => o.bin_dir = val("--bin-dir")?.into(),
-            "--secs" => {
-                secs = Some(
-                    val("--secs")?
-                        .parse::<f64>()
-                        .map_err(|e| format!("--secs: {e}"))?,
-                )
+impl Opts {
+    fn from_args(a: Args) -> Result<Opts, String> {
+        let bin_dir = match a.bin_dir {
+            Some(d) => d,
+            None => {
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                exe.parent().map(Path::to_path_buf).unwrap_or_default()
             }
-            "--cold" => {
-                cold = Some(
-                    val("--cold")?
-                        .parse::<usize>()
-                        .map_err(|e| format!("--cold: {e}"))?,
-                )
-            }
-            "--conns" => {
-                o.conns = val("--conns")?
-                    .split(',')
-                    .map(|c| {
-                        c.trim()
-                            .parse::<usize>()
-                            .map_err(|e| format!("--conns: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "--skip" => match val("--skip")?.as_str() {
-                "fs" => o.skip_fs = true,
-                "identity" => {
-                    // fs needs identity for its key.
-                    o.skip_identity = true;
-                    o.skip_fs = true;
-                }
-                other => return Err(format!("--skip {other}: expected fs or identity")),
-            },
-            "--log" => o.log = Some(val("--log")?),
-            "--only" => {
-                o.only = val("--only")?
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .collect()
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+        };
+        let (warmup, measure, cold_runs) = if a.quick {
+            (Duration::from_millis(50), Duration::from_millis(200), 3)
+        } else {
+            (Duration::from_millis(500), Duration::from_secs(3), 20)
+        };
+        // fs needs identity for its key.
+        let skip_identity = a.skip.contains(&Skip::Identity);
+        Ok(Opts {
+            quick: a.quick,
+            json: a.json,
+            bin_dir,
+            warmup,
+            measure: a.secs.map_or(measure, Duration::from_secs_f64),
+            cold_runs: a.cold.map_or(cold_runs, |n| n.max(1)),
+            skip_fs: skip_identity || a.skip.contains(&Skip::Fs),
+            skip_identity,
+            log: a.log,
+            conns: a.conns,
+            only: a.only.unwrap_or_default(),
+        })
     }
-    if o.quick {
-        o.warmup = Duration::from_millis(50);
-        o.measure = Duration::from_millis(200);
-        o.cold_runs = 3;
-    }
-    if let Some(s) = secs {
-        o.measure = Duration::from_secs_f64(s);
-    }
-    if let Some(n) = cold {
-        o.cold_runs = n.max(1);
-    }
-    Ok(o)
 }
 
 fn main() -> ExitCode {
     if let Ok(role) = std::env::var(ROLE_VAR) {
         return null::run_role(&role);
     }
-    let opts = match parse_args() {
+    let opts = match Opts::from_args(Args::parse()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -934,4 +949,110 @@ fn cpu_model() -> String {
                 .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Opts {
+        let a = Args::try_parse_from(std::iter::once("strata-bench").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        Opts::from_args(a).unwrap()
+    }
+
+    #[test]
+    fn command_is_consistent() {
+        <Args as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts(&[]);
+        assert!(!o.quick);
+        assert_eq!(o.json, PathBuf::from("target/strata-bench.json"));
+        assert_eq!(o.warmup, Duration::from_millis(500));
+        assert_eq!(o.measure, Duration::from_secs(3));
+        assert_eq!(o.cold_runs, 20);
+        assert_eq!(o.conns, vec![1, 16]);
+        assert!(o.only.is_empty() && o.log.is_none());
+        assert!(!o.skip_fs && !o.skip_identity);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(o.bin_dir, exe.parent().unwrap());
+    }
+
+    /// The invocations of scripts/test-all.sh, package.nix and the docs.
+    #[test]
+    fn documented_invocations() {
+        let o = opts(&["--quick", "--json", "target/strata-bench-quick.json"]);
+        assert!(o.quick);
+        assert_eq!(o.json, PathBuf::from("target/strata-bench-quick.json"));
+        assert_eq!(o.warmup, Duration::from_millis(50));
+        assert_eq!(o.measure, Duration::from_millis(200));
+        assert_eq!(o.cold_runs, 3);
+
+        let o = opts(&[
+            "--bin-dir",
+            "/nix/store/x/bin",
+            "--only",
+            "fs.list",
+            "--secs",
+            "3",
+        ]);
+        assert_eq!(o.bin_dir, PathBuf::from("/nix/store/x/bin"));
+        assert_eq!(o.only, vec!["fs.list"]);
+        assert_eq!(o.measure, Duration::from_secs(3));
+
+        let o = opts(&["--only", "fs.list,fs.read"]);
+        assert_eq!(o.only, vec!["fs.list", "fs.read"]);
+        let o = opts(&["--only", "fs.read,issue"]);
+        assert_eq!(o.only, vec!["fs.read", "issue"]);
+    }
+
+    #[test]
+    fn old_parser_quirks_kept() {
+        // --secs and --cold win over --quick, in any order; --cold is at least 1.
+        let o = opts(&["--secs", "0.5", "--cold", "0", "--quick"]);
+        assert_eq!(o.measure, Duration::from_millis(500));
+        assert_eq!(o.warmup, Duration::from_millis(50));
+        assert_eq!(o.cold_runs, 1);
+        // Lists are trimmed; a later list replaces an earlier one.
+        let o = opts(&["--conns", "2, 8", "--only", " fs.stat , issue"]);
+        assert_eq!(o.conns, vec![2, 8]);
+        assert_eq!(o.only, vec!["fs.stat", "issue"]);
+        let o = opts(&[
+            "--conns", "1,16", "--conns", "4", "--json", "a", "--json", "b",
+        ]);
+        assert_eq!(o.conns, vec![4]);
+        assert_eq!(o.json, PathBuf::from("b"));
+        // identity implies fs; --skip adds up.
+        let o = opts(&["--skip", "identity"]);
+        assert!(o.skip_fs && o.skip_identity);
+        let o = opts(&["--skip", "fs"]);
+        assert!(o.skip_fs && !o.skip_identity);
+        let o = opts(&["--skip", "fs", "--skip", "identity"]);
+        assert!(o.skip_fs && o.skip_identity);
+        let o = opts(&["--skip", "identity", "--skip", "fs", "--quick", "--quick"]);
+        assert!(o.skip_fs && o.skip_identity);
+        let o = opts(&["--log", "debug,strata=trace"]);
+        assert_eq!(o.log.as_deref(), Some("debug,strata=trace"));
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        for bad in [
+            &["--skip", "cache"][..],
+            &["--conns", "1,x"],
+            &["--secs", "-1"],
+            &["--secs", "soon"],
+            &["--cold", "-3"],
+            &["--frobnicate"],
+            &["--json"],
+        ] {
+            let e =
+                Args::try_parse_from(std::iter::once("strata-bench").chain(bad.iter().copied()))
+                    .expect_err(&format!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
 }
