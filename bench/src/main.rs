@@ -227,7 +227,87 @@ struct Workload {
     frames: Vec<Vec<u8>>,
 }
 
+/// The measurements of one run, as the table and the JSON report show them.
+struct Results {
+    micros: Vec<micro::Micro>,
+    rows: Vec<Row>,
+    mem: Vec<MemRow>,
+    /// How long opening and closing the handles of the memory row took.
+    handle_note: String,
+    cold: Vec<ColdRow>,
+    goals: Vec<Goal>,
+}
+
+/// What the JSON report says about the conditions of the run.
+struct RunInfo {
+    started: String,
+    load_before: String,
+    nofile: u64,
+}
+
 fn run(o: &Opts) -> Res<()> {
+    let info = announce(o);
+    // Microbenchmarks first, while nothing else of ours runs.
+    let micros = micro::run(if o.quick {
+        Duration::from_millis(20)
+    } else {
+        Duration::from_millis(400)
+    });
+    let fx = Fixture::create()?;
+    let mut stack = Stack::start(o, &fx)?;
+    let mut mem = stack.idle_memory()?;
+
+    let mut issuer = match &stack.identity {
+        Some(s) => Some(Issuer::connect(s, &fx.prefix)?),
+        None => None,
+    };
+    let token = match issuer.as_mut() {
+        Some(i) => Some(i.issue()?),
+        None => None,
+    };
+    let mut handle_note = String::new();
+    if let (Some(fs), Some(token), Some(issuer)) =
+        (stack.fs.as_ref(), token.as_deref(), issuer.as_mut())
+    {
+        let mut c = Conn::connect(&fs.socket)?;
+        wait_for_identity_key(&mut c, token, &fx.prefix)?;
+        handle_note = measure_handle_memory(&mut c, fs, issuer, &fx.prefix, &mut mem)?;
+    }
+
+    let workloads = workloads(o, &stack, token.as_deref(), &fx.prefix)?;
+    let rows = measure_load(o, &stack, &workloads)?;
+    for p in [stack.identity.as_ref(), stack.fs.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        mem.push(mem_row(p, "after the load rows")?);
+    }
+    stack.floor.kill();
+    stack.noop.kill();
+
+    let cold = measure_cold_activation(o, &mut stack, issuer, token.as_deref(), &fx.prefix)?;
+    drop(stack);
+
+    let goals = goals(&rows, &mem, &cold);
+    let results = Results {
+        micros,
+        rows,
+        mem,
+        handle_note,
+        cold,
+        goals,
+    };
+    let load_after = loadavg();
+    print_report(&results);
+    eprintln!(
+        "load average before {}, after {load_after}",
+        info.load_before
+    );
+    write_json(o, &info, &load_after, &results)
+}
+
+/// Raises the open-file limit and says on stderr what this run will do.
+fn announce(o: &Opts) -> RunInfo {
     let nofile = spawn::raise_nofile();
     let load_before = loadavg();
     let started = strata_shared::capability::format_time(strata_shared::capability::now());
@@ -238,214 +318,278 @@ fn run(o: &Opts) -> Res<()> {
         o.warmup.as_millis(),
         o.conns
     );
-
-    // --- microbenchmarks, first, while nothing else of ours runs
-    let micro_budget = if o.quick {
-        Duration::from_millis(20)
-    } else {
-        Duration::from_millis(400)
-    };
-    let micros = micro::run(micro_budget);
-
-    // --- fixture
-    let tmp = tempfile::Builder::new().prefix("strata-bench.").tempdir()?;
-    let base = tmp.path();
-    // Under systemd /run is a tmpfs, so the sockets and identity.pub (which
-    // identity writes and fsyncs before it serves) live on one here too when
-    // /dev/shm is available; state and the served files stay on disk.
-    let run_tmp = tempfile::Builder::new()
-        .prefix("strata-bench-run.")
-        .tempdir_in("/dev/shm")
-        .ok();
-    let run_dir = match &run_tmp {
-        Some(t) => t.path().to_path_buf(),
-        None => base.join("run"),
-    };
-    let logs = base.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let roots = base.join("srv");
-    let data = roots.join("data");
-    let list_dir = data.join("list21");
-    std::fs::create_dir_all(list_dir.join("subdir"))?;
-    for i in 0..20 {
-        std::fs::write(
-            list_dir.join(format!("file-{i:02}.txt")),
-            "x".repeat(100 * i),
-        )?;
+    RunInfo {
+        started,
+        load_before,
+        nofile,
     }
-    // 1 MiB of printable text, so that reads answer with `data`, not base64.
-    let line = "The quick brown fox jumps over the lazy dog; 0123456789.\n";
-    let blob: String = line.repeat((1 << 20) / line.len() + 1)[..1 << 20].to_string();
-    std::fs::write(data.join("blob.txt"), &blob)?;
-    let prefix = data.to_str().ok_or("temp path is not UTF-8")?.to_string();
+}
 
-    let mut mem = Vec::new();
-    let mut rows: Vec<Row> = Vec::new();
-    let mut cold = Vec::new();
+/// The directories of one run: the tree fs serves, the services' state and
+/// logs, and the runtime directory with the sockets. Removed when dropped.
+struct Fixture {
+    base: tempfile::TempDir,
+    /// On /dev/shm when there is one; else `run_dir` is under `base`.
+    _run_tmp: Option<tempfile::TempDir>,
+    run_dir: PathBuf,
+    logs: PathBuf,
+    /// `STRATA_FS_ROOTS`.
+    roots: PathBuf,
+    /// The served data directory, the path prefix of the tokens.
+    prefix: String,
+}
 
-    let threads_env: Vec<(String, String)> = std::env::var("STRATA_BENCH_THREADS")
-        .map(|v| vec![("STRATA_BENCH_THREADS".to_string(), v)])
-        .unwrap_or_default();
-    let role_env = |role: &str| {
-        let mut v = vec![(ROLE_VAR.to_string(), role.to_string())];
-        v.extend(threads_env.iter().cloned());
-        v
-    };
-    let exe = std::env::current_exe()?;
-    let mut floor = start(&exe, "floor", &run_dir, &role_env("floor"), &logs)?;
-    let mut noop = start(&exe, "noop", &run_dir, &role_env("noop"), &logs)?;
-    let noop_health = frame(&request("x.noop", None, &json!({})));
-    spawn::wait_ready(&floor.socket, &noop_health, Duration::from_secs(10))?;
-    spawn::wait_ready(&noop.socket, &noop_health, Duration::from_secs(10))?;
-
-    let mut svc_env: Vec<(String, String)> = vec![
-        (
-            "STRATA_STATE_DIR".into(),
-            base.join("state-identity").display().to_string(),
-        ),
-        ("STRATA_FS_ROOTS".into(), roots.display().to_string()),
-    ];
-    if let Some(l) = &o.log {
-        svc_env.push(("STRATA_LOG".into(), l.clone()));
+impl Fixture {
+    fn create() -> Res<Fixture> {
+        let tmp = tempfile::Builder::new().prefix("strata-bench.").tempdir()?;
+        let base = tmp.path();
+        // Under systemd /run is a tmpfs, so the sockets and identity.pub (which
+        // identity writes and fsyncs before it serves) live on one here too when
+        // /dev/shm is available; state and the served files stay on disk.
+        let run_tmp = tempfile::Builder::new()
+            .prefix("strata-bench-run.")
+            .tempdir_in("/dev/shm")
+            .ok();
+        let run_dir = match &run_tmp {
+            Some(t) => t.path().to_path_buf(),
+            None => base.join("run"),
+        };
+        let logs = base.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let roots = base.join("srv");
+        let data = roots.join("data");
+        let list_dir = data.join("list21");
+        std::fs::create_dir_all(list_dir.join("subdir"))?;
+        for i in 0..20 {
+            std::fs::write(
+                list_dir.join(format!("file-{i:02}.txt")),
+                "x".repeat(100 * i),
+            )?;
+        }
+        // 1 MiB of printable text, so that reads answer with `data`, not base64.
+        let line = "The quick brown fox jumps over the lazy dog; 0123456789.\n";
+        let blob: String = line.repeat((1 << 20) / line.len() + 1)[..1 << 20].to_string();
+        std::fs::write(data.join("blob.txt"), &blob)?;
+        let prefix = data.to_str().ok_or("temp path is not UTF-8")?.to_string();
+        Ok(Fixture {
+            base: tmp,
+            _run_tmp: run_tmp,
+            run_dir,
+            logs,
+            roots,
+            prefix,
+        })
     }
-    let id_health = frame(&request("identity.health", None, &json!({})));
-    let fs_health = frame(&request("fs.health", None, &json!({})));
+}
 
-    let mut identity = if o.skip_identity {
-        None
-    } else {
-        let s = start(
-            &o.bin_dir.join("strata-identity"),
-            "identity",
-            &run_dir,
-            &svc_env,
-            &logs,
-        )?;
-        spawn::wait_ready(&s.socket, &id_health, Duration::from_secs(10))?;
-        Some(s)
-    };
-    let mut fs = if o.skip_fs {
-        None
-    } else {
-        let s = start(
-            &o.bin_dir.join("strata-fs"),
-            "fs",
-            &run_dir,
-            &svc_env,
-            &logs,
-        )?;
-        spawn::wait_ready(&s.socket, &fs_health, Duration::from_secs(10))?;
-        Some(s)
-    };
+/// The processes measured: the transport floor and the shared server loop
+/// around a no-op service (this binary in a role), and the services unless
+/// skipped.
+struct Stack {
+    floor: Activated,
+    noop: Activated,
+    identity: Option<Activated>,
+    fs: Option<Activated>,
+}
 
-    // --- memory, idle: after start and one health call (done above)
-    std::thread::sleep(Duration::from_millis(200));
-    for (p, state) in [(Some(&floor), "idle"), (Some(&noop), "idle")]
-        .into_iter()
-        .chain([(identity.as_ref(), "idle"), (fs.as_ref(), "idle")])
-    {
-        if let Some(p) = p {
-            mem.push(mem_row(p, state)?);
+impl Stack {
+    /// Starts each process on its socket and waits until it answers.
+    fn start(o: &Opts, fx: &Fixture) -> Res<Stack> {
+        let threads_env: Vec<(String, String)> = std::env::var("STRATA_BENCH_THREADS")
+            .map(|v| vec![("STRATA_BENCH_THREADS".to_string(), v)])
+            .unwrap_or_default();
+        let role_env = |role: &str| {
+            let mut v = vec![(ROLE_VAR.to_string(), role.to_string())];
+            v.extend(threads_env.iter().cloned());
+            v
+        };
+        let exe = std::env::current_exe()?;
+        let floor = start(&exe, "floor", &fx.run_dir, &role_env("floor"), &fx.logs)?;
+        let noop = start(&exe, "noop", &fx.run_dir, &role_env("noop"), &fx.logs)?;
+        let noop_health = frame(&request("x.noop", None, &json!({})));
+        spawn::wait_ready(&floor.socket, &noop_health, Duration::from_secs(10))?;
+        spawn::wait_ready(&noop.socket, &noop_health, Duration::from_secs(10))?;
+
+        let mut svc_env: Vec<(String, String)> = vec![
+            (
+                "STRATA_STATE_DIR".into(),
+                fx.base.path().join("state-identity").display().to_string(),
+            ),
+            ("STRATA_FS_ROOTS".into(), fx.roots.display().to_string()),
+        ];
+        if let Some(l) = &o.log {
+            svc_env.push(("STRATA_LOG".into(), l.clone()));
+        }
+        let service = |name: &str| -> Res<Activated> {
+            let s = start(
+                &o.bin_dir.join(format!("strata-{name}")),
+                name,
+                &fx.run_dir,
+                &svc_env,
+                &fx.logs,
+            )?;
+            spawn::wait_ready(&s.socket, &health_frame(name), Duration::from_secs(10))?;
+            Ok(s)
+        };
+        let identity = if o.skip_identity {
+            None
+        } else {
+            Some(service("identity")?)
+        };
+        let fs = if o.skip_fs {
+            None
+        } else {
+            Some(service("fs")?)
+        };
+        Ok(Stack {
+            floor,
+            noop,
+            identity,
+            fs,
+        })
+    }
+
+    /// The memory rows of each process idle, after start and one health call.
+    fn idle_memory(&self) -> Res<Vec<MemRow>> {
+        std::thread::sleep(Duration::from_millis(200));
+        [Some(&self.floor), Some(&self.noop)]
+            .into_iter()
+            .chain([self.identity.as_ref(), self.fs.as_ref()])
+            .flatten()
+            .map(|p| mem_row(p, "idle"))
+            .collect()
+    }
+
+    /// The service a workload is measured on.
+    fn service(&self, name: &str) -> &Activated {
+        match name {
+            "fs" => self.fs.as_ref().expect("fs"),
+            _ => self.identity.as_ref().expect("identity"),
         }
     }
+}
 
-    // --- tokens
-    let mut id_conn = match &identity {
-        Some(s) => Some(Conn::connect(&s.socket)?),
-        None => None,
-    };
-    let issue_params = json!({"service":"fs","actions":["open","read","list","stat","close"],
-        "path_prefix": prefix, "ttl_seconds": 3600});
-    let issue_frame = frame(&request("identity.issue", None, &issue_params));
-    let issue = |c: &mut Conn| -> Res<String> {
-        let reply = c.call_ok(&issue_frame)?;
+fn health_frame(service: &str) -> Vec<u8> {
+    frame(&request(&format!("{service}.health"), None, &json!({})))
+}
+
+/// `fs.stat` of the 1 MiB file.
+fn stat_frame(token: &str, prefix: &str) -> Vec<u8> {
+    frame(&request(
+        "fs.stat",
+        Some(token),
+        &json!({"path": format!("{prefix}/blob.txt")}),
+    ))
+}
+
+/// A connection to identity that issues fs tokens for the served tree.
+struct Issuer {
+    conn: Conn,
+    frame: Vec<u8>,
+}
+
+impl Issuer {
+    fn connect(identity: &Activated, prefix: &str) -> Res<Issuer> {
+        let params = json!({"service":"fs","actions":["open","read","list","stat","close"],
+            "path_prefix": prefix, "ttl_seconds": 3600});
+        Ok(Issuer {
+            conn: Conn::connect(&identity.socket)?,
+            frame: frame(&request("identity.issue", None, &params)),
+        })
+    }
+
+    fn issue(&mut self) -> Res<String> {
+        let reply = self.conn.call_ok(&self.frame)?;
         let v: serde_json::Value = serde_json::from_slice(reply)?;
         Ok(v["result"]["token"]
             .as_str()
             .ok_or("identity.issue: no token in the result")?
             .to_string())
-    };
-    let token = match id_conn.as_mut() {
-        Some(c) => Some(issue(c)?),
-        None => None,
-    };
-
-    // --- fs: wait until it knows identity's key, then the handle-memory row
-    let mut handle_note = String::new();
-    if let (Some(fs_svc), Some(token), Some(c)) = (fs.as_mut(), token.as_deref(), id_conn.as_mut())
-    {
-        let mut fc = Conn::connect(&fs_svc.socket)?;
-        let stat = frame(&request(
-            "fs.stat",
-            Some(token),
-            &json!({"path": format!("{prefix}/blob.txt")}),
-        ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let reply = fc.roundtrip(&stat)?;
-            if load::is_ok(reply) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "fs never accepted a token: {}",
-                    String::from_utf8_lossy(reply)
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let tokens: Vec<String> = (0..HANDLES.div_ceil(HANDLES_PER_TOKEN))
-            .map(|_| issue(c))
-            .collect::<Res<_>>()?;
-        let path = format!("{prefix}/blob.txt");
-        let t0 = Instant::now();
-        let mut handles = Vec::with_capacity(HANDLES);
-        for i in 0..HANDLES {
-            let tok = &tokens[i / HANDLES_PER_TOKEN];
-            let reply = fc.call_ok(&frame(&request(
-                "fs.open",
-                Some(tok),
-                &json!({"path": path}),
-            )))?;
-            let v: serde_json::Value = serde_json::from_slice(reply)?;
-            let h = v["result"]["handle"]
-                .as_str()
-                .ok_or("fs.open: no handle")?
-                .to_string();
-            handles.push((i / HANDLES_PER_TOKEN, h));
-        }
-        let open_secs = t0.elapsed().as_secs_f64();
-        mem.push(mem_row(fs_svc, "10,000 handles open")?);
-        let t0 = Instant::now();
-        for (t, h) in &handles {
-            fc.call_ok(&frame(&request(
-                "fs.close",
-                Some(&tokens[*t]),
-                &json!({"handle": h}),
-            )))?;
-        }
-        let close_secs = t0.elapsed().as_secs_f64();
-        mem.push(mem_row(fs_svc, "10,000 handles closed")?);
-        std::thread::sleep(Duration::from_secs(1));
-        mem.push(mem_row(fs_svc, "handles closed + 1 s")?);
-        handle_note = format!(
-            "10,000 fs.open in {:.2} s ({:.0}/s), 10,000 fs.close in {:.2} s ({:.0}/s), one connection, {} tokens of {} handles",
-            open_secs,
-            HANDLES as f64 / open_secs,
-            close_secs,
-            HANDLES as f64 / close_secs,
-            tokens.len(),
-            HANDLES_PER_TOKEN,
-        );
-        eprintln!("  {handle_note}");
     }
+}
 
-    // --- workloads
+/// Waits until fs knows identity's key, i.e. accepts the token.
+fn wait_for_identity_key(fc: &mut Conn, token: &str, prefix: &str) -> Res<()> {
+    let stat = stat_frame(token, prefix);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = fc.roundtrip(&stat)?;
+        if load::is_ok(reply) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "fs never accepted a token: {}",
+                String::from_utf8_lossy(reply)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens `HANDLES` handles on one connection and closes them, with the
+/// memory rows of fs on the way; returns how long it took, in words.
+fn measure_handle_memory(
+    fc: &mut Conn,
+    fs_svc: &Activated,
+    issuer: &mut Issuer,
+    prefix: &str,
+    mem: &mut Vec<MemRow>,
+) -> Res<String> {
+    let tokens: Vec<String> = (0..HANDLES.div_ceil(HANDLES_PER_TOKEN))
+        .map(|_| issuer.issue())
+        .collect::<Res<_>>()?;
+    let path = format!("{prefix}/blob.txt");
+    let t0 = Instant::now();
+    let mut handles = Vec::with_capacity(HANDLES);
+    for i in 0..HANDLES {
+        let tok = &tokens[i / HANDLES_PER_TOKEN];
+        let reply = fc.call_ok(&frame(&request(
+            "fs.open",
+            Some(tok),
+            &json!({"path": path}),
+        )))?;
+        let v: serde_json::Value = serde_json::from_slice(reply)?;
+        let h = v["result"]["handle"]
+            .as_str()
+            .ok_or("fs.open: no handle")?
+            .to_string();
+        handles.push((i / HANDLES_PER_TOKEN, h));
+    }
+    let open_secs = t0.elapsed().as_secs_f64();
+    mem.push(mem_row(fs_svc, "10,000 handles open")?);
+    let t0 = Instant::now();
+    for (t, h) in &handles {
+        fc.call_ok(&frame(&request(
+            "fs.close",
+            Some(&tokens[*t]),
+            &json!({"handle": h}),
+        )))?;
+    }
+    let close_secs = t0.elapsed().as_secs_f64();
+    mem.push(mem_row(fs_svc, "10,000 handles closed")?);
+    std::thread::sleep(Duration::from_secs(1));
+    mem.push(mem_row(fs_svc, "handles closed + 1 s")?);
+    let note = format!(
+        "10,000 fs.open in {:.2} s ({:.0}/s), 10,000 fs.close in {:.2} s ({:.0}/s), one connection, {} tokens of {} handles",
+        open_secs,
+        HANDLES as f64 / open_secs,
+        close_secs,
+        HANDLES as f64 / close_secs,
+        tokens.len(),
+        HANDLES_PER_TOKEN,
+    );
+    eprintln!("  {note}");
+    Ok(note)
+}
+
+/// The service methods to measure, less those `--only` leaves out. Opens the
+/// handles the reads use: one per connection, as separate clients would have.
+fn workloads(o: &Opts, stack: &Stack, token: Option<&str>, prefix: &str) -> Res<Vec<Workload>> {
     let mut workloads = Vec::new();
     let max_conns = o.conns.iter().copied().max().unwrap_or(1);
-    if let (Some(fs_svc), Some(token)) = (fs.as_ref(), token.as_deref()) {
-        // One handle per connection, as separate clients would have.
+    if let (Some(fs_svc), Some(token)) = (stack.fs.as_ref(), token) {
         let mut fc = Conn::connect(&fs_svc.socket)?;
         let open = frame(&request(
             "fs.open",
@@ -496,14 +640,10 @@ fn run(o: &Opts) -> Res<()> {
         workloads.push(Workload {
             name: "fs.stat",
             service: "fs",
-            frames: vec![frame(&request(
-                "fs.stat",
-                Some(token),
-                &json!({"path": format!("{prefix}/blob.txt")}),
-            ))],
+            frames: vec![stat_frame(token, prefix)],
         });
     }
-    if let Some(token) = token.as_deref() {
+    if let Some(token) = token {
         workloads.push(Workload {
             name: "identity.issue",
             service: "identity",
@@ -526,130 +666,133 @@ fn run(o: &Opts) -> Res<()> {
     if !o.only.is_empty() {
         workloads.retain(|w| o.only.iter().any(|pat| w.name.contains(pat.as_str())));
     }
-    let servers = |svc: &str| -> &Activated {
-        match svc {
-            "fs" => fs.as_ref().expect("fs"),
-            _ => identity.as_ref().expect("identity"),
-        }
-    };
+    Ok(workloads)
+}
 
-    let floor_frame = frame(&request("null.echo", None, &json!({})));
+/// The closed-loop rows, for each connection count in turn.
+fn measure_load(o: &Opts, stack: &Stack, workloads: &[Workload]) -> Res<Vec<Row>> {
+    let mut rows = Vec::new();
     for &conns in &o.conns {
-        let f1 = measure(
-            o,
-            "transport floor",
-            &floor,
-            conns,
-            std::slice::from_ref(&floor_frame),
-        )?;
-        let noop_row = measure(
-            o,
-            "server loop, no-op service",
-            &noop,
-            conns,
-            std::slice::from_ref(&floor_frame),
-        )?;
-        let mut svc_rows = Vec::new();
-        for w in &workloads {
-            let r = measure(o, w.name, servers(w.service), conns, &w.frames)?;
-            svc_rows.push((w, r));
-        }
-        let f2 = measure(
-            o,
-            "transport floor",
-            &floor,
-            conns,
-            std::slice::from_ref(&floor_frame),
-        )?;
-        let floor_rps = (f1.rps + f2.rps) / 2.0;
-        let mk = |name: &str, service: &str, r: &LoadResult, samples: Vec<f64>| Row {
-            name: name.into(),
-            service: service.into(),
-            conns,
-            requests: r.requests,
-            secs: r.secs,
-            rps: if samples.is_empty() { r.rps } else { floor_rps },
-            p50_us: r.p50_us,
-            p99_us: r.p99_us,
-            ratio_to_floor: if samples.is_empty() {
-                r.rps / floor_rps
-            } else {
-                1.0
-            },
-            reply_bytes: r.reply_bytes,
-            server_cpu_us: r.server_cpu_us,
-            client_cpu_us: r.client_cpu_us,
-            samples_rps: samples,
-        };
-        // The floor row keeps the first sample's latencies.
-        rows.push(mk("transport floor", "floor", &f1, vec![f1.rps, f2.rps]));
-        rows.push(mk("server loop, no-op service", "noop", &noop_row, vec![]));
-        for (w, r) in &svc_rows {
-            rows.push(mk(w.name, w.service, r, vec![]));
-        }
+        rows.extend(measure_load_at(o, stack, workloads, conns)?);
     }
+    Ok(rows)
+}
 
-    // --- memory after load
-    for p in [identity.as_ref(), fs.as_ref()].into_iter().flatten() {
-        mem.push(mem_row(p, "after the load rows")?);
+/// The rows of one connection count: the floor, the no-op server, each
+/// workload, and the floor again; each ratio is to the mean of the floor's
+/// two samples.
+fn measure_load_at(o: &Opts, stack: &Stack, workloads: &[Workload], conns: usize) -> Res<Vec<Row>> {
+    let floor_frame = frame(&request("null.echo", None, &json!({})));
+    let f1 = measure(
+        o,
+        "transport floor",
+        &stack.floor,
+        conns,
+        std::slice::from_ref(&floor_frame),
+    )?;
+    let noop_row = measure(
+        o,
+        "server loop, no-op service",
+        &stack.noop,
+        conns,
+        std::slice::from_ref(&floor_frame),
+    )?;
+    let mut svc_rows = Vec::new();
+    for w in workloads {
+        let r = measure(o, w.name, stack.service(w.service), conns, &w.frames)?;
+        svc_rows.push((w, r));
     }
-    floor.kill();
-    noop.kill();
+    let f2 = measure(
+        o,
+        "transport floor",
+        &stack.floor,
+        conns,
+        std::slice::from_ref(&floor_frame),
+    )?;
+    let floor_rps = (f1.rps + f2.rps) / 2.0;
+    let mk = |name: &str, service: &str, r: &LoadResult, samples: Vec<f64>| Row {
+        name: name.into(),
+        service: service.into(),
+        conns,
+        requests: r.requests,
+        secs: r.secs,
+        rps: if samples.is_empty() { r.rps } else { floor_rps },
+        p50_us: r.p50_us,
+        p99_us: r.p99_us,
+        ratio_to_floor: if samples.is_empty() {
+            r.rps / floor_rps
+        } else {
+            1.0
+        },
+        reply_bytes: r.reply_bytes,
+        server_cpu_us: r.server_cpu_us,
+        client_cpu_us: r.client_cpu_us,
+        samples_rps: samples,
+    };
+    let mut rows = Vec::new();
+    // The floor row keeps the first sample's latencies.
+    rows.push(mk("transport floor", "floor", &f1, vec![f1.rps, f2.rps]));
+    rows.push(mk("server loop, no-op service", "noop", &noop_row, vec![]));
+    for (w, r) in &svc_rows {
+        rows.push(mk(w.name, w.service, r, vec![]));
+    }
+    Ok(rows)
+}
 
-    // --- cold activation: systemd holds the socket; a client connects and
-    // sends its request while nothing serves it; the service is then started
-    // on the socket and the clock stops at the first response.
-    if let Some(fs_svc) = fs.as_mut() {
+/// Cold activation: systemd holds the socket; a client connects and sends
+/// its request while nothing serves it; the service is then started on the
+/// socket and the clock stops at the first response.
+fn measure_cold_activation(
+    o: &Opts,
+    stack: &mut Stack,
+    issuer: Option<Issuer>,
+    token: Option<&str>,
+    prefix: &str,
+) -> Res<Vec<ColdRow>> {
+    let mut cold = Vec::new();
+    if let Some(fs_svc) = stack.fs.as_mut() {
         fs_svc.kill();
         cold.push(cold_start(
             fs_svc,
-            &fs_health,
+            &health_frame("fs"),
             o.cold_runs,
             "fs: connect → fs.health answered",
         )?);
-        if let Some(token) = token.as_deref() {
-            let stat = frame(&request(
-                "fs.stat",
-                Some(token),
-                &json!({"path": format!("{prefix}/blob.txt")}),
-            ));
+        if let Some(token) = token {
             cold.push(cold_start(
                 fs_svc,
-                &stat,
+                &stat_frame(token, prefix),
                 o.cold_runs,
                 "fs: connect → first fs.stat with a token (key fetched from identity)",
             )?);
         }
     }
-    if let Some(id_svc) = identity.as_mut() {
-        drop(id_conn.take());
+    if let Some(id_svc) = stack.identity.as_mut() {
+        drop(issuer);
         id_svc.kill();
         cold.push(cold_start(
             id_svc,
-            &id_health,
+            &health_frame("identity"),
             o.cold_runs,
             "identity: connect → identity.health answered",
         )?);
     }
-    drop(fs);
-    drop(identity);
+    Ok(cold)
+}
 
-    let goals = goals(&rows, &mem, &cold);
-    let load_after = loadavg();
-    print_report(&micros, &rows, &mem, &cold, &goals, &handle_note);
-    eprintln!("load average before {load_before}, after {load_after}");
-
+/// Writes the JSON report to `--json`, creating its directory.
+fn write_json(o: &Opts, info: &RunInfo, load_after: &str, r: &Results) -> Res<()> {
     let report = json!({
-        "started": started,
+        "started": info.started,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "mode": if o.quick { "quick" } else { "full" },
         "machine": {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "cpu_model": cpu_model(),
             "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-            "loadavg_before": load_before,
+            "loadavg_before": info.load_before,
             "loadavg_after": load_after,
-            "nofile_limit": nofile,
+            "nofile_limit": info.nofile,
         },
         "settings": {
             "warmup_ms": o.warmup.as_millis() as u64,
@@ -659,12 +802,12 @@ fn run(o: &Opts) -> Res<()> {
             "services_bin_dir": o.bin_dir,
             "strata_log": o.log,
         },
-        "micro": micros,
-        "load": rows,
-        "memory": mem,
-        "handles": handle_note,
-        "cold_activation": cold,
-        "goals": goals,
+        "micro": r.micros,
+        "load": r.rows,
+        "memory": r.mem,
+        "handles": r.handle_note,
+        "cold_activation": r.cold,
+        "goals": r.goals,
     });
     if let Some(dir) = o.json.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -851,14 +994,15 @@ fn goals(rows: &[Row], mem: &[MemRow], cold: &[ColdRow]) -> Vec<Goal> {
     g
 }
 
-fn print_report(
-    micros: &[micro::Micro],
-    rows: &[Row],
-    mem: &[MemRow],
-    cold: &[ColdRow],
-    goals: &[Goal],
-    handle_note: &str,
-) {
+fn print_report(r: &Results) {
+    let Results {
+        micros,
+        rows,
+        mem,
+        handle_note,
+        cold,
+        goals,
+    } = r;
     println!();
     println!(
         "{:<30} {:>5} {:>11} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10}",
