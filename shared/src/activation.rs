@@ -73,6 +73,81 @@ pub fn prepare(name: &str) -> Result<Prepared, std::process::ExitCode> {
     })
 }
 
+/// The start of every service's `main`, in the order that matters:
+/// allocator settings, logging, dropping capabilities (they are per thread,
+/// so before any thread exists), the service's own settings (`config`),
+/// then the limits and the listener (before the runtime, so that no thread
+/// can race for fd 3). Returns the settings, what [`prepare`] returns, and
+/// where logs go.
+///
+/// # Errors
+/// The exit status, once the reason is logged (and printed on stderr for a
+/// bad setting): 2 for a bad setting, 1 for no socket.
+pub fn start<C, E: std::fmt::Display>(
+    binary: &str,
+    service: &str,
+    config: impl FnOnce() -> Result<C, E>,
+) -> Result<(C, Prepared, &'static str), std::process::ExitCode> {
+    crate::memory::configure();
+    let sink = crate::logging::init(binary);
+    crate::privileges::drop_all_and_log();
+    let config = config().map_err(|e| {
+        tracing::error!("bad configuration: {e}");
+        eprintln!("{binary}: bad configuration: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    let prepared = prepare(service)?;
+    Ok((config, prepared, sink))
+}
+
+/// The multi-threaded runtime every service runs on (`workers` threads, or
+/// one per core).
+///
+/// # Errors
+/// Exit status 1 when the runtime cannot be built, once logged.
+pub fn runtime(
+    name: &str,
+    workers: Option<usize>,
+) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name(name);
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.build().map_err(|e| {
+        tracing::error!("cannot start the runtime: {e}");
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// The listener for the runtime, with one log line saying where it came
+/// from (`detail` is added to it). Call inside the runtime.
+///
+/// # Errors
+/// Exit status 1 when the socket cannot be registered, once logged.
+pub fn listen(
+    listener: UnixListener,
+    source: &ListenerSource,
+    sink: &str,
+    detail: &str,
+) -> Result<tokio::net::UnixListener, std::process::ExitCode> {
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| {
+        tracing::error!("cannot use the listening socket: {e}");
+        std::process::ExitCode::from(1)
+    })?;
+    match source {
+        ListenerSource::Activated => {
+            tracing::info!(logs = sink, "serving on the socket systemd passed{detail}")
+        }
+        ListenerSource::Bound(p) => tracing::info!(
+            logs = sink,
+            "no LISTEN_FDS: bound {} myself{detail}",
+            p.display()
+        ),
+    }
+    Ok(listener)
+}
+
 /// Binds a socket at `path`, replacing a stale socket file but never one
 /// that another process still serves.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
