@@ -193,7 +193,7 @@ fn main() -> ExitCode {
             ttl,
             out,
             ready_file,
-        } => match revoke::storm(revoke::StormOptions {
+        } => revoke::storm(revoke::StormOptions {
             identity_socket: config::socket_path("identity"),
             count,
             controls,
@@ -203,32 +203,22 @@ fn main() -> ExitCode {
             out,
             ready_file,
             timeout,
-        }) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        },
+        })
+        .map_or_else(fail, printed),
         Command::Hold {
             service,
             conns,
             seconds,
             ready_file,
-        } => match hold::run(hold::Options {
+        } => hold::run(hold::Options {
             socket: config::socket_path(&service),
             method: format!("{service}.health"),
             conns,
             seconds,
             ready_file,
             timeout,
-        }) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        },
+        })
+        .map_or_else(fail, printed),
         Command::CheckRevoked { file } => match revoke::check(revoke::CheckOptions {
             identity_socket: config::socket_path("identity"),
             fs_socket: config::socket_path("fs"),
@@ -272,6 +262,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A command that succeeded: its summary on stdout, exit 0.
+fn printed(summary: impl std::fmt::Display) -> ExitCode {
+    println!("{summary}");
+    ExitCode::SUCCESS
 }
 
 fn fail(msg: String) -> ExitCode {
