@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 
 use crate::logging::escape::escape;
 use crate::peer::PeerCred;
+use crate::wire::ErrorCode;
 use summary::{Summariser, Summary, Verdict, Who};
 
 /// Longest path kept in an entry for a request with a valid token.
@@ -54,6 +55,93 @@ pub const ENTRY_MAX_UNAUTHENTICATED: usize = 2048;
 pub enum Outcome {
     Allow,
     Deny,
+}
+
+/// One request's decision, as its dispatcher answered it. The dispatcher
+/// builds it from the response actually sent (or about to be sent), once
+/// per request; no method writes records itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Who asked, from the kernel.
+    pub peer: &'a PeerCred,
+    /// The method as the client sent it (escaped and bounded here).
+    pub method: &'a str,
+    /// The capability the request presented, if its token could be decoded.
+    pub cap_id: Option<&'a str>,
+    /// The path or handle the request named, if any.
+    pub path: Option<&'a str>,
+    /// Whether the token verified: a request without a valid token gets
+    /// tighter bounds, because anyone may send those.
+    pub authenticated: bool,
+    /// The wire error code sent, `None` for a success.
+    pub code: Option<ErrorCode>,
+    /// `"ok"`, or the error message sent (it may quote client text).
+    pub reason: &'a str,
+    /// For the record that closes a handle (`fs.close`, idle or revoked):
+    /// what was read through it.
+    pub reads: Option<ReadSummary>,
+}
+
+/// Reads through one handle, summarised in the record that ends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    /// Successful `fs.read` calls.
+    pub reads: u64,
+    /// Bytes returned by them.
+    pub bytes: u64,
+    /// Lowest offset read, and the end of the highest range read.
+    pub offsets: Option<(u64, u64)>,
+}
+
+impl Record<'_> {
+    /// Allow or deny, from the code sent: codes 2 and 3 refuse access;
+    /// anything else was allowed (a later failure is noted in the reason).
+    pub fn outcome(&self) -> Outcome {
+        match self.code {
+            Some(ErrorCode::AuthenticationRequired | ErrorCode::PermissionDenied) => Outcome::Deny,
+            _ => Outcome::Allow,
+        }
+    }
+}
+
+/// The trail could not take a record: the caller must not serve the
+/// request (fail closed) and answers code 5 with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritable(pub String);
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the audit trail cannot be written: {}", self.0)
+    }
+}
+
+/// Records one request's decision.
+///
+/// # Errors
+/// [`Unwritable`] when the record could not be kept; the request must then
+/// be refused with code 5.
+pub fn record(r: &Record<'_>) -> Result<(), Unwritable> {
+    let bounds = if r.authenticated {
+        &AUTHENTICATED
+    } else {
+        &UNAUTHENTICATED
+    };
+    let reason = match (r.code, r.outcome()) {
+        (Some(_), Outcome::Allow) => {
+            std::borrow::Cow::Owned(format!("allowed, then failed: {}", r.reason))
+        }
+        _ => std::borrow::Cow::Borrowed(r.reason),
+    };
+    log(
+        r.peer,
+        r.method,
+        r.cap_id,
+        r.path,
+        r.outcome(),
+        &reason,
+        bounds,
+    );
+    Ok(())
 }
 
 struct Bounds {
