@@ -39,8 +39,15 @@ for svc in identity fs; do
     as_user "$STRATA_TEST_USER" strata-loadgen hold --service "$svc" --conns 1000 \
         --seconds "$HOLD_SECS" --ready-file "$WORK/$svc.json" >"$WORK/$svc.out" 2>&1 &
 done
+# held SVC: the hold on SVC is in place; fails at once, with its output,
+# if the hold itself ended in an error.
+held() {
+    test -s "$WORK/$1.json" && return 0
+    [ -s "$WORK/$1.out" ] && fail "the hold on $1 failed: $(cat "$WORK/$1.out")"
+    return 1
+}
 for svc in identity fs; do
-    wait_until 30 "$STRATA_TEST_USER holding $svc's connections" test -s "$WORK/$svc.json"
+    wait_until 30 "$STRATA_TEST_USER holding $svc's connections" held "$svc"
     summary=$(cat "$WORK/$svc.json")
     [ "$(jget "$summary" .held)" = 64 ] || fail "$svc: expected 64 connections held, got $summary"
     [ "$(jget "$summary" .refused.code)" = 6 ] || fail "$svc: expected code 6 past the cap, got $summary"

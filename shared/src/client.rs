@@ -77,8 +77,24 @@ impl Client {
     }
 
     /// Sends one raw payload (framed here) and returns the raw reply payload.
+    ///
+    /// A service that refuses a connection at admission answers code 6 and
+    /// closes it without reading the request, so writing the request may
+    /// fail with EPIPE or ECONNRESET: the answer is then read anyway, and
+    /// the write error is returned only if there is none.
     pub fn call_raw(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
-        wire::write_frame_blocking(&mut self.stream, payload).map_err(timeout_or_io)?;
+        if let Err(e) = wire::write_frame_blocking(&mut self.stream, payload) {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(timeout_or_io(e));
+            }
+            return match wire::read_frame_blocking(&mut self.stream) {
+                Ok(Some(frame)) => Ok(frame),
+                _ => Err(ClientError::Io(e)),
+            };
+        }
         match wire::read_frame_blocking(&mut self.stream) {
             Ok(Some(frame)) => Ok(frame),
             Ok(None) => Err(ClientError::Closed),

@@ -272,3 +272,32 @@ fn a_hundred_thousand_pipelined_frames_are_all_answered() {
     }
     w.join().unwrap();
 }
+
+/// A service refusing a connection at admission answers code 6 and closes
+/// without reading: the client's write then fails (EPIPE), and the answer
+/// must still reach the caller. A request larger than the socket buffer
+/// makes the failed write certain rather than a race.
+#[test]
+fn a_refusal_sent_before_the_request_is_read_still_reaches_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refusing.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut out = ResponseBuf::new();
+        out.error_no_id(&Error::exhausted(
+            "too many connections from uid 1 (limit 64 per uid)",
+        ));
+        s.write_all(out.frame()).unwrap();
+        // Closed with the request unread.
+    });
+    let mut c = Client::connect(&path).unwrap();
+    let big = "x".repeat(900_000);
+    let r = c
+        .call("t.echo", None, &json!({ "text": big }))
+        .expect("the refusal is read after the failed write");
+    let e = r.into_result().unwrap_err();
+    assert_eq!(e.code, 6);
+    assert!(e.message.contains("per uid"), "{}", e.message);
+    server.join().unwrap();
+}

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use strata_shared::client::{Client, ClientError};
-use strata_shared::wire::{self, Response};
 
 /// A probe that got a good answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,27 +60,7 @@ impl Prober for HealthProber {
             .map_err(|e| format!("cannot set a timeout on {}: {e}", socket.display()))?;
         let response = match client.call(&method, None, &Value::Object(Default::default())) {
             Ok(r) => r,
-            // A connection refused at admission is answered (code 6) and
-            // closed before the request is read, so writing it may fail:
-            // the answer is still there to read, and it says "busy".
-            Err(ClientError::Io(io))
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                match wire::read_frame_blocking(client.stream()) {
-                    Ok(Some(frame)) => Response::parse(&frame)
-                        .map_err(|e| format!("{method}: unreadable answer: {e}"))?,
-                    _ => return Err(format!("{method}: {io}").into()),
-                }
-            }
-            Err(ClientError::Io(io))
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(ClientError::Timeout) => {
                 return Err(format!("{method} did not answer within {:?}", self.timeout).into())
             }
             Err(e) => return Err(format!("{method}: {e}").into()),

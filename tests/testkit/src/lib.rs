@@ -1,0 +1,351 @@
+//! Running the real service binaries the way systemd does, for integration
+//! tests and the benchmark.
+//!
+//! [`ActivatedService`] binds the listening socket itself (as systemd's
+//! `.socket` unit would), passes it as fd 3 with `LISTEN_FDS=1` and
+//! `LISTEN_PID` set to the child's own pid, and keeps it across restarts:
+//! clients connect to a socket that never disappears, exactly as under
+//! systemd. It also gives the child a `NOTIFY_SOCKET` so tests can see the
+//! `READY=1` the service sends.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A service binary started with a real activation fd.
+pub struct ActivatedService {
+    binary: PathBuf,
+    name: String,
+    envs: Vec<(String, String)>,
+    listener: UnixListener,
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+    child: Option<Child>,
+    /// `$STRATA_RUNTIME_DIR` of the child.
+    pub runtime_dir: PathBuf,
+    /// The socket clients connect to.
+    pub socket: PathBuf,
+}
+
+/// The path of a workspace binary next to the running test executable
+/// (`target/<profile>/<name>`). `cargo test --workspace` builds them all.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+impl ActivatedService {
+    /// Binds `runtime_dir/<name>.sock` and starts `binary` on it with
+    /// `STRATA_RUNTIME_DIR=runtime_dir` and the extra `envs`.
+    pub fn start(
+        binary: &Path,
+        name: &str,
+        runtime_dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> io::Result<Self> {
+        std::fs::create_dir_all(runtime_dir)?;
+        let socket = runtime_dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket)?;
+        // As a `.socket` unit with SocketMode=0666 would: any local user may
+        // connect, and the service decides what they may do.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))?;
+        let notify_path = runtime_dir.join(format!("{name}.notify"));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path)?;
+        let mut svc = Self {
+            binary: binary.to_path_buf(),
+            name: name.to_string(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            listener,
+            notify,
+            notify_path,
+            child: None,
+            runtime_dir: runtime_dir.to_path_buf(),
+            socket,
+        };
+        svc.spawn()?;
+        Ok(svc)
+    }
+
+    #[allow(unsafe_code)]
+    fn spawn(&mut self) -> io::Result<()> {
+        let fd = self.listener.as_raw_fd();
+        // `sh` learns its own pid as $$ and `exec` keeps it, which is how the
+        // child gets LISTEN_PID (and WATCHDOG_PID, when a test passes
+        // WATCHDOG_USEC) equal to its pid without unsafe env writes between
+        // fork and exec.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(
+                "[ -n \"$WATCHDOG_USEC\" ] && export WATCHDOG_PID=$$; \
+                 LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$1\" exec \"$0\"",
+            )
+            .arg(&self.binary)
+            .arg(&self.name)
+            .env("STRATA_RUNTIME_DIR", &self.runtime_dir)
+            .env("NOTIFY_SOCKET", &self.notify_path)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null());
+        if std::env::var_os("STRATA_TEST_VERBOSE").is_none() {
+            cmd.stderr(Stdio::null());
+        }
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        // SAFETY: the closure runs in the forked child before exec and calls
+        // only async-signal-safe functions (fcntl, dup2), allocating nothing:
+        // it puts the listener at fd 3, where sd_listen_fds expects it, with
+        // FD_CLOEXEC cleared.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn()?);
+        Ok(())
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits for a notification message containing `needle` (for example
+    /// `READY=1`).
+    pub fn wait_notify(&self, needle: &str, timeout: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no {needle} from {}", self.name),
+                ));
+            }
+            self.notify.set_read_timeout(Some(left))?;
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if msg.lines().any(|l| l == needle) {
+                        return Ok(msg);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // A signal (the test process's own children exiting) may
+                // land during the wait.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `signal` to the child.
+    #[allow(unsafe_code)]
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        let pid = self.pid().ok_or_else(|| io::Error::other("not running"))?;
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits for the child to exit, up to `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("not running"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "still running"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> io::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait(Duration::from_secs(15))
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the process and starts a new one on the same listening socket,
+    /// as systemd does on `Restart=`.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Starts the process again after it exited (or was killed).
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Err(io::Error::other("still running"));
+        }
+        self.spawn()
+    }
+}
+
+impl Drop for ActivatedService {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
+
+/// Starts strata-identity with its state in `<base>/state` and its socket in
+/// `<base>/run`, plus `envs`, and waits for `READY=1`.
+///
+/// The user running the tests is made an administrator
+/// (`STRATA_ADMIN_UIDS`, unless `envs` sets it), so that tests which only
+/// need to issue tokens pass as an unprivileged user too, as in the Nix
+/// build sandbox; uid 0 is an administrator anyway.
+pub fn start_identity(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let state = base.join("state");
+    let me = euid();
+    let mut all = vec![("STRATA_STATE_DIR", state.to_str().expect("utf-8 path"))];
+    all.extend(admin_unless_set(envs, &me));
+    start_ready("strata-identity", "identity", base, &all)
+}
+
+/// Starts strata-fs with its socket in `<base>/run` and its roots
+/// `<base>/srv` (unless `envs` sets `STRATA_FS_ROOTS`), and waits for
+/// `READY=1`.
+pub fn start_fs(base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let roots = base.join("srv").to_str().expect("utf-8 path").to_string();
+    let mut all: Vec<(&str, &str)> = vec![("STRATA_FS_ROOTS", &roots)];
+    all.retain(|(k, _)| !envs.iter().any(|(k2, _)| k2 == k));
+    all.extend_from_slice(envs);
+    start_ready("strata-fs", "fs", base, &all)
+}
+
+/// The effective uid of the tests, as text for `STRATA_ADMIN_UIDS`.
+pub fn euid() -> String {
+    rustix::process::geteuid().as_raw().to_string()
+}
+
+/// `envs`, preceded by `STRATA_ADMIN_UIDS=uid` unless `envs` sets it: the
+/// user running the tests is identity's administrator unless a test says
+/// who is.
+pub fn admin_unless_set<'a>(envs: &[(&'a str, &'a str)], uid: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut all = Vec::with_capacity(envs.len() + 1);
+    if !envs.iter().any(|(k, _)| *k == "STRATA_ADMIN_UIDS") {
+        all.push(("STRATA_ADMIN_UIDS", uid));
+    }
+    all.extend_from_slice(envs);
+    all
+}
+
+fn start_ready(binary: &str, name: &str, base: &Path, envs: &[(&str, &str)]) -> ActivatedService {
+    let svc = ActivatedService::start(&workspace_binary(binary), name, &base.join("run"), envs)
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    svc.wait_notify("READY=1", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{binary} sent no READY=1: {e}"));
+    svc
+}
+
+/// Runs one request as another uid and gid, by re-running the current test
+/// binary as a child that executes only the test named `child_test` — which
+/// must do nothing but call [`child_request`]. setuid is process-wide, so it
+/// cannot be done on a test thread.
+pub fn call_as(
+    uid: u32,
+    gid: u32,
+    child_test: &str,
+    socket: &Path,
+    method: &str,
+    token: Option<&str>,
+    params: serde_json::Value,
+) -> strata_shared::wire::Response {
+    let out = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env("STRATA_CHILD_SOCKET", socket)
+        .env("STRATA_CHILD_METHOD", method)
+        .env("STRATA_CHILD_TOKEN", token.unwrap_or(""))
+        .env("STRATA_CHILD_PARAMS", params.to_string())
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("RESPONSE ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no response: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).expect("the child's response")
+}
+
+/// The child side of [`call_as`]: makes the request described in its
+/// environment and prints the response. Does nothing in a normal test run.
+pub fn child_request() {
+    let Ok(socket) = std::env::var("STRATA_CHILD_SOCKET") else {
+        return;
+    };
+    let token = std::env::var("STRATA_CHILD_TOKEN").unwrap_or_default();
+    let params: serde_json::Value =
+        serde_json::from_str(&std::env::var("STRATA_CHILD_PARAMS").expect("params"))
+            .expect("params are JSON");
+    let mut c = strata_shared::client::Client::connect(Path::new(&socket)).expect("connect");
+    let resp = c
+        .call(
+            &std::env::var("STRATA_CHILD_METHOD").expect("method"),
+            (!token.is_empty()).then_some(token.as_str()),
+            &params,
+        )
+        .expect("call");
+    println!(
+        "RESPONSE {}",
+        serde_json::to_string(&resp).expect("serialize")
+    );
+}
