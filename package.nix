@@ -28,6 +28,7 @@ let
     ./ctl
     ./bench
     ./tests/adversarial
+    ./tests/testkit
     ./tools/loadgen
     ./systemd
   ];

@@ -3,7 +3,7 @@
 //! process it starts receives it as fd 3 with `LISTEN_FDS=1` and
 //! `LISTEN_PID` equal to the child's own pid.
 //!
-//! Unlike `strata_shared::testing::ActivatedService`, no `/bin/sh` sits in
+//! Unlike `strata_testkit::ActivatedService`, no `/bin/sh` sits in
 //! between: `LISTEN_PID` is written into a buffer prepared before `fork` and
 //! the child calls `execve` itself from `pre_exec`. That matters for the
 //! cold-activation figure, which would otherwise include a shell's start-up.

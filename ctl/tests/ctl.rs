@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use strata_shared::client::Client;
-use strata_shared::testing::{workspace_binary, ActivatedService};
+use strata_testkit::{workspace_binary, ActivatedService};
 
 const CTL: &str = env!("CARGO_BIN_EXE_strata-ctl");
 const NOBODY: u32 = 65534;

@@ -22,6 +22,5 @@ pub mod peer;
 pub mod privileges;
 pub mod random;
 pub mod server;
-pub mod testing;
 pub mod token;
 pub mod wire;

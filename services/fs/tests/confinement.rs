@@ -161,8 +161,8 @@ fn proc_magic_links_are_refused() {
     std::fs::create_dir_all(dir.path().join("run")).unwrap();
     symlink(&s.identity.socket, dir.path().join("run/identity.sock")).unwrap();
     let roots = format!("{}:/proc", s.path("srv"));
-    let fs = strata_shared::testing::ActivatedService::start(
-        &strata_shared::testing::workspace_binary("strata-fs"),
+    let fs = strata_testkit::ActivatedService::start(
+        &strata_testkit::workspace_binary("strata-fs"),
         "fs",
         &dir.path().join("run"),
         &[("STRATA_FS_ROOTS", &roots)],

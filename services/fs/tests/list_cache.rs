@@ -252,8 +252,8 @@ fn strata_fs_list_cache_0_turns_it_off() {
 fn a_bad_strata_fs_list_cache_stops_fs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("srv")).unwrap();
-    let mut fs = strata_shared::testing::ActivatedService::start(
-        &strata_shared::testing::workspace_binary("strata-fs"),
+    let mut fs = strata_testkit::ActivatedService::start(
+        &strata_testkit::workspace_binary("strata-fs"),
         "fs",
         &dir.path().join("run"),
         &[

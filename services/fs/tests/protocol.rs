@@ -220,7 +220,7 @@ fn connections_past_the_limit_get_code_6() {
     let mut a = admitted();
     let b = admitted();
     // Root may also use the reserved slot.
-    let _reserved = (strata_shared::testing::euid() == "0").then(admitted);
+    let _reserved = (strata_testkit::euid() == "0").then(admitted);
     let mut third = s.fs_client();
     let r = read_response(&mut third);
     let (code, msg) = error(r);
@@ -236,7 +236,7 @@ fn connections_past_the_limit_get_code_6() {
 #[test]
 fn bad_configuration_exits_2_with_a_message() {
     use std::process::Command;
-    let bin = strata_shared::testing::workspace_binary("strata-fs");
+    let bin = strata_testkit::workspace_binary("strata-fs");
     for (var, value) in [
         ("STRATA_FS_ROOTS", "relative/dir"),
         ("STRATA_FS_MAX_HANDLES", "lots"),

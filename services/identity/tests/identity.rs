@@ -10,8 +10,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use strata_shared::capability::{self, Verifier};
 use strata_shared::client::Client;
-use strata_shared::testing::{self, workspace_binary, ActivatedService};
 use strata_shared::wire::{self, Response};
+use strata_testkit::{workspace_binary, ActivatedService};
 
 const NOBODY: u32 = 65534;
 
@@ -27,9 +27,9 @@ fn start(envs: &[(&str, &str)]) -> Fixture {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = dir.path().join("state");
-    let me = testing::euid();
+    let me = strata_testkit::euid();
     let mut all = vec![("STRATA_STATE_DIR", state.to_str().unwrap())];
-    all.extend(testing::admin_unless_set(envs, &me));
+    all.extend(strata_testkit::admin_unless_set(envs, &me));
     let svc = ActivatedService::start(
         &workspace_binary("strata-identity"),
         "identity",
@@ -77,13 +77,13 @@ fn call_as(
     token: Option<&str>,
     params: Value,
 ) -> Response {
-    testing::call_as(uid, gid, "child_request", socket, method, token, params)
+    strata_testkit::call_as(uid, gid, "child_request", socket, method, token, params)
 }
 
 /// The child side of [`call_as`]; does nothing in a normal test run.
 #[test]
 fn child_request() {
-    testing::child_request();
+    strata_testkit::child_request();
 }
 
 #[test]

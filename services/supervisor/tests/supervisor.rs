@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 use common::*;
-use strata_shared::testing::{workspace_binary, ActivatedService};
+use strata_testkit::{workspace_binary, ActivatedService};
 
 const T: Duration = Duration::from_secs(10);
 

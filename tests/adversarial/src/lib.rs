@@ -31,10 +31,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
 use strata_shared::client::Client;
-pub use strata_shared::testing::start_fs;
-use strata_shared::testing::{self, start_identity, ActivatedService};
 use strata_shared::token;
 use strata_shared::wire::{self, Response};
+pub use strata_testkit::start_fs;
+use strata_testkit::{start_identity, ActivatedService};
 
 /// The content of every file outside the prefix.
 pub const SECRET: &str = "STRATA-ADVERSARIAL-SECRET-CONTENT-7f3a91";
@@ -442,7 +442,7 @@ pub fn still_serving(socket: &Path, method: &str) {
 }
 
 /// Runs one request as `uid` (and the same gid) in a child process: see
-/// [`strata_shared::testing::call_as`].
+/// [`strata_testkit::call_as`].
 pub fn call_as(
     uid: u32,
     child_test: &str,
@@ -451,10 +451,10 @@ pub fn call_as(
     token: Option<&str>,
     params: Value,
 ) -> Response {
-    testing::call_as(uid, uid, child_test, socket, method, token, params)
+    strata_testkit::call_as(uid, uid, child_test, socket, method, token, params)
 }
 
-pub use strata_shared::testing::child_request;
+pub use strata_testkit::child_request;
 
 /// Runs `f` on a thread whose credentials are switched to `uid` (and gid
 /// `uid`, no supplementary groups) with the raw system calls: glibc's
@@ -486,7 +486,7 @@ pub fn on_thread_as<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 
 /// Runs `f` as an ordinary user: directly when the tests are not root, on
 /// a thread switched to an unused uid when they are (root is privileged).
 pub fn as_ordinary_user<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    if testing::euid() == "0" {
+    if strata_testkit::euid() == "0" {
         on_thread_as(61_099, f)
     } else {
         f()

@@ -210,10 +210,7 @@ fn mount(src: &str, target: &Path, fstype: Option<&str>, flags: libc::c_ulong) {
 #[allow(unsafe_code)]
 fn one_directory_through_two_mounts_gives_each_mounts_view() {
     // Run with --include-ignored but not as root: fail, never pass silently.
-    assert!(
-        strata_shared::testing::euid() == "0",
-        "needs root for bind mounts"
-    );
+    assert!(strata_testkit::euid() == "0", "needs root for bind mounts");
     // A thread of its own: unshare(CLONE_NEWNS) moves only the calling
     // thread (and the services it then starts) into a new mount namespace,
     // so nothing is mounted on the host, nor seen by other tests.

@@ -115,7 +115,7 @@ fn connections_up_to_the_limit_and_past_it() {
     let id = Stack::identity_only(&envs);
     // The tests' user is identity's administrator, so it may also use
     // identity's reserved slot; root may use fs's.
-    let root = strata_shared::testing::euid() == "0";
+    let root = strata_testkit::euid() == "0";
     let targets = vec![
         (
             "identity",

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use strata_shared::client::Client;
-use strata_shared::testing::{start_identity, ActivatedService};
 use strata_shared::wire::Response;
+use strata_testkit::{start_identity, ActivatedService};
 
 pub struct Stack {
     pub identity: ActivatedService,
@@ -155,7 +155,7 @@ impl Stack {
     }
 }
 
-pub use strata_shared::testing::start_fs;
+pub use strata_testkit::start_fs;
 
 pub fn ok(resp: Response) -> Value {
     assert!(resp.ok, "expected ok, got {resp:?}");

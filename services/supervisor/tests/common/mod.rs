@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use strata_shared::client::Client;
 use strata_shared::server::{self, CallContext, Service};
-use strata_shared::testing::{workspace_binary, ActivatedService};
 use strata_shared::wire::{Error, Request, ResponseBuf};
+use strata_testkit::{workspace_binary, ActivatedService};
 
 /// Reports unit states from files in `<dir>/units/<unit>` (`Key=Value`
 /// lines; a missing file is an inactive unit), logs every call to
