@@ -1423,10 +1423,131 @@ mod tests {
     }
 
     #[test]
+    fn systemd_mode_defaults_to_16_connections_and_takes_a_prototype() {
+        let o = opts(&["--systemd"]);
+        assert!(o.systemd && o.prototype.is_none());
+        assert_eq!(o.conns, vec![16]);
+        let o = opts(&[
+            "--systemd",
+            "--quick",
+            "--prototype",
+            "/opt/strata-prototype",
+            "--conns",
+            "1,16",
+        ]);
+        assert_eq!(o.prototype, Some(PathBuf::from("/opt/strata-prototype")));
+        assert_eq!(o.conns, vec![1, 16]);
+        assert_eq!(o.measure, Duration::from_millis(200));
+        // The outside mode takes the prototype too, and keeps its defaults.
+        let o = opts(&["--prototype", "target/prototype"]);
+        assert!(!o.systemd);
+        assert_eq!(o.conns, vec![1, 16]);
+    }
+
+    #[test]
+    fn systemd_mode_refuses_the_options_of_services_it_does_not_start() {
+        for bad in [
+            &["--systemd", "--bin-dir", "/usr/bin"][..],
+            &["--systemd", "--skip", "fs"],
+            &["--systemd", "--log", "warn"],
+            &["--systemd", "--cold", "3"],
+        ] {
+            let e =
+                Args::try_parse_from(std::iter::once("strata-bench").chain(bad.iter().copied()))
+                    .expect_err(&format!("{bad:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    fn row(name: &str, rps: f64, ratio_to_floor: f64) -> Row {
+        Row {
+            name: name.into(),
+            service: String::new(),
+            conns: 16,
+            requests: 1,
+            secs: 1.0,
+            rps,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            ratio_to_floor,
+            reply_bytes: 0,
+            server_cpu_us: 0.0,
+            client_cpu_us: 0.0,
+            samples_rps: Vec::new(),
+        }
+    }
+
+    fn verdict<'a>(goals: &'a [Goal], starts: &str) -> &'a Goal {
+        goals
+            .iter()
+            .find(|g| g.goal.starts_with(starts))
+            .unwrap_or_else(|| panic!("no goal {starts:?}"))
+    }
+
+    #[test]
+    fn prototype_goals_are_judged_only_on_the_same_run() {
+        let mut rows = vec![
+            row("fs.read 4 KiB", 50_000.0, 0.51),
+            row("fs.read 64 KiB", 20_000.0, 0.2),
+            row("fs.list 21 entries", 40_000.0, 0.49),
+        ];
+        let g = goals(&rows, &[], &[]);
+        assert_eq!(verdict(&g, "fs.read 4 KiB").met, Some(true));
+        assert_eq!(
+            verdict(&g, "fs.list 21 entries at 16 conns ≥ 0.50").met,
+            Some(false)
+        );
+        let read64 = verdict(&g, "fs.read 64 KiB");
+        assert_eq!(read64.met, None);
+        assert!(read64.measured.contains("prototype not measured"));
+
+        rows.push(row("fs.read 64 KiB (prototype)", 4_100.0, 0.04));
+        rows.push(row("fs.list 21 entries (prototype)", 3_900.0, 0.04));
+        let g = goals(&rows, &[], &[]);
+        assert_eq!(verdict(&g, "fs.read 64 KiB").met, Some(false), "4.9×");
+        assert_eq!(
+            verdict(&g, "fs.list 21 entries at 16 conns ≥ 10").met,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn the_rss_goal_covers_each_service_in_either_mode() {
+        let mem = |process: &str, kib: u64| MemRow {
+            process: process.into(),
+            state: "idle".into(),
+            rss_kib: kib,
+            hwm_kib: kib,
+        };
+        let g = goals(
+            &[],
+            &[
+                mem("identity", 4000),
+                mem("fs", 6000),
+                mem("supervisor", 5120),
+                mem("floor", 9000),
+                mem("prototype fs", 9000),
+            ],
+            &[],
+        );
+        let rss: Vec<(&str, Option<bool>)> = g.iter().map(|g| (g.goal.as_str(), g.met)).collect();
+        assert_eq!(
+            rss,
+            vec![
+                ("identity idle RSS ≤ 5 MiB", Some(true)),
+                ("fs idle RSS ≤ 5 MiB", Some(false)),
+                ("supervisor idle RSS ≤ 5 MiB", Some(true)),
+            ]
+        );
+    }
+
+    #[test]
     fn bad_arguments_are_usage_errors() {
         for bad in [
             &["--skip", "cache"][..],
             &["--conns", "1,x"],
+            &["--conns", "0"],
+            &["--prototype"],
             &["--secs", "-1"],
             &["--secs", "soon"],
             &["--cold", "-3"],
