@@ -11,7 +11,8 @@
 # needs no network.
 #
 # Usage: scripts/build-prototype.sh SOURCE [OUT_DIR]
-#   SOURCE   a source tree (has go.mod) or a git directory
+#   SOURCE   a git directory or checkout holding the commit (preferred: the
+#            build is then of exactly that commit), or a plain source tree
 #   OUT_DIR  where the binaries go (default target/prototype); it receives
 #            strata-proto-identity and strata-proto-fs
 # Environment:
@@ -44,19 +45,24 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-prototype.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-if [ -f "$SOURCE/go.mod" ]; then
-    # A source tree: build a copy, so that the build leaves nothing in it.
-    cp -a "$SOURCE/." "$WORK/src"
-    DESCRIBED="source tree $SOURCE"
-elif git --git-dir="$SOURCE" rev-parse --verify -q "$COMMIT^{commit}" >/dev/null 2>&1 ||
-     git -C "$SOURCE" rev-parse --verify -q "$COMMIT^{commit}" >/dev/null 2>&1; then
+# A git directory or checkout gives exactly $COMMIT, whatever its work tree
+# holds; a plain source tree is taken as it is.
+GITDIR=""
+if git --git-dir="$SOURCE" rev-parse --verify -q "$COMMIT^{commit}" >/dev/null 2>&1; then
     GITDIR=$SOURCE
-    git --git-dir="$SOURCE" rev-parse --git-dir >/dev/null 2>&1 || GITDIR=$(git -C "$SOURCE" rev-parse --absolute-git-dir)
+elif git -C "$SOURCE" rev-parse --verify -q "$COMMIT^{commit}" >/dev/null 2>&1; then
+    GITDIR=$(git -C "$SOURCE" rev-parse --absolute-git-dir)
+fi
+if [ -n "$GITDIR" ]; then
     mkdir -p "$WORK/src"
     git --git-dir="$GITDIR" archive "$COMMIT" | tar -x -C "$WORK/src"
     DESCRIBED="commit $(git --git-dir="$GITDIR" rev-parse --short=12 "$COMMIT") of $SOURCE"
+elif [ -f "$SOURCE/go.mod" ]; then
+    # Build a copy, so that the build leaves nothing in the tree.
+    cp -a "$SOURCE/." "$WORK/src"
+    DESCRIBED="source tree $SOURCE (not a git checkout: commit unknown)"
 else
-    die "$SOURCE is neither a source tree (no go.mod) nor a git directory with commit $COMMIT"
+    die "$SOURCE is neither a git directory with commit $COMMIT nor a source tree (no go.mod)"
 fi
 [ -f "$WORK/src/cmd/identity/main.go" ] && [ -f "$WORK/src/cmd/fs/main.go" ] ||
     die "$DESCRIBED has no cmd/identity and cmd/fs: not the prototype?"
