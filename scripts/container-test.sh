@@ -23,6 +23,15 @@
 #   --shell         after the selected scenarios (none unless named), open
 #                   a root shell inside the booted container; exit it to
 #                   tear down
+#   --bench         after the selected scenarios (none unless named), start
+#                   strata.target and run `strata-bench --systemd` inside
+#                   the container: the installed units on their sockets,
+#                   side by side with the floor (docs/performance.md); the
+#                   JSON report is copied to target/strata-bench-systemd.json
+#   --prototype DIR with --bench: also measure the Go prototype's binaries
+#                   in DIR (scripts/build-prototype.sh builds them)
+#   --bench-args "ARGS"  with --bench: more strata-bench options, e.g.
+#                   "--quick" or "--secs 5 --only fs.read"
 #   --list          list the scenarios and exit
 #   -h, --help      this text
 # Environment:
@@ -30,8 +39,8 @@
 #   STRATA_CT_MIRROR  Debian mirror (default: the host's apt configuration)
 #   STRATA_CT_WORKDIR where per-run copies go (default /var/tmp)
 #
-# Exit status: 0 when every selected scenario passed, 1 otherwise, 2 on a
-# usage or setup error.
+# Exit status: 0 when every selected scenario passed (and with --bench, the
+# bench printed its table), 1 otherwise, 2 on a usage or setup error.
 
 set -euo pipefail
 
@@ -49,6 +58,9 @@ REBUILD=0
 BUILD=1
 SCEN_TIMEOUT=300
 SHELL_AFTER=0
+BENCH=0
+PROTOTYPE=""
+BENCH_ARGS=""
 LIST=0
 SELECTED=()
 
@@ -61,6 +73,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --timeout) shift; SCEN_TIMEOUT=${1:?--timeout needs a value} ;;
         --shell) SHELL_AFTER=1 ;;
+        --bench) BENCH=1 ;;
+        --prototype) shift; PROTOTYPE=${1:?--prototype needs a directory} ;;
+        --bench-args) shift; BENCH_ARGS=${1?--bench-args needs a value} ;;
         --list) LIST=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "container-test: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -73,6 +88,14 @@ log() { printf '[container-test] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, nspawn and nsenter need it)"
+if [ -n "$PROTOTYPE" ] || [ -n "$BENCH_ARGS" ]; then
+    [ "$BENCH" -eq 1 ] || die "--prototype and --bench-args go with --bench"
+fi
+if [ -n "$PROTOTYPE" ]; then
+    for b in strata-proto-identity strata-proto-fs; do
+        [ -x "$PROTOTYPE/$b" ] || die "no $PROTOTYPE/$b (build it: scripts/build-prototype.sh SOURCE $PROTOTYPE)"
+    done
+fi
 
 # ---------------------------------------------------------------- tools ----
 # Installed here rather than assumed: CI machines are recreated and only what
@@ -96,7 +119,7 @@ mapfile -t ALL_SCENARIOS < <(cd "$SCEN_DIR" && find . -maxdepth 1 -name '[0-9]*.
 if [ "$LIST" -eq 1 ]; then printf '%s\n' "${ALL_SCENARIOS[@]}"; exit 0; fi
 SCENARIOS=()
 if [ ${#SELECTED[@]} -eq 0 ]; then
-    [ "$SHELL_AFTER" -eq 1 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
+    [ "$SHELL_AFTER" -eq 1 ] || [ "$BENCH" -eq 1 ] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 else
     for want in "${SELECTED[@]}"; do
         want=${want##*/}; want=${want%.sh}
@@ -115,6 +138,7 @@ fi
 # strata-loadgen: the load and fault-injection client of the fault
 # scenarios (13-15), which run it inside the machine like strata-ctl.
 BINS=(strata-identity strata-fs strata-supervisor strata-ctl strata-loadgen)
+[ "$BENCH" -eq 0 ] || BINS+=(strata-bench)
 if [ "$BUILD" -eq 1 ]; then
     log "cargo build --release --workspace"
     (cd "$REPO" && cargo build --release --workspace --quiet) || die "cargo build failed"
@@ -242,6 +266,10 @@ chroot "$ROOT" systemd-sysusers >/dev/null
 rm -rf "$ROOT/opt/strata-tests"
 mkdir -p "$ROOT/opt/strata-tests"
 cp -a "$SCEN_DIR/." "$ROOT/opt/strata-tests/"
+if [ -n "$PROTOTYPE" ]; then
+    mkdir -p "$ROOT/opt/strata-prototype"
+    install -m 0755 "$PROTOTYPE/strata-proto-identity" "$PROTOTYPE/strata-proto-fs" "$ROOT/opt/strata-prototype/"
+fi
 # A machine id of its own per run (journal files are named after it).
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$ROOT/etc/machine-id"
 echo >>"$ROOT/etc/machine-id"
@@ -330,6 +358,32 @@ for s in ${SCENARIOS[@]+"${SCENARIOS[@]}"}; do
         failed+=("$s")
     fi
 done
+
+# ---------------------------------------------------------------- bench -----
+if [ "$BENCH" -eq 1 ]; then
+    s="strata-bench --systemd"
+    log "=== $s"
+    start=$(date +%s)
+    out=$RUN_DIR/bench.log
+    bench_cmd=(strata-bench --systemd --json /var/tmp/strata-bench-systemd.json)
+    [ -z "$PROTOTYPE" ] || bench_cmd+=(--prototype /opt/strata-prototype)
+    # shellcheck disable=SC2206 # word splitting of the options is the point
+    [ -z "$BENCH_ARGS" ] || bench_cmd+=($BENCH_ARGS)
+    log "${bench_cmd[*]}"
+    if in_ct systemctl start strata.target &&
+       in_ct timeout --kill-after=10 "$SCEN_TIMEOUT" "${bench_cmd[@]}" >"$out" 2>&1 &&
+       grep -q '^closed loop' "$out" && grep -q '^goals' "$out"; then
+        cat "$out"
+        cp "$ROOT/var/tmp/strata-bench-systemd.json" "$TARGET_DIR/strata-bench-systemd.json"
+        log "PASS $s ($(( $(date +%s) - start )) s); JSON report: $TARGET_DIR/strata-bench-systemd.json"
+        passed+=("$s")
+    else
+        cat "$out"
+        log "FAIL $s ($(( $(date +%s) - start )) s); journal of the strata units:"
+        in_ct journalctl --no-pager -o short-precise -u 'strata*' | tail -n 100 | sed 's/^/    | /' || true
+        failed+=("$s")
+    fi
+fi
 
 if [ "$SHELL_AFTER" -eq 1 ]; then
     log "shell in the container (scenarios in /opt/strata-tests); exit to tear down"

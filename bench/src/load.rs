@@ -6,9 +6,17 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+
+/// A server the load rows measure: the socket clients connect to, and the
+/// process whose CPU time a row counts (`None`: not counted).
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub socket: PathBuf,
+    pub pid: Option<u32>,
+}
 
 /// One blocking connection speaking raw frames.
 pub struct Conn {

@@ -94,6 +94,14 @@ impl Activated {
         Ok(())
     }
 
+    /// Where the load rows reach this process.
+    pub fn endpoint(&self) -> crate::load::Endpoint {
+        crate::load::Endpoint {
+            socket: self.socket.clone(),
+            pid: self.pid(),
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
