@@ -87,6 +87,16 @@ pub enum Command {
     /// --token-file/STRATA_TOKEN).
     Revoke(RevokeArgs),
 
+    /// Revoke every token minted from a grant for UNIT (identity.revoke_unit;
+    /// administrators only).
+    ///
+    /// Run when the unit stops: `ExecStopPost=+/usr/bin/strata-ctl
+    /// revoke-unit %n` (docs/grants.md). Prints {"status","unit","cap_ids"}.
+    RevokeUnit {
+        /// The unit, e.g. reader.service.
+        unit: String,
+    },
+
     /// Check a token (identity.verify): prints {"valid","revoked","expired","claims"}.
     ///
     /// Reads the token to check from standard input with `-`

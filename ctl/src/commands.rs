@@ -148,6 +148,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Issue(a) => issue(&ctx, a),
         Command::Revoke(a) => revoke(&ctx, a),
+        Command::RevokeUnit { unit } => {
+            // Decided on the caller's peer credentials: no token.
+            let r = call("identity.revoke_unit", None, &json!({ "unit": unit }))?;
+            print_json(&r, ctx.pretty)
+        }
         Command::Verify { target } => verify(&ctx, target),
         Command::Whoami => whoami(&ctx),
         Command::Ls { path, long } => ls(&ctx, &path, long),

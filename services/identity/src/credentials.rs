@@ -15,11 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_shared::audit::{self, Record};
+use strata_shared::audit::{self, Outcome, Record};
 use strata_shared::capability;
 use strata_shared::peer::PeerCred;
 use strata_shared::random;
-use strata_shared::wire::ErrorCode;
+use strata_shared::server::CallContext;
+use strata_shared::wire::{Error, ErrorCode, Request, ResponseBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
@@ -252,6 +253,77 @@ fn peer_abstract_name(stream: UnixStream) -> std::io::Result<(UnixStream, Option
         .as_abstract_name()
         .map(<[u8]>::to_vec);
     Ok((UnixStream::from_std(std_stream)?, name))
+}
+
+/// `identity.revoke_unit {"unit": U}` (administrators only): revokes every
+/// capability minted from a grant for unit `U` that has not expired, and
+/// forgets them. Called when the unit stops (`ExecStopPost=+strata-ctl
+/// revoke-unit %n`, see docs/grants.md), so that a token dies with the
+/// invocation it was made for.
+///
+/// # Errors
+/// Code 3 for a caller that is not an administrator, 1 for a unit name that
+/// is not one, 5 when a revocation cannot be written (the ones not yet
+/// revoked are kept, so that a retry revokes them).
+pub async fn revoke_unit(
+    id: &Identity,
+    ctx: &CallContext,
+    req: &Request<'_>,
+    out: &mut ResponseBuf,
+) -> Result<(), Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        unit: String,
+    }
+    if !id.is_admin(ctx) {
+        let reason = "caller is not an administrator";
+        audit::decision(&ctx.peer, &req.method, None, None, Outcome::Deny, reason);
+        return Err(Error::denied(format!(
+            "uid {} is not an administrator: only administrators may revoke a unit's tokens",
+            ctx.peer.uid
+        )));
+    }
+    let p: Params = req.params()?;
+    if !grants::is_service_unit(&p.unit) {
+        return Err(Error::invalid(format!(
+            "unit {:?} is not a service unit name such as reader.service",
+            p.unit
+        )));
+    }
+    let now = capability::now();
+    let mut minted = id.grants.take_minted(&p.unit, now);
+    let mut revoked = Vec::with_capacity(minted.len());
+    while let Some(cap) = minted.pop() {
+        if let Err(e) = id.revocations.revoke(&cap.cap_id, cap.expires).await {
+            tracing::error!(
+                "cannot persist revocation of {} ({}): {e}",
+                cap.cap_id,
+                p.unit
+            );
+            minted.push(cap);
+            for cap in minted {
+                id.grants.remember(&p.unit, cap, now);
+            }
+            return Err(Error::internal(format!(
+                "a revocation could not be written to disk ({e}); the unit's tokens are NOT all revoked, retry"
+            )));
+        }
+        audit::decision(
+            &ctx.peer,
+            &req.method,
+            Some(&cap.cap_id),
+            None,
+            Outcome::Allow,
+            &format!("unit {} stopped", p.unit),
+        );
+        revoked.push(cap.cap_id);
+    }
+    out.write_result(&serde_json::json!({
+        "status": "revoked",
+        "unit": p.unit,
+        "cap_ids": revoked,
+    }))
 }
 
 #[cfg(test)]

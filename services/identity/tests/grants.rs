@@ -282,3 +282,61 @@ fn grants_are_read_again_on_sighup() {
     // unit defaults to <name>.service; the removed grant is gone.
     assert!(f.fetch("reader.service", "strata-reader").is_empty());
 }
+
+/// The child side of `call_as`; does nothing in a normal run.
+#[test]
+fn child_request() {
+    strata_testkit::child_request();
+}
+
+#[test]
+#[ignore = "needs root: only uid 0 is answered on the credential socket"]
+fn a_units_tokens_are_revoked_when_it_stops() {
+    assert!(is_root(), "run as root");
+    let f = start(0o600);
+    let first = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    let second = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    let mut c = Client::connect(&f.identity.socket).unwrap();
+    // Not an administrator: refused, nothing revoked.
+    let r = strata_testkit::call_as(
+        NOBODY,
+        NOBODY,
+        "child_request",
+        &f.identity.socket,
+        "identity.revoke_unit",
+        None,
+        json!({"unit": "reader.service"}),
+    );
+    assert_eq!(r.error.as_ref().map(|e| e.code), Some(3), "{r:?}");
+    assert_eq!(verify(&f, &first)["valid"], true);
+    let bad = c
+        .call("identity.revoke_unit", None, &json!({"unit": "../x"}))
+        .unwrap();
+    assert_eq!(bad.error.map(|e| e.code), Some(1));
+    let r = c
+        .call(
+            "identity.revoke_unit",
+            None,
+            &json!({"unit": "reader.service"}),
+        )
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.result.unwrap()["cap_ids"].as_array().unwrap().len(), 2);
+    for t in [&first, &second] {
+        let v = verify(&f, t);
+        assert_eq!(v["revoked"], true, "{v}");
+    }
+    // The next start gets a fresh token that works; the old stay revoked.
+    let third = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    assert_eq!(verify(&f, &third)["valid"], true);
+    assert_eq!(verify(&f, &first)["revoked"], true);
+    // Nothing left to revoke for the unit but the new one.
+    let r = c
+        .call(
+            "identity.revoke_unit",
+            None,
+            &json!({"unit": "reader.service"}),
+        )
+        .unwrap();
+    assert_eq!(r.result.unwrap()["cap_ids"].as_array().unwrap().len(), 1);
+}
