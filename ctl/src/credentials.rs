@@ -29,7 +29,14 @@ pub fn token(dir: Option<&Path>, grant: Option<&str>) -> Result<Option<String>, 
             None => Ok(None),
         };
     };
-    let present = strata_credentials(dir)?;
+    let present = match strata_credentials(dir) {
+        Ok(p) => p,
+        // A command of the unit that runs outside its mount namespace
+        // (`ExecStopPost=+…`) has the variable but not the directory: it
+        // holds no credential, which is only an error when one was asked for.
+        Err(_) if grant.is_none() => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let name = match grant {
         Some(g) => {
             if !is_grant_name(g) {
@@ -155,6 +162,9 @@ mod tests {
     #[test]
     fn outside_a_unit() {
         assert_eq!(token(None, None).unwrap(), None);
+        let gone = Path::new("/nonexistent/credentials");
+        assert_eq!(token(Some(gone), None).unwrap(), None);
+        assert!(usage(token(Some(gone), Some("reader"))).contains("cannot list"));
         assert!(usage(token(None, Some("reader"))).contains("CREDENTIALS_DIRECTORY"));
     }
 }

@@ -19,7 +19,8 @@ cleanup() {
     systemctl stop "$READER" "$THIEF" 2>/dev/null || true
     systemctl reset-failed "$READER" "$THIEF" 2>/dev/null || true
     rm -f "$UNITS/$READER" "$UNITS/$THIEF" "$GRANTS/reader.json" "$GRANTS/bad.json" \
-        "/run/$READER.token" "/run/$THIEF.token"
+        "/run/${READER%.service}" "/run/${THIEF%.service}"
+    rm -rf "/run/private/${READER%.service}" "/run/private/${THIEF%.service}"
     systemctl daemon-reload || true
 }
 trap cleanup EXIT
@@ -58,8 +59,12 @@ DynamicUser=yes
 Environment=STRATA_RUNTIME_DIR=$STRATA_RUNTIME_DIR
 LoadCredential=strata-reader:$STRATA_RUNTIME_DIR/credentials.sock
 ExecStart=$CTL ls $TD
-# For this scenario only: the token, copied out, to try it after the stop.
-ExecStartPost=+/bin/sh -c 'cat "\$\$CREDENTIALS_DIRECTORY/strata-reader" >/run/$1.token'
+# For this scenario only: the token, copied out, to try it after the stop
+# (from ExecStart=: a '+' command does not see the credentials, and
+# ExecStartPost= was refused them, under systemd 252).
+RuntimeDirectory=%N
+RuntimeDirectoryPreserve=yes
+ExecStart=/bin/sh -c 'cat "\$\$CREDENTIALS_DIRECTORY/strata-reader" >"\$\$RUNTIME_DIRECTORY/token"'
 # What the NixOS module and docs/grants.md add: the unit's tokens die with it.
 ExecStopPost=+$CTL revoke-unit %n
 UNIT
@@ -73,7 +78,7 @@ systemctl start "$READER" || fail "$READER failed: $(journalctl -u "$READER" --s
 out=$(journalctl -u "$READER" --since "$T1" -o cat)
 case $out in *hello.txt*) ;; *) fail "$READER did not list $TD: $out" ;; esac
 log "$READER listed $TD with its granted credential"
-TOKEN=$(cat "/run/$READER.token")
+TOKEN=$(cat "/run/${READER%.service}/token")
 [ -n "$TOKEN" ] || fail "$READER's credential is empty"
 # Still valid while the unit is active (binding it to the unit is a later
 # step of issue 13; until then the copied token works anywhere).
@@ -92,7 +97,7 @@ log "token $CAP refused by fs ${ms} ms after 'systemctl stop' returned"
 # A restart gets a fresh token that works; the old one stays revoked.
 T3=$(date '+%Y-%m-%d %H:%M:%S')
 systemctl start "$READER" || fail "$READER failed to start again: $(journalctl -u "$READER" --since "$T3" -o cat | tail -n 20)"
-NEW=$(cat "/run/$READER.token")
+NEW=$(cat "/run/${READER%.service}/token")
 [ "$NEW" != "$TOKEN" ] || fail "the restarted unit got the old token"
 STRATA_TOKEN=$NEW ok strata-ctl ls "$TD"
 refused || fail "the old token works again after the restart"
