@@ -9,6 +9,7 @@
 # (`pkgs.callPackage ./package.nix { }`).
 {
   lib,
+  coreutils,
   makeWrapper,
   rustPlatform,
   testers,
@@ -82,6 +83,10 @@ rustPlatform.buildRustPackage (finalAttrs: {
       if grep -q /usr/bin/ "$unit"; then
         substituteInPlace "$unit" --replace-fail /usr/bin/ "$out/bin/"
       fi
+      # ExecReload=/bin/kill -HUP $MAINPID (identity rereads its grants).
+      if grep -q '=/bin/kill ' "$unit"; then
+        substituteInPlace "$unit" --replace-fail '=/bin/kill ' '=${coreutils}/bin/kill '
+      fi
     done
   '';
 
@@ -103,6 +108,7 @@ rustPlatform.buildRustPackage (finalAttrs: {
           "$out"/bin/*)
             test -x "$exe" || { echo "a unit starts $exe, which is not installed" >&2; exit 1; }
             ;;
+          ${coreutils}/bin/kill) ;;
           *)
             echo "a unit starts $exe, outside this package" >&2
             exit 1

@@ -482,7 +482,7 @@ in
     # and strata.target pulls in the supervisor (Wants=).
     systemd.targets.strata.wantedBy = [ "multi-user.target" ];
 
-    systemd.sockets = lib.genAttrs [ "strata-identity" "strata-fs" "strata-supervisor" ] (_: {
+    systemd.sockets = lib.genAttrs [ "strata-identity" "strata-identity-credentials" "strata-fs" "strata-supervisor" ] (_: {
       wantedBy = [ "strata.target" ];
     });
 

@@ -20,10 +20,13 @@ Raw form (compatible with the Go prototype):
 Tokens: give them with --token-file FILE (- for stdin) or STRATA_TOKEN,
 never on the command line, where every local user can read them
 (/proc/PID/cmdline). --token and the prototype's -token still work, with a
-warning.
+warning. With none of them, inside a unit with a grant (docs/grants.md),
+the token is systemd's credential $CREDENTIALS_DIRECTORY/strata-NAME: the
+only one, or the one chosen with --grant NAME.
 
 Environment:
   STRATA_TOKEN        token used when --token-file is not given
+  CREDENTIALS_DIRECTORY  set by systemd: grants' tokens (strata-NAME)
   STRATA_RUNTIME_DIR  where the sockets are (default /run/strata)
 
 Exit status:
@@ -54,6 +57,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
 
+    /// Inside a unit with grants' credentials: use
+    /// $CREDENTIALS_DIRECTORY/strata-NAME (needed only when the unit has
+    /// several). Used when no --token-file and no STRATA_TOKEN is given.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub grant: Option<String>,
+
     /// Print JSON indented over several lines instead of on one line.
     #[arg(long, global = true)]
     pub pretty: bool,
@@ -77,6 +86,16 @@ pub enum Command {
     /// revoke its own (--self, or its cap_id with that token in
     /// --token-file/STRATA_TOKEN).
     Revoke(RevokeArgs),
+
+    /// Revoke every token minted from a grant for UNIT (identity.revoke_unit;
+    /// administrators only).
+    ///
+    /// Run when the unit stops: `ExecStopPost=+/usr/bin/strata-ctl
+    /// revoke-unit %n` (docs/grants.md). Prints {"status","unit","cap_ids"}.
+    RevokeUnit {
+        /// The unit, e.g. reader.service.
+        unit: String,
+    },
 
     /// Check a token (identity.verify): prints {"valid","revoked","expired","claims"}.
     ///

@@ -17,7 +17,7 @@ use strata_shared::wire::{self, Response};
 
 use crate::args::{self, Cli, Command, IssueArgs, RawCall, RevokeArgs};
 use crate::failure::{service_exit_code, Failure};
-use crate::local_token;
+use crate::{credentials, local_token};
 
 /// Bytes asked for per `fs.read`: the protocol's largest read, so that a
 /// file takes as few round trips as possible.
@@ -81,13 +81,28 @@ fn read_token_file(file: &Path) -> Result<String, Failure> {
 }
 
 /// The token to present: from `--token-file`, else from `--token` (with a
-/// warning), else from `STRATA_TOKEN`.
+/// warning), else from `STRATA_TOKEN`, else a grant's credential from
+/// `$CREDENTIALS_DIRECTORY` ([`credentials::token`], `--grant`).
 ///
 /// # Errors
-/// A usage failure when both `--token-file` and `--token` are given, or the
-/// file cannot be read.
-fn current_token(file: Option<&Path>, argv: Option<String>) -> Result<Option<String>, Failure> {
-    match (file, clean_token(argv)) {
+/// A usage failure when both `--token-file` and `--token` are given, or
+/// `--grant` with either, or the file or credential cannot be read.
+fn current_token(
+    file: Option<&Path>,
+    argv: Option<String>,
+    grant: Option<&str>,
+) -> Result<Option<String>, Failure> {
+    let argv = clean_token(argv);
+    if grant.is_some() && (file.is_some() || argv.is_some()) {
+        return Err(Failure::Usage(
+            "give the token once: --grant, --token-file or --token, not two".into(),
+        ));
+    }
+    if grant.is_some() {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty());
+        return credentials::token(dir.as_deref().map(Path::new), grant);
+    }
+    match (file, argv) {
         (Some(_), Some(_)) => Err(Failure::Usage(
             "give the token once: --token-file or --token, not both".into(),
         )),
@@ -96,7 +111,13 @@ fn current_token(file: Option<&Path>, argv: Option<String>) -> Result<Option<Str
             eprintln!("{ARGV_TOKEN_WARNING}");
             Ok(Some(token))
         }
-        (None, None) => Ok(clean_token(std::env::var("STRATA_TOKEN").ok())),
+        (None, None) => match clean_token(std::env::var("STRATA_TOKEN").ok()) {
+            Some(token) => Ok(Some(token)),
+            None => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty());
+                credentials::token(dir.as_deref().map(Path::new), None)
+            }
+        },
     }
 }
 
@@ -117,7 +138,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         .and_then(|c| c.token.clone())
         .or(cli.token);
     let ctx = Ctx {
-        token: current_token(file, argv)?,
+        token: current_token(file, argv, cli.grant.as_deref())?,
         pretty: cli.pretty || raw_call.as_ref().is_some_and(|c| c.pretty),
     };
     match cli.command {
@@ -127,6 +148,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Issue(a) => issue(&ctx, a),
         Command::Revoke(a) => revoke(&ctx, a),
+        Command::RevokeUnit { unit } => {
+            // Decided on the caller's peer credentials: no token.
+            let r = call("identity.revoke_unit", None, &json!({ "unit": unit }))?;
+            print_json(&r, ctx.pretty)
+        }
         Command::Verify { target } => verify(&ctx, target),
         Command::Whoami => whoami(&ctx),
         Command::Ls { path, long } => ls(&ctx, &path, long),

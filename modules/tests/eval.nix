@@ -438,6 +438,7 @@ let
   # Debian's nix-bin can do) and looked at; the rest are attributes.
   packageArgs = import ../../package.nix {
     inherit lib;
+    coreutils = "/coreutils";
     makeWrapper = "makeWrapper";
     testers.runNixOSTest = test: test;
     # As nixpkgs' does for a function: its argument is the result itself.

@@ -44,6 +44,10 @@ for n in identity fs supervisor; do
     mode=$(stat -c %a "$s")
     [ "$mode" = 666 ] || fail "$s has mode $mode, want 666 (any local user connects)"
 done
+# The credential socket is for systemd's LoadCredential= alone.
+c=$STRATA_RUNTIME_DIR/credentials.sock
+[ -S "$c" ] || fail "$c is not a socket"
+[ "$(stat -c %a:%U "$c")" = 600:root ] || fail "$c is $(stat -c %a:%U "$c"), want 600:root"
 dmode=$(stat -c %a "$STRATA_RUNTIME_DIR")
 log "$STRATA_RUNTIME_DIR: mode $dmode owner $(stat -c %U:%G "$STRATA_RUNTIME_DIR")"
 case $dmode in

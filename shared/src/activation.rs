@@ -45,12 +45,86 @@ pub fn take_listener(name: &str) -> io::Result<(UnixListener, ListenerSource)> {
     Ok((listener, ListenerSource::Bound(path)))
 }
 
+/// The listeners systemd passed, by `FileDescriptorName=`
+/// (`LISTEN_FDNAMES`), for a service with more than one socket unit.
+pub struct NamedListeners {
+    /// The service's main listener: the one named `primary`, or the only
+    /// one passed when it has another name (a socket unit without
+    /// `FileDescriptorName=` is named after itself), or the socket the
+    /// service bound itself without activation.
+    pub primary: UnixListener,
+    pub source: ListenerSource,
+    /// The other listeners, by name; empty without activation.
+    pub others: Vec<(String, UnixListener)>,
+}
+
+/// Takes every activation listener and tells them apart by name:
+/// `LISTEN_FDNAMES` is colon-separated, one name per fd from fd 3. Without
+/// `LISTEN_FDS`, binds `$STRATA_RUNTIME_DIR/<primary>.sock` as
+/// [`take_listener`] does, and there are no others. Every listener is
+/// returned non-blocking.
+///
+/// # Errors
+/// A passed fd that is not a listening Unix stream socket, or several fds
+/// none of which is named `primary`.
+pub fn take_named_listeners(primary: &str) -> io::Result<NamedListeners> {
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        let (listener, source) = take_listener(primary)?;
+        return Ok(NamedListeners {
+            primary: listener,
+            source,
+            others: Vec::new(),
+        });
+    }
+    let names: Vec<&str> = names.split(':').collect();
+    let mut all = Vec::with_capacity(fds.len());
+    for i in 0..fds.len() {
+        let listener = fds.take_unix_listener(i)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "fd {} (LISTEN_FDS) is not a listening Unix stream socket",
+                    3 + i
+                ),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        all.push((names.get(i).copied().unwrap_or("").to_string(), listener));
+    }
+    let at = match all.iter().position(|(n, _)| n == primary) {
+        Some(at) => at,
+        None if all.len() == 1 => 0,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} sockets passed (LISTEN_FDNAMES={:?}) and none is named {primary:?}; \
+                     set FileDescriptorName={primary} in its socket unit",
+                    all.len(),
+                    names.join(":")
+                ),
+            ))
+        }
+    };
+    let (_, listener) = all.remove(at);
+    Ok(NamedListeners {
+        primary: listener,
+        source: ListenerSource::Activated,
+        others: all,
+    })
+}
+
 /// What every service's `main` needs before its runtime starts: the
 /// connection limits from the environment and the listening socket.
 pub struct Prepared {
     pub limits: crate::server::Limits,
     pub listener: UnixListener,
     pub source: ListenerSource,
+    /// Further activation listeners by `FileDescriptorName=`, for a service
+    /// started with [`start_named`]; always empty after [`prepare`].
+    pub others: Vec<(String, UnixListener)>,
 }
 
 /// Reads the server limits and takes the listener for service `name`,
@@ -70,6 +144,29 @@ pub fn prepare(name: &str) -> Result<Prepared, std::process::ExitCode> {
         limits,
         listener,
         source,
+        others: Vec::new(),
+    })
+}
+
+/// As [`prepare`], for a service with several socket units: the listeners
+/// are told apart by name ([`take_named_listeners`]).
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_named(name: &str) -> Result<Prepared, std::process::ExitCode> {
+    let limits = crate::server::Limits::from_env().map_err(|e| {
+        tracing::error!("bad configuration: {e}");
+        std::process::ExitCode::from(2)
+    })?;
+    let named = take_named_listeners(name).map_err(|e| {
+        tracing::error!("no listening socket: {e}");
+        std::process::ExitCode::from(1)
+    })?;
+    Ok(Prepared {
+        limits,
+        listener: named.primary,
+        source: named.source,
+        others: named.others,
     })
 }
 
@@ -87,6 +184,29 @@ pub fn start<C, E: std::fmt::Display>(
     binary: &str,
     service: &str,
     config: impl FnOnce() -> Result<C, E>,
+) -> Result<(C, Prepared, &'static str), std::process::ExitCode> {
+    start_with(binary, service, config, prepare)
+}
+
+/// As [`start`], for a service with several socket units told apart by
+/// `FileDescriptorName=` (identity: `identity` and `credentials`); the
+/// others are in [`Prepared::others`].
+///
+/// # Errors
+/// As [`start`].
+pub fn start_named<C, E: std::fmt::Display>(
+    binary: &str,
+    service: &str,
+    config: impl FnOnce() -> Result<C, E>,
+) -> Result<(C, Prepared, &'static str), std::process::ExitCode> {
+    start_with(binary, service, config, prepare_named)
+}
+
+fn start_with<C, E: std::fmt::Display>(
+    binary: &str,
+    service: &str,
+    config: impl FnOnce() -> Result<C, E>,
+    prepare: fn(&str) -> Result<Prepared, std::process::ExitCode>,
 ) -> Result<(C, Prepared, &'static str), std::process::ExitCode> {
     crate::memory::configure();
     let sink = crate::logging::init(binary);

@@ -21,6 +21,14 @@ pub struct Config {
     pub reserved_uids: HashSet<u32>,
     pub default_ttl: u64,
     pub max_ttl: u64,
+    /// Where the grant files are (`STRATA_GRANTS_DIR`, default
+    /// `/etc/strata/grants.d`; see docs/grants.md).
+    pub grants_dir: PathBuf,
+    /// The directories fs serves, when identity is told them
+    /// (`STRATA_GRANT_ROOTS`, colon-separated, as `STRATA_FS_ROOTS`): an fs
+    /// grant whose prefix lies outside every one is refused at load, since
+    /// every request through it would be. Empty: not checked.
+    pub grant_roots: Vec<String>,
 }
 
 /// Who may issue and revoke any capability, besides uid 0.
@@ -61,8 +69,26 @@ impl Config {
                 .collect(),
             default_ttl,
             max_ttl,
+            grants_dir: std::env::var_os("STRATA_GRANTS_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/etc/strata/grants.d")),
+            grant_roots: grant_roots()?,
         })
     }
+}
+
+/// `STRATA_GRANT_ROOTS`: colon-separated normalized absolute paths.
+fn grant_roots() -> Result<Vec<String>, ConfigError> {
+    let roots = env_list("STRATA_GRANT_ROOTS", ':');
+    for root in &roots {
+        strata_shared::paths::check_prefix(root).map_err(|e| ConfigError {
+            var: "STRATA_GRANT_ROOTS",
+            value: root.clone(),
+            expected: e.message,
+        })?;
+    }
+    Ok(roots)
 }
 
 impl Admins {

@@ -7,6 +7,8 @@
 //! closes the prototype's "anyone who can reach the socket mints tokens".
 
 pub mod config;
+pub mod credentials;
+pub mod grants;
 pub mod keys;
 mod methods;
 pub mod revocations;
@@ -45,6 +47,8 @@ pub struct Identity {
     revocations: RevocationStore,
     started: Instant,
     public_b64: String,
+    /// The grants from `STRATA_GRANTS_DIR` and what was minted from them.
+    pub grants: grants::GrantBook,
 }
 
 impl Identity {
@@ -58,6 +62,15 @@ impl Identity {
         let (keys, created) = keys::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
         let revocations = RevocationStore::open(&config.state_dir, config.max_ttl)?;
         let verifier = Verifier::new(keys.pk);
+        let grants = grants::GrantBook::new(
+            config.grants_dir.clone(),
+            grants::Rules {
+                default_ttl: config.default_ttl,
+                max_ttl: config.max_ttl,
+                roots: config.grant_roots.clone(),
+            },
+        );
+        grants.reload();
         tracing::info!(
             kid = verifier.kid(),
             state_dir = %config.state_dir.display(),
@@ -72,6 +85,7 @@ impl Identity {
             tokens: VerificationCache::new(verifier, TOKEN_CACHE_ENTRIES),
             revocations,
             started: Instant::now(),
+            grants,
         })
     }
 

@@ -22,6 +22,10 @@ pub struct ActivatedService {
     name: String,
     envs: Vec<(String, String)>,
     listener: UnixListener,
+    /// Further listeners passed after the first, with their
+    /// `LISTEN_FDNAMES` names (as several `.socket` units with
+    /// `FileDescriptorName=` would).
+    extra: Vec<(String, UnixListener)>,
     notify: UnixDatagram,
     notify_path: PathBuf,
     child: Option<Child>,
@@ -57,13 +61,35 @@ impl ActivatedService {
         runtime_dir: &Path,
         envs: &[(&str, &str)],
     ) -> io::Result<Self> {
+        Self::start_with_sockets(binary, name, runtime_dir, &[], envs)
+    }
+
+    /// As [`ActivatedService::start`], and also binds
+    /// `runtime_dir/<fdname>.sock` with `mode` for each of `extra`, passed
+    /// as fds 4, 5… named `fdname` in `LISTEN_FDNAMES` (identity's
+    /// `credentials` socket is one, mode 0600).
+    pub fn start_with_sockets(
+        binary: &Path,
+        name: &str,
+        runtime_dir: &Path,
+        extra: &[(&str, u32)],
+        envs: &[(&str, &str)],
+    ) -> io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(runtime_dir)?;
+        let mut extra_listeners = Vec::with_capacity(extra.len());
+        for (fdname, mode) in extra {
+            let path = runtime_dir.join(format!("{fdname}.sock"));
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+            extra_listeners.push((fdname.to_string(), listener));
+        }
         let socket = runtime_dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)?;
         // As a `.socket` unit with SocketMode=0666 would: any local user may
         // connect, and the service decides what they may do.
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
         std::fs::set_permissions(runtime_dir, std::fs::Permissions::from_mode(0o755))?;
         let notify_path = runtime_dir.join(format!("{name}.notify"));
@@ -77,6 +103,7 @@ impl ActivatedService {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             listener,
+            extra: extra_listeners,
             notify,
             notify_path,
             child: None,
@@ -89,7 +116,13 @@ impl ActivatedService {
 
     #[allow(unsafe_code)]
     fn spawn(&mut self) -> io::Result<()> {
-        let fd = self.listener.as_raw_fd();
+        // The listeners in fd order (3, 4, ...), and their names.
+        let fds: Vec<i32> = std::iter::once(self.listener.as_raw_fd())
+            .chain(self.extra.iter().map(|(_, l)| l.as_raw_fd()))
+            .collect();
+        let names: Vec<&str> = std::iter::once(self.name.as_str())
+            .chain(self.extra.iter().map(|(n, _)| n.as_str()))
+            .collect();
         // `sh` learns its own pid as $$ and `exec` keeps it, which is how the
         // child gets LISTEN_PID (and WATCHDOG_PID, when a test passes
         // WATCHDOG_USEC) equal to its pid without unsafe env writes between
@@ -98,14 +131,16 @@ impl ActivatedService {
         cmd.arg("-c")
             .arg(
                 "[ -n \"$WATCHDOG_USEC\" ] && export WATCHDOG_PID=$$; \
-                 LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=\"$1\" exec \"$0\"",
+                 LISTEN_PID=$$ LISTEN_FDS=\"$2\" LISTEN_FDNAMES=\"$1\" exec \"$0\"",
             )
             .arg(&self.binary)
-            .arg(&self.name)
+            .arg(names.join(":"))
+            .arg(fds.len().to_string())
             .env("STRATA_RUNTIME_DIR", &self.runtime_dir)
             .env("NOTIFY_SOCKET", &self.notify_path)
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null());
@@ -116,24 +151,38 @@ impl ActivatedService {
             cmd.env(k, v);
         }
         // SAFETY: the closure runs in the forked child before exec and calls
-        // only async-signal-safe functions (fcntl, dup2), allocating nothing:
-        // it puts the listener at fd 3, where sd_listen_fds expects it, with
-        // FD_CLOEXEC cleared.
+        // only async-signal-safe functions (fcntl, dup2), allocating nothing
+        // (`fds` was built before the fork and is only read): it moves every
+        // listener above fd 100 first, so that none is overwritten while the
+        // others are put at 3, 4, ..., where sd_listen_fds expects them, and
+        // dup2 leaves FD_CLOEXEC cleared on the copies.
         unsafe {
             cmd.pre_exec(move || {
-                if fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                let mut high = [0i32; 16];
+                if fds.len() > high.len() {
+                    return Err(io::Error::from_raw_os_error(libc::EMFILE));
+                }
+                for (i, fd) in fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                    if high[i] < 0 {
                         return Err(io::Error::last_os_error());
                     }
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(io::Error::last_os_error());
+                }
+                for (i, fd) in high[..fds.len()].iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
         self.child = Some(cmd.spawn()?);
         Ok(())
+    }
+
+    /// The socket of the extra listener named `fdname`.
+    pub fn socket_named(&self, fdname: &str) -> PathBuf {
+        self.runtime_dir.join(format!("{fdname}.sock"))
     }
 
     /// The child's pid.
@@ -348,4 +397,82 @@ pub fn child_request() {
         "RESPONSE {}",
         serde_json::to_string(&resp).expect("serialize")
     );
+}
+
+/// Does what systemd's `LoadCredential=ID:SOCKET` does: binds a stream
+/// socket to the abstract address `\0<abstract_name>`, connects to
+/// `socket`, shuts down its writing side and reads until end of file.
+/// Returns what was read (empty when the service closed without writing).
+///
+/// # Errors
+/// When the socket cannot be created, bound or connected, or the read
+/// fails (a reset counts as an error).
+pub fn fetch_credential(socket: &Path, abstract_name: &str) -> io::Result<Vec<u8>> {
+    use rustix::net::{AddressFamily, Shutdown, SocketAddrUnix, SocketFlags, SocketType};
+    use std::io::Read;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind_unix(
+        &fd,
+        &SocketAddrUnix::new_abstract_name(abstract_name.as_bytes())?,
+    )?;
+    rustix::net::connect_unix(&fd, &SocketAddrUnix::new(socket)?)?;
+    rustix::net::shutdown(&fd, Shutdown::Write)?;
+    let mut stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+/// [`fetch_credential`] as another uid and gid, in a child re-running the
+/// current test binary for the test named `child_test` only — which must
+/// do nothing but call [`child_fetch_credential`]. Returns what the child
+/// read, or `Err` with the child's error when it could not connect.
+pub fn fetch_credential_as(
+    uid: u32,
+    gid: u32,
+    child_test: &str,
+    socket: &Path,
+    abstract_name: &str,
+) -> Result<Vec<u8>, String> {
+    let out = Command::new(std::env::current_exe().expect("current exe"))
+        .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env("STRATA_CHILD_CREDENTIAL_SOCKET", socket)
+        .env("STRATA_CHILD_CREDENTIAL_NAME", abstract_name)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The test harness prints "test NAME ... " on the same line first.
+    for line in stdout.lines() {
+        if let Some((_, err)) = line.split_once("CREDENTIAL-ERROR ") {
+            return Err(err.to_string());
+        }
+        if let Some((_, text)) = line.split_once("CREDENTIAL ") {
+            return Ok(text.trim_end().as_bytes().to_vec());
+        }
+    }
+    panic!(
+        "child printed no credential: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The child side of [`fetch_credential_as`]. Does nothing in a normal
+/// test run.
+pub fn child_fetch_credential() {
+    let Ok(socket) = std::env::var("STRATA_CHILD_CREDENTIAL_SOCKET") else {
+        return;
+    };
+    let name = std::env::var("STRATA_CHILD_CREDENTIAL_NAME").expect("name");
+    match fetch_credential(Path::new(&socket), &name) {
+        Ok(got) => println!("CREDENTIAL {}", String::from_utf8_lossy(&got)),
+        Err(e) => println!("CREDENTIAL-ERROR {e}"),
+    }
 }

@@ -21,6 +21,7 @@ pub const METHODS: &[&str] = &[
     "identity.pubkey",
     "identity.revocations",
     "identity.health",
+    "identity.revoke_unit",
 ];
 
 pub async fn dispatch(
@@ -36,6 +37,7 @@ pub async fn dispatch(
         "identity.revocations" => revocation::revocations(id, req, out).await,
         "identity.pubkey" => info::pubkey(id, out),
         "identity.health" => info::health(id, out),
+        "identity.revoke_unit" => crate::credentials::revoke_unit(id, ctx, req, out).await,
         other => Err(Error::invalid(format!(
             "unknown method {other:?}; identity serves {}",
             METHODS.join(", ")
