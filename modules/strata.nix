@@ -171,6 +171,9 @@ let
 
 in
 {
+  # services.strata.grants, in a file of its own.
+  imports = [ ./grants.nix ];
+
   options.services.strata = {
     enable = mkEnableOption "Strata, a capability-based service runtime";
 

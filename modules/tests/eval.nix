@@ -94,6 +94,7 @@ let
         c.systemd.services.strata-fs.environment
         c.systemd.services.strata-fs.serviceConfig
         c.systemd.services.strata-supervisor.environment
+        c.environment.etc
         (failedAssertions c)
       ] true
     )).success;
@@ -181,6 +182,8 @@ let
           STRATA_LOG = "info";
           STRATA_TOKEN_DEFAULT_TTL = "3600";
           STRATA_TOKEN_MAX_TTL = "86400";
+          # fs's roots: identity refuses a grant outside them.
+          STRATA_GRANT_ROOTS = "/srv";
         }
         || full # NixOS adds PATH, LOCALE_ARCHIVE, TZDIR to every service
       )
@@ -388,6 +391,7 @@ let
           STRATA_ADMIN_UIDS = "1000,1001";
           STRATA_TOKEN_DEFAULT_TTL = "3600";
           STRATA_TOKEN_MAX_TTL = "7200";
+          STRATA_GRANT_ROOTS = "/srv/a:/srv/b";
         }
         || full
       )
@@ -507,6 +511,286 @@ let
     )
   ];
 
+  # --- grants (modules/grants.nix) ------------------------------------------
+  strataCtl = "${fakePackage.bin.outPath}/bin/strata-ctl";
+  withGrants =
+    (evalConfig {
+      services.strata = {
+        enable = true;
+        fs.paths = [
+          "/srv"
+          "/var/lib/reports"
+        ];
+        grants = {
+          # Everything by default: unit reader.service, service fs, no TTL.
+          reader = {
+            actions = [
+              "list"
+              "read"
+            ];
+            pathPrefix = "/srv/data";
+          };
+          # Two grants for one unit of another name; actions listed twice.
+          exporter-in = {
+            unit = "reports-exporter.service";
+            actions = [
+              "list"
+              "stat"
+              "list"
+            ];
+            pathPrefix = "/var/lib/reports";
+            ttl = 600;
+          };
+          exporter-conf = {
+            unit = "reports-exporter.service";
+            actions = [ "read" ];
+            pathPrefix = "/srv/conf";
+          };
+        };
+      };
+      # The consumer's own definition, which the module must leave as it is
+      # and only append to.
+      systemd.services.reports-exporter = {
+        after = [ "network.target" ];
+        serviceConfig = {
+          ExecStart = "/bin/exporter";
+          DynamicUser = true;
+          LoadCredential = [ "tls:/etc/exporter/tls.pem" ];
+          ExecStopPost = [ "/bin/exporter --cleanup" ];
+        };
+      };
+    }).config;
+  etcJson = c: name: builtins.fromJSON c.environment.etc."strata/grants.d/${name}.json".text;
+  unitOf = c: name: c.systemd.services.${name};
+  grantsChecks = [
+    (check "grants: no assertion fails" (failedAssertions withGrants == [ ]) (failedAssertions withGrants))
+    (check "grants: one file per grant, nothing else under strata/"
+      (
+        lib.filter (lib.hasPrefix "strata/") (lib.attrNames withGrants.environment.etc) == [
+          "strata/grants.d/exporter-conf.json"
+          "strata/grants.d/exporter-in.json"
+          "strata/grants.d/reader.json"
+        ]
+      )
+      (lib.attrNames withGrants.environment.etc)
+    )
+    (check "grants: the file of a grant with the defaults: unit <name>.service, service fs, no ttl_seconds"
+      (
+        etcJson withGrants "reader" == {
+          unit = "reader.service";
+          service = "fs";
+          actions = [
+            "list"
+            "read"
+          ];
+          path_prefix = "/srv/data";
+        }
+      )
+      (etcJson withGrants "reader")
+    )
+    (check "grants: the file of a grant with unit and ttl; each action once, in order"
+      (
+        etcJson withGrants "exporter-in" == {
+          unit = "reports-exporter.service";
+          service = "fs";
+          actions = [
+            "list"
+            "stat"
+          ];
+          path_prefix = "/var/lib/reports";
+          ttl_seconds = 600;
+        }
+      )
+      (etcJson withGrants "exporter-in")
+    )
+    (check "grants: the consumer gets the credential, the socket ordering and the revocation at stop"
+      (
+        let
+          u = unitOf withGrants "reader";
+        in
+        u.serviceConfig.LoadCredential == [ "strata-reader:/run/strata/credentials.sock" ]
+        && u.serviceConfig.ExecStopPost == [ "+${strataCtl} revoke-unit %n" ]
+        && u.wants == [ "strata-identity-credentials.socket" ]
+        && u.after == [ "strata-identity-credentials.socket" ]
+      )
+      (unitOf withGrants "reader")
+    )
+    (check "grants: a unit of two grants gets both credentials and one revocation, appended to its own settings"
+      (
+        let
+          u = unitOf withGrants "reports-exporter";
+        in
+        lib.sort lib.lessThan u.serviceConfig.LoadCredential == [
+          "strata-exporter-conf:/run/strata/credentials.sock"
+          "strata-exporter-in:/run/strata/credentials.sock"
+          "tls:/etc/exporter/tls.pem"
+        ]
+        && lib.sort lib.lessThan u.serviceConfig.ExecStopPost == [
+          "+${strataCtl} revoke-unit %n"
+          "/bin/exporter --cleanup"
+        ]
+        && lib.sort lib.lessThan u.after == [
+          "network.target"
+          "strata-identity-credentials.socket"
+        ]
+        && u.serviceConfig.ExecStart == "/bin/exporter"
+        && u.serviceConfig.DynamicUser
+      )
+      (unitOf withGrants "reports-exporter").serviceConfig
+    )
+    (check "grants: the module adds nothing else to the consumer (no override, no environment)"
+      (
+        lib.attrNames (unitOf withGrants "reader").serviceConfig == [
+          "ExecStopPost"
+          "LoadCredential"
+        ]
+        && ((unitOf withGrants "reader").environment == { } || full)
+      )
+      (unitOf withGrants "reader")
+    )
+    (check "grants: a changed grant restarts its consumer, not the others"
+      (
+        let
+          changed =
+            (evalConfig {
+              services.strata = {
+                enable = true;
+                grants.reader = {
+                  actions = [ "list" ];
+                  pathPrefix = "/srv/data";
+                };
+                grants.other = {
+                  actions = [ "list" ];
+                  pathPrefix = "/srv/other";
+                };
+              };
+            }).config;
+          same =
+            (evalConfig {
+              services.strata = {
+                enable = true;
+                grants.reader = {
+                  actions = [ "list" ];
+                  pathPrefix = "/srv/data";
+                };
+                grants.other = {
+                  actions = [ "list" ];
+                  pathPrefix = "/srv/elsewhere";
+                };
+              };
+            }).config;
+        in
+        (unitOf changed "reader").restartTriggers == (unitOf same "reader").restartTriggers
+        && (unitOf changed "other").restartTriggers != (unitOf same "other").restartTriggers
+        && (unitOf withGrants "reader").restartTriggers != [ ]
+      )
+      null
+    )
+    (check "grants: identity is reloaded, not restarted, when the grants change"
+      (
+        let
+          id = c: unitOf c "strata-identity";
+          renamed =
+            (evalConfig {
+              services.strata = {
+                enable = true;
+                grants.reader2 = {
+                  unit = "reader.service";
+                  actions = [
+                    "list"
+                    "read"
+                  ];
+                  pathPrefix = "/srv/data";
+                };
+              };
+            }).config;
+        in
+        lib.length (id withGrants).reloadTriggers == 1
+        && (id withGrants).reloadTriggers != (id minimal).reloadTriggers
+        && (id renamed).reloadTriggers != (id minimal).reloadTriggers
+        && (id withGrants).restartTriggers == [ ]
+      )
+      (unitOf withGrants "strata-identity").reloadTriggers
+    )
+    (check "grants: identity refuses grants outside fs's roots (STRATA_GRANT_ROOTS)"
+      ((env withGrants "strata-identity").STRATA_GRANT_ROOTS == "/srv:/var/lib/reports")
+      (env withGrants "strata-identity")
+    )
+    (check "grants: none declared, no file and no consumer"
+      (
+        !(lib.any (lib.hasPrefix "strata/") (lib.attrNames minimal.environment.etc))
+        && !(minimal.systemd.services ? reader)
+      )
+      null
+    )
+    (check "grants: disabled, nothing is configured although grants are declared"
+      (
+        let
+          c =
+            (evalConfig {
+              services.strata.grants.reader = {
+                actions = [ "list" ];
+                pathPrefix = "/srv/data";
+              };
+            }).config;
+        in
+        c.environment.etc == { } && !(c.systemd.services ? reader)
+      )
+      null
+    )
+    (check "grants: accepted: a 64-character name, a unit with '@', ':' and '\\', prefix = a served root, all five actions"
+      (evaluates
+        (evalConfig {
+          services.strata = {
+            enable = true;
+            grants.${lib.concatStrings (lib.replicate 64 "a")} = {
+              unit = "a:b\\x2dc@d_e.f-g.service";
+              actions = [
+                "open"
+                "read"
+                "list"
+                "stat"
+                "close"
+              ];
+              pathPrefix = "/srv";
+              ttl = 86400;
+            };
+          };
+        }).config
+      )
+      null
+    )
+    (refusedByGrant "a prefix outside fs's roots" { pathPrefix = "/etc"; } "outside every directory fs serves")
+    (refusedByGrant "a prefix that only shares a root's first letters" { pathPrefix = "/srvx"; } "outside every directory fs serves")
+    (refusedByGrant "a ttl above maxTtl" { ttl = 86401; } "larger than")
+    (refusedByGrant "a grant for Strata's own fs" { unit = "strata-fs.service"; } "Strata's own")
+    (rejectedGrant "a relative prefix" { pathPrefix = "srv/data"; })
+    (rejectedGrant "a prefix with a trailing '/'" { pathPrefix = "/srv/data/"; })
+    (rejectedGrant "a prefix with '..'" { pathPrefix = "/srv/../etc"; })
+    (rejectedGrant "a prefix with '.'" { pathPrefix = "/srv/./data"; })
+    (rejectedGrant "a prefix with '//'" { pathPrefix = "/srv//data"; })
+    (rejectedGrant "an empty prefix" { pathPrefix = ""; })
+    (rejectedGrant "no prefix" { pathPrefix = null; })
+    (rejectedGrant "an action fs does not have" { actions = [ "write" ]; })
+    (rejectedGrant "no action" { actions = [ ]; })
+    (rejectedGrant "actions as one string" { actions = "list,read"; })
+    (rejectedGrant "a service other than fs" { service = "supervisor"; })
+    (rejectedGrant "a unit that is not a service" { unit = "reader.socket"; })
+    (rejectedGrant "a unit starting with '.'" { unit = ".reader.service"; })
+    (rejectedGrant "a unit with '/'" { unit = "../reader.service"; })
+    (rejectedGrant "a unit name of 256 characters" { unit = lib.concatStrings (lib.replicate 248 "u") + ".service"; })
+    (rejectedGrant "ttl = 0" { ttl = 0; })
+    (rejectedGrant "a ttl above identity's 30-day ceiling" { ttl = 2592001; })
+    (rejectedGrant "a field identity does not know" { holder = "x"; })
+    (rejectedGrant "setting the read-only name" { name = "other"; })
+    (rejectedGrantName "an upper-case name" "Reader")
+    (rejectedGrantName "a name with '.'" "reader.v2")
+    (rejectedGrantName "a name starting with '-'" "-reader")
+    (rejectedGrantName "a name with '/'" "a/b")
+    (rejectedGrantName "a name of 65 characters" (lib.concatStrings (lib.replicate 65 "a")))
+    (check "grants: sanity: the grant the rejections start from evaluates" (evaluates (evalConfig (grantConfig "reader" { })).config) null)
+  ];
+
   # --- disabled ------------------------------------------------------------
   disabled = (evalConfig { services.strata.enable = false; }).config;
   disabledChecks = [
@@ -560,6 +844,34 @@ let
   rejected =
     name: configuration:
     check "rejected: ${name}" (!(evaluates (evalConfig configuration).config)) null;
+
+  # One valid grant with FIELDS replaced, under NAME.
+  grantConfig = name: fields: {
+    services.strata = {
+      enable = true;
+      token.maxTtl = 86400;
+      grants.${name} = {
+        actions = [
+          "list"
+          "read"
+        ];
+        pathPrefix = "/srv/data";
+      }
+      // fields;
+    };
+  };
+  rejectedGrant =
+    name: fields:
+    check "grants: rejected: ${name}" (!(evaluates (evalConfig (grantConfig "reader" fields)).config)) null;
+  rejectedGrantName =
+    name: grantName:
+    check "grants: rejected: ${name}" (!(evaluates (evalConfig (grantConfig grantName { })).config)) null;
+  refusedByGrant =
+    name: fields: needle:
+    let
+      msgs = failedAssertions (evalConfig (grantConfig "reader" fields)).config;
+    in
+    check "grants: refused: ${name}" (msgs != [ ] && lib.all (lib.hasInfix needle) msgs) msgs;
 
   typeChecks = [
     (rejected "maxTtl = 0" { services.strata = { enable = true; token.maxTtl = 0; }; })
@@ -658,6 +970,7 @@ let
     ++ homeChecks
     ++ settingsChecks
     ++ packageChecks
+    ++ grantsChecks
     ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {

@@ -127,6 +127,22 @@ in
     description = "Packages installed in the system profile (on PATH).";
   };
 
+  # nixos/modules/system/etc/etc.nix (etcOpts: the sub-option the module
+  # sets; NixOS turns `text` into the file's `source`)
+  options.environment.etc = mkOption {
+    type = types.attrsOf (
+      types.submodule {
+        options.text = mkOption {
+          type = types.nullOr types.lines;
+          default = null;
+          description = "Text of the file.";
+        };
+      }
+    );
+    default = { };
+    description = "Set of files that have to be linked in {file}`/etc`.";
+  };
+
   # nixos/modules/system/boot/systemd.nix
   options.systemd.packages = mkOption {
     type = types.listOf types.package;
@@ -210,6 +226,30 @@ in
               );
             default = { };
             description = "Environment variables passed to the service's processes.";
+          };
+
+          # nixos/lib/systemd-unit-options.nix: commonUnitOptions
+          wants = mkOption {
+            type = types.listOf unitNameType;
+            default = [ ];
+            description = "Start the specified units when this unit is started.";
+          };
+          after = mkOption {
+            type = types.listOf unitNameType;
+            default = [ ];
+            description = "If the specified units are started at the same time as this unit, delay this unit until they have started.";
+          };
+
+          # nixos/lib/systemd-unit-options.nix: serviceOptions
+          restartTriggers = mkOption {
+            type = types.listOf types.unspecified;
+            default = [ ];
+            description = "Items whose change between generations restarts the service.";
+          };
+          reloadTriggers = mkOption {
+            type = types.listOf unitOption;
+            default = [ ];
+            description = "Items whose change between generations reloads the service.";
           };
 
           serviceConfig = mkOption {
