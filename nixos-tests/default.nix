@@ -10,7 +10,8 @@
 # 14-identity-kill-revocations, 15-identity-failing, 17-audit-flood,
 # 18-audit-forgery, 19-connection-cap (faults);
 # 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
-# NixOS machine's read-only unit directories allow).
+# NixOS machine's read-only unit directories allow); 21-grants is done
+# through services.strata.grants instead of hand-written units (grants).
 #
 # Called by package.nix (passthru.tests, which flake.nix's checks take), with
 # the very package under test.
@@ -28,4 +29,5 @@ in
   watchdog = import ./watchdog.nix args;
   hardening = import ./hardening.nix args;
   faults = import ./faults.nix args;
+  grants = import ./grants.nix args;
 }

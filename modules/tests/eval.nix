@@ -501,6 +501,7 @@ let
         && lib.attrNames packageArgs.passthru.tests == [
           "basic"
           "faults"
+          "grants"
           "hardening"
           "non-admin"
           "persistence"
