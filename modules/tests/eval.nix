@@ -792,6 +792,118 @@ let
     (check "grants: sanity: the grant the rejections start from evaluates" (evaluates (evalConfig (grantConfig "reader" { })).config) null)
   ];
 
+  # --- the VM test nixos-tests/grants.nix, as far as the stubs go ----------
+  # Its machine, evaluated with the stubs and the few options the test
+  # framework and common.nix set besides the module's (declared loosely
+  # here, not in the stubs: the module does not set them). What the test
+  # script relies on is checked: the rendered grant, the units, and the
+  # specialisation it switches to (identity reloaded, the consumer of the
+  # unchanged grant not restarted).
+  vmTest = import ../../nixos-tests/grants.nix {
+    testers.runNixOSTest = test: test;
+    common = import ../../nixos-tests/common.nix { package = fakePackage; };
+  };
+  testNodeOptions =
+    { lib, ... }:
+    let
+      inherit (lib) mkOption types;
+      loose = mkOption {
+        type = types.anything;
+        default = null;
+      };
+    in
+    {
+      options = {
+        services.journald.settings = loose;
+        systemd.tmpfiles.rules = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        };
+        environment.etc = mkOption {
+          type = types.attrsOf (types.submodule { options.source = loose; });
+        };
+        users.users = mkOption {
+          type = types.attrsOf (types.submodule { options.isNormalUser = loose; });
+        };
+        systemd.services = mkOption {
+          type = types.attrsOf (types.submodule { options.description = loose; });
+        };
+        specialisation = mkOption {
+          type = types.attrsOf (types.submodule { options.configuration = mkOption { type = types.deferredModule; }; });
+          default = { };
+        };
+      };
+    };
+  evalTestNode =
+    extra:
+    (lib.evalModules {
+      modules = [
+        ./nixos-stubs.nix
+        testNodeOptions
+        {
+          _module.args.pkgs = fakePkgs // {
+            runtimeShell = "/bin/sh";
+          };
+        }
+        vmTest.nodes.machine
+      ] ++ extra;
+    }).config;
+  testNode = evalTestNode [ ];
+  testNodeMore = evalTestNode [ testNode.specialisation.more.configuration ];
+  vmTestChecks = lib.optionals (!full) [
+    (check "vm test grants: its machine evaluates, no assertion fails" (
+      evaluates testNode && failedAssertions testNode == [ ]
+    ) (failedAssertions testNode))
+    (check "vm test grants: the grant file the script expects"
+      (
+        etcJson testNode "reader" == {
+          unit = "reader.service";
+          service = "fs";
+          actions = [
+            "list"
+            "stat"
+            "open"
+            "read"
+          ];
+          path_prefix = "/srv/granted";
+          ttl_seconds = 600;
+        }
+      )
+      (etcJson testNode "reader")
+    )
+    (check "vm test grants: reader gets the credential and the revocation; thief only its own line"
+      (
+        (unitOf testNode "reader").serviceConfig.LoadCredential == [ "strata-reader:/run/strata/credentials.sock" ]
+        && lib.length (unitOf testNode "reader").serviceConfig.ExecStopPost == 1
+        && (unitOf testNode "thief").serviceConfig.LoadCredential == [ "strata-reader:/run/strata/credentials.sock" ]
+        && !((unitOf testNode "thief").serviceConfig ? ExecStopPost)
+        && (unitOf testNode "reader").serviceConfig.DynamicUser
+      )
+      null
+    )
+    (check "vm test grants: the specialisation adds a grant, reloads identity, and leaves reader's unit as it is"
+      (
+        etcJson testNodeMore "second" == {
+          unit = "second.service";
+          service = "fs";
+          actions = [ "list" ];
+          path_prefix = "/srv/granted";
+        }
+        && (unitOf testNodeMore "strata-identity").reloadTriggers != (unitOf testNode "strata-identity").reloadTriggers
+        && unitOf testNodeMore "reader" == unitOf testNode "reader"
+        && (unitOf testNodeMore "second").serviceConfig.LoadCredential == [ "strata-second:/run/strata/credentials.sock" ]
+      )
+      null
+    )
+    (check "vm test grants: the script runs the subtests of scenario 21" (lib.all (t: lib.hasInfix t vmTest.testScript) [
+      "lists its prefix with plain strata-ctl"
+      "stopping the consumer revokes its token"
+      "a restart gets a fresh token"
+      "is not the grant's unit gets no token"
+      "reloads identity"
+    ]) null)
+  ];
+
   # --- disabled ------------------------------------------------------------
   disabled = (evalConfig { services.strata.enable = false; }).config;
   disabledChecks = [
@@ -972,6 +1084,7 @@ let
     ++ settingsChecks
     ++ packageChecks
     ++ grantsChecks
+    ++ vmTestChecks
     ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {
