@@ -133,6 +133,13 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// The context of a caller known only by its credentials, with no
+    /// socket: for calling a [`Service`] in-process, as tests of a
+    /// dispatcher do. Its [`Self::peer_groups`] is empty.
+    pub fn detached(peer: PeerCred) -> Self {
+        Self { peer, fd: -1 }
+    }
+
     /// The caller's supplementary groups, read from the socket on demand
     /// (only identity's admin check needs them).
     pub fn peer_groups(&self) -> Vec<u32> {
