@@ -1,10 +1,13 @@
-//! Capability claims and the one place where a request is judged.
+//! Capability claims: what a token grants, and how it is checked.
 //!
 //! A [`Verifier`] turns a token into a [`Capability`] (signature, footer,
-//! claim types, validity window); [`Capability::authorize`] then decides
-//! whether that capability allows an action on a service. Path confinement is
-//! not decided here by string comparison: [`crate::paths`] only strips the
-//! prefix component by component and the kernel does the resolution.
+//! claim types, validity window); the [`VerificationCache`] — the one both
+//! identity and fs use — makes that cost one Ed25519 verification per
+//! token; [`Capability::authorize`] says whether a capability allows an
+//! action on a service. Requests are decided by each service's policy step
+//! (fs: `services/fs/src/policy.rs`), which calls these. Path confinement
+//! is not decided here by string comparison: [`crate::paths`] only strips
+//! the prefix component by component and the kernel does the resolution.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
