@@ -19,8 +19,9 @@
 //!      the prefix directory (`openat2(RESOLVE_BENEATH |
 //!      RESOLVE_NO_MAGICLINKS)`), refusing `..`, symlinks and magic links
 //!      that would leave it — code 3;
-//!    - a file to open must be a regular file with one name, unless the
-//!      operator allows hard links (`STRATA_FS_ALLOW_HARDLINKS`) — code 3.
+//!    - a file to open must be a regular file (code 1 otherwise) with one
+//!      name, unless the operator allows hard links
+//!      (`STRATA_FS_ALLOW_HARDLINKS`) — code 3.
 //!
 //! Checks to come (binding a token to its holder, rate limits per
 //! capability) go between 2 and 3, where the capability is known and
@@ -179,6 +180,9 @@ impl FsService {
             }
             None => {}
         }
+        // Checks to come — the token bound to its holder, a rate per
+        // capability — go here: the capability is known, nothing is
+        // resolved yet.
         // 3. Which object.
         let target = match ask.object {
             Object::Handle(handle) => self.own_handle(&cap, handle),
