@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use strata_shared::audit::{self, ReadSummary};
 use strata_shared::capability::Capability;
-use strata_shared::server::{CallContext, Service};
+use strata_shared::server::{contain_panic, CallContext, Service};
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
 use crate::auth::Authority;
@@ -414,7 +414,12 @@ impl Service for FsService {
         }
         match Call::parse(req) {
             Ok(call) => {
-                let served = self.serve(ctx, req.token.as_deref(), &call, out).await;
+                // A panic is an internal error like any other, and is
+                // recorded as one.
+                let served =
+                    contain_panic(method, self.serve(ctx, req.token.as_deref(), &call, out))
+                        .await
+                        .unwrap_or_else(Served::refused);
                 let named = match call.object() {
                     Object::Path(p) | Object::Handle(p) => p,
                 };

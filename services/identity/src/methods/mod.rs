@@ -14,7 +14,7 @@ mod revocation;
 mod tokens;
 
 use strata_shared::audit;
-use strata_shared::server::CallContext;
+use strata_shared::server::{contain_panic, CallContext};
 use strata_shared::wire::{Error, ErrorCode, Request, ResponseBuf};
 
 use crate::Identity;
@@ -58,24 +58,30 @@ pub async fn dispatch(
 ) -> Result<(), Error> {
     let mut facts = Facts::default();
     let method: &str = &req.method;
-    let (result, always) = match method {
-        "identity.issue" => (tokens::issue(id, ctx, req, out, &mut facts), true),
-        "identity.revoke" => (
-            revocation::revoke(id, ctx, req, out, &mut facts).await,
-            true,
-        ),
-        "identity.verify" => (tokens::verify(id, req, out), false),
-        "identity.revocations" => (revocation::revocations(id, req, out).await, false),
-        "identity.pubkey" => (info::pubkey(id, out), false),
-        "identity.health" => (info::health(id, out), false),
-        other => (
-            Err(Error::invalid(format!(
-                "unknown method {other:?}; identity serves {}",
-                METHODS.join(", ")
-            ))),
-            false,
-        ),
+    let run = async {
+        match method {
+            "identity.issue" => (tokens::issue(id, ctx, req, out, &mut facts), true),
+            "identity.revoke" => (
+                revocation::revoke(id, ctx, req, out, &mut facts).await,
+                true,
+            ),
+            "identity.verify" => (tokens::verify(id, req, out), false),
+            "identity.revocations" => (revocation::revocations(id, req, out).await, false),
+            "identity.pubkey" => (info::pubkey(id, out), false),
+            "identity.health" => (info::health(id, out), false),
+            other => (
+                Err(Error::invalid(format!(
+                    "unknown method {other:?}; identity serves {}",
+                    METHODS.join(", ")
+                ))),
+                false,
+            ),
+        }
     };
+    // A panic is an internal error like any other, and is recorded as one.
+    let (result, always) = contain_panic(method, run)
+        .await
+        .unwrap_or_else(|e| (Err(e), true));
     let refused_or_failed = matches!(
         &result,
         Err(e) if matches!(
