@@ -1,10 +1,13 @@
-//! Capability claims and the one place where a request is judged.
+//! Capability claims: what a token grants, and how it is checked.
 //!
 //! A [`Verifier`] turns a token into a [`Capability`] (signature, footer,
-//! claim types, validity window); [`Capability::authorize`] then decides
-//! whether that capability allows an action on a service. Path confinement is
-//! not decided here by string comparison: [`crate::paths`] only strips the
-//! prefix component by component and the kernel does the resolution.
+//! claim types, validity window); the [`VerificationCache`] — the one both
+//! identity and fs use — makes that cost one Ed25519 verification per
+//! token; [`Capability::authorize`] says whether a capability allows an
+//! action on a service. Requests are decided by each service's policy step
+//! (fs: `services/fs/src/policy.rs`), which calls these. Path confinement
+//! is not decided here by string comparison: [`crate::paths`] only strips
+//! the prefix component by component and the kernel does the resolution.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -90,6 +93,10 @@ struct Footer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capability {
     pub claims: Claims,
+    /// `jti` (the capability id) as a number, parsed once by
+    /// [`crate::ids::parse_cap_id`]: what handle tables and revocation sets
+    /// compare.
+    pub id: u128,
     /// `exp` as Unix seconds.
     pub expires: i64,
     /// `iat` as Unix seconds.
@@ -203,9 +210,8 @@ impl Verifier {
                 claims.sub
             )));
         }
-        if !crate::ids::is_cap_id(&claims.jti) {
-            return Err(InvalidToken::BadClaims("jti is not a capability id".into()));
-        }
+        let id = crate::ids::parse_cap_id(&claims.jti)
+            .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?;
         let bad_time = |name: &str| InvalidToken::BadClaims(format!("{name} is not RFC 3339"));
         let expires = parse_time(&claims.exp).ok_or_else(|| bad_time("exp"))?;
         let issued = parse_time(&claims.iat).ok_or_else(|| bad_time("iat"))?;
@@ -215,6 +221,7 @@ impl Verifier {
         };
         Ok(Capability {
             claims,
+            id,
             expires,
             issued,
             not_before,
@@ -233,6 +240,11 @@ impl Capability {
     /// The capability id.
     pub fn cap_id(&self) -> &str {
         &self.claims.jti
+    }
+
+    /// The token's `constraints.path_prefix`, if it has one.
+    pub fn path_prefix(&self) -> Option<&str> {
+        self.claims.constraints.path_prefix.as_deref()
     }
 
     /// Checks the validity window.
@@ -270,19 +282,18 @@ impl Capability {
     }
 }
 
-/// A bounded cache of tokens whose signature, footer and claims verified.
+/// A bounded cache of tokens whose signature, footer and claims verified:
+/// the one both identity and fs use.
 ///
 /// An Ed25519 verification costs tens of microseconds, far more than the
 /// rest of a request, and a client sends the same token with every request.
 /// Only what never changes for a given token string is cached; callers check
 /// the validity window ([`Capability::check_time`]) and revocation on every
-/// use, so a cached entry never outlives the token's validity.
-///
-/// `T` is what the caller keeps per token (a [`Capability`], or a richer
-/// type built from one).
-pub struct VerificationCache<T> {
+/// use, so a cached entry never outlives the token's validity. The cache
+/// belongs to one key: a verifier that learns a new key makes a new cache.
+pub struct VerificationCache {
     verifier: Verifier,
-    entries: RwLock<HashMap<Box<str>, Arc<T>>>,
+    entries: RwLock<HashMap<Box<str>, Arc<Capability>>>,
     max_entries: usize,
 }
 
@@ -290,12 +301,13 @@ pub struct VerificationCache<T> {
 /// the cache's memory stays bounded whatever clients send.
 pub const CACHE_MAX_TOKEN_LEN: usize = 1024;
 
-impl<T> VerificationCache<T> {
+impl VerificationCache {
+    /// An empty cache of at most `max_entries` tokens (at least one).
     pub fn new(verifier: Verifier, max_entries: usize) -> Self {
         Self {
             verifier,
             entries: RwLock::new(HashMap::new()),
-            max_entries,
+            max_entries: max_entries.max(1),
         }
     }
 
@@ -303,17 +315,16 @@ impl<T> VerificationCache<T> {
         &self.verifier
     }
 
-    /// The cached value for `token`, or verifies it, builds the value with
-    /// `make` and caches it.
-    pub fn decode_with(
-        &self,
-        token: &str,
-        make: impl FnOnce(Capability) -> Result<T, InvalidToken>,
-    ) -> Result<Arc<T>, InvalidToken> {
+    /// The capability of `token`: from the cache, or verified now
+    /// ([`Verifier::decode`], no clock) and cached.
+    ///
+    /// # Errors
+    /// Why the token is not a capability signed by this key.
+    pub fn decode(&self, token: &str) -> Result<Arc<Capability>, InvalidToken> {
         if let Some(v) = self.entries.read().expect("cache lock").get(token) {
             return Ok(v.clone());
         }
-        let value = Arc::new(make(self.verifier.decode(token)?)?);
+        let value = Arc::new(self.verifier.decode(token)?);
         if token.len() <= CACHE_MAX_TOKEN_LEN {
             let mut entries = self.entries.write().expect("cache lock");
             if entries.len() >= self.max_entries {
@@ -326,6 +337,12 @@ impl<T> VerificationCache<T> {
             entries.insert(token.into(), value.clone());
         }
         Ok(value)
+    }
+
+    /// Drops `token`'s entry: it will never be valid again (it expired),
+    /// so its slot goes to a live one.
+    pub fn forget(&self, token: &str) {
+        self.entries.write().expect("cache lock").remove(token);
     }
 
     pub fn len(&self) -> usize {
@@ -521,26 +538,25 @@ mod tests {
     #[test]
     fn cache_verifies_once_and_is_bounded() {
         let kp = keypair_from_seed(&[9; 32]);
-        let cache: VerificationCache<Capability> = VerificationCache::new(Verifier::new(kp.pk), 2);
+        let cache = VerificationCache::new(Verifier::new(kp.pk), 2);
         let actions = vec!["read".to_string()];
         let t = issue(
             &kp.sk,
             cache.verifier().kid(),
             &grant(&actions, now(), now() + 60),
         );
-        let mut built = 0;
-        for _ in 0..3 {
-            let cap = cache
-                .decode_with(&t, |c| {
-                    built += 1;
-                    Ok(c)
-                })
-                .unwrap();
-            assert_eq!(cap.cap_id(), CAP);
-        }
-        assert_eq!(built, 1, "verified once, then served from the cache");
-        assert!(cache.decode_with("v2.public.AAAA", Ok).is_err());
+        let first = cache.decode(&t).unwrap();
+        assert_eq!(first.cap_id(), CAP);
+        assert_eq!(first.id, 0x0123456789abcdef0123456789abcdef);
+        let again = cache.decode(&t).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "verified once, then served from the cache"
+        );
+        assert!(cache.decode("v2.public.AAAA").is_err());
         assert_eq!(cache.len(), 1, "failures are not cached");
+        cache.forget(&t);
+        assert!(cache.is_empty());
         let other = issue(
             &kp.sk,
             cache.verifier().kid(),
@@ -551,8 +567,9 @@ mod tests {
             cache.verifier().kid(),
             &grant(&actions, now(), now() + 62),
         );
-        cache.decode_with(&other, Ok).unwrap();
-        cache.decode_with(&third, Ok).unwrap();
+        cache.decode(&t).unwrap();
+        cache.decode(&other).unwrap();
+        cache.decode(&third).unwrap();
         assert!(cache.len() <= 2);
     }
 }

@@ -23,6 +23,12 @@ pub fn is_cap_id(s: &str) -> bool {
     parse_cap_id(s).is_some()
 }
 
+/// Formats a capability id the way tokens spell it: 32 lowercase hex
+/// digits.
+pub fn format_cap_id(id: u128) -> String {
+    format!("{id:032x}")
+}
+
 /// Parses a handle id: [`HANDLE_PREFIX`] and a capability id's 32 digits.
 pub fn parse_handle(s: &str) -> Option<u128> {
     parse_cap_id(s.strip_prefix(HANDLE_PREFIX)?)
@@ -30,7 +36,7 @@ pub fn parse_handle(s: &str) -> Option<u128> {
 
 /// Formats a handle id the way clients see it.
 pub fn format_handle(id: u128) -> String {
-    format!("{HANDLE_PREFIX}{id:032x}")
+    format!("{HANDLE_PREFIX}{}", format_cap_id(id))
 }
 
 #[cfg(test)]
@@ -42,6 +48,8 @@ mod tests {
     #[test]
     fn cap_ids_parse_strictly() {
         assert_eq!(parse_cap_id(CAP), Some(0x00112233445566778899aabbccddeeff));
+        assert_eq!(format_cap_id(0x00112233445566778899aabbccddeeff), CAP);
+        assert_eq!(parse_cap_id(&format_cap_id(7)), Some(7));
         assert!(is_cap_id(CAP));
         for bad in [
             "00112233445566778899AABBCCDDEEFF",

@@ -133,6 +133,13 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// The context of a caller known only by its credentials, with no
+    /// socket: for calling a [`Service`] in-process, as tests of a
+    /// dispatcher do. Its [`Self::peer_groups`] is empty.
+    pub fn detached(peer: PeerCred) -> Self {
+        Self { peer, fd: -1 }
+    }
+
     /// The caller's supplementary groups, read from the socket on demand
     /// (only identity's admin check needs them).
     pub fn peer_groups(&self) -> Vec<u32> {
@@ -519,30 +526,63 @@ async fn handle_frame<S: Service>(
         }
     };
     out.begin_ok(req.req_id);
-    let outcome = AssertUnwindSafe(service.call(ctx, &req, out))
-        .catch_unwind()
-        .await;
-    match outcome {
+    match contain_panic(&req.method, service.call(ctx, &req, out)).await {
         Ok(Ok(())) => out.finish_ok(req.req_id),
-        Ok(Err(e)) => out.error(req.req_id, &e),
+        Ok(Err(e)) | Err(e) => out.error(req.req_id, &e),
+    }
+    true
+}
+
+/// Runs one request's future and contains a panic in it: the panic is
+/// logged (the method and the panic's text escaped and bounded, as they
+/// may be the client's) and becomes the code-5 error to answer, while the
+/// service keeps serving.
+///
+/// The request loop does this around every call; a dispatcher that writes
+/// an audit record for every outcome does it itself, around its methods,
+/// so that a panic is recorded like any other internal error.
+///
+/// # Errors
+/// The code-5 error standing for the panic.
+pub async fn contain_panic<T>(method: &str, request: impl Future<Output = T>) -> Result<T, Error> {
+    match AssertUnwindSafe(request).catch_unwind().await {
+        Ok(value) => Ok(value),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            // The method, and perhaps the panic's text, are the client's:
-            // escaped and bounded like every client value that reaches a log.
-            let method = crate::logging::escape::escape(&req.method, crate::audit::METHOD_MAX);
+            let method = crate::logging::escape::escape(method, crate::audit::METHOD_MAX);
             let what = crate::logging::escape::escape(&what, crate::audit::REASON_MAX);
             tracing::error!(%method, "request panicked: {what}");
-            out.error(
-                req.req_id,
-                &Error::internal(
-                    "internal error while handling this request; the service is still running",
-                ),
-            );
+            Err(Error::internal(
+                "internal error while handling this request; the service is still running",
+            ))
         }
     }
-    true
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+    use crate::wire::ErrorCode;
+
+    #[test]
+    fn a_panic_becomes_code_5_and_a_value_passes_through() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let fine = rt.block_on(contain_panic("fs.read", async { 7 }));
+        assert_eq!(fine.unwrap(), 7);
+        let failed = rt.block_on(contain_panic("fs.read", async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            7
+        }));
+        let e = failed.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("still running"), "{}", e.message);
+    }
 }

@@ -1,17 +1,17 @@
-//! Who is asking: token verification, the verification cache, and the
+//! Who is asking: is a token a valid fs capability right now, and the
 //! revocations fs knows of.
 //!
 //! The [`Authority`] holds identity's public key (learned only through
-//! `identity.pubkey`, see [`crate::identity_sync`]), a bounded cache of tokens
-//! whose signature already verified, and the set of revoked capability ids.
+//! `identity.pubkey`, see [`crate::identity_sync`]) with the
+//! [`VerificationCache`] of tokens verified with it — the one cache
+//! `strata_shared::capability` defines, which identity uses too — and the
+//! set of revoked capability ids.
 //!
-//! The cache exists for speed: an ed25519 verification costs tens of
-//! microseconds, far more than the rest of a request, and a client sends the
-//! same token on every request. It never weakens a check: only the
-//! signature, footer and claim decoding are cached; the validity window is
-//! checked against the clock and the capability against the revocation set
-//! on **every** request, so a revoked or expired token is refused on its next
-//! use, not when a cache entry ages out.
+//! The cache never weakens a check: only the signature, footer and claim
+//! decoding are cached; the validity window is checked against the clock
+//! and the capability against the revocation set on **every** request, so
+//! a revoked or expired token is refused on its next use, not when a cache
+//! entry ages out. Only [`crate::policy`] calls [`Authority::authenticate`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,17 +19,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ed25519_compact::PublicKey;
-use strata_shared::capability::{self, Capability, InvalidToken, Verifier};
-use strata_shared::ids::parse_cap_id;
+use strata_shared::capability::{self, Capability, InvalidToken, VerificationCache, Verifier};
 use strata_shared::wire::Error;
 use tokio::sync::watch;
 
 /// Most tokens kept in the verification cache. Strata's tokens are about
 /// 400 bytes, so a full cache is under 2 MiB.
 pub const CACHE_ENTRIES: usize = 4096;
-/// Tokens longer than this are verified every time instead of being cached,
-/// so that the cache's memory stays bounded whatever clients send.
-pub const CACHE_MAX_TOKEN_LEN: usize = 1024;
 /// How long, after start, a request that needs a token waits for the first
 /// key from identity before it is answered code 5. Under socket activation
 /// fs and identity may both be starting when the first request arrives; a
@@ -41,92 +37,17 @@ pub const STARTUP_KEY_WAIT: Duration = Duration::from_secs(2);
 pub const NO_KEY: &str = "identity is unavailable; cannot verify tokens yet \
      (is strata-identity running? try `systemctl status strata-identity`)";
 
-/// A capability whose token verified, with its id in the form the handle
-/// table and revocation set compare cheaply.
-#[derive(Debug)]
-pub struct Cap {
-    pub capability: Capability,
-    /// `cap_id` (the `jti`, 32 hex digits) as a number.
-    pub id: u128,
-}
-
-impl Cap {
-    /// Wraps a verified capability. `None` if its id is not 32 lowercase hex
-    /// digits (the verifier already refuses those).
-    pub fn new(capability: Capability) -> Option<Self> {
-        let id = parse_cap_id(capability.cap_id())?;
-        Some(Self { capability, id })
-    }
-
-    /// The capability id as text, for messages and logs.
-    pub fn cap_id(&self) -> &str {
-        self.capability.cap_id()
-    }
-
-    /// The token's `constraints.path_prefix`, if it has one.
-    pub fn path_prefix(&self) -> Option<&str> {
-        self.capability.claims.constraints.path_prefix.as_deref()
-    }
-}
-
 /// A refused authentication: the error to answer and, when the token did
-/// verify (it is expired or revoked), the capability, for the audit log.
+/// verify (it is expired or revoked), the capability, for the audit record.
 #[derive(Debug)]
 pub struct AuthFailure {
     pub error: Error,
-    pub cap: Option<Arc<Cap>>,
+    pub cap: Option<Arc<Capability>>,
 }
 
 impl AuthFailure {
-    fn new(error: Error, cap: Option<Arc<Cap>>) -> Self {
+    fn new(error: Error, cap: Option<Arc<Capability>>) -> Self {
         Self { error, cap }
-    }
-}
-
-/// One public key and the tokens verified with it. Replacing the key
-/// replaces this whole value, so the cache can never answer for a key that
-/// is no longer identity's.
-struct KeyState {
-    verifier: Verifier,
-    cache: RwLock<HashMap<Box<str>, Arc<Cap>>>,
-    cache_entries: usize,
-}
-
-impl KeyState {
-    fn new(public: PublicKey, cache_entries: usize) -> Self {
-        Self {
-            verifier: Verifier::new(public),
-            cache: RwLock::new(HashMap::new()),
-            cache_entries,
-        }
-    }
-
-    /// The capability of a token: from the cache, or verified now and cached.
-    fn decode(&self, token: &str) -> Result<Arc<Cap>, InvalidToken> {
-        if let Some(cap) = self.cache.read().expect("cache lock").get(token) {
-            return Ok(cap.clone());
-        }
-        let capability = self.verifier.decode(token)?;
-        let cap = Arc::new(
-            Cap::new(capability)
-                .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?,
-        );
-        if token.len() <= CACHE_MAX_TOKEN_LEN {
-            let mut cache = self.cache.write().expect("cache lock");
-            if cache.len() >= self.cache_entries {
-                // Only tokens that verified get here, and only an
-                // administrator can mint those, so a full cache means a busy
-                // host rather than an attack: starting over costs one
-                // verification per live token.
-                cache.clear();
-            }
-            cache.insert(token.into(), cap.clone());
-        }
-        Ok(cap)
-    }
-
-    fn forget(&self, token: &str) {
-        self.cache.write().expect("cache lock").remove(token);
     }
 }
 
@@ -171,7 +92,10 @@ impl Revocations {
 
 /// Decides whether a token is a valid fs capability right now.
 pub struct Authority {
-    key: RwLock<Option<Arc<KeyState>>>,
+    /// Identity's key and the tokens verified with it. Replacing the key
+    /// replaces the whole cache, so it never answers for a key that is no
+    /// longer identity's.
+    key: RwLock<Option<Arc<VerificationCache>>>,
     /// Revoked capabilities. Only ever grows (minus expired entries): there
     /// is no un-revoke, so a resync with identity adds and never removes.
     pub revocations: Revocations,
@@ -197,7 +121,7 @@ impl Authority {
     /// [`Self::new`] with a verification cache of `cache_entries` tokens.
     pub fn with_cache_size(startup_wait: Duration, cache_entries: usize) -> Self {
         Self {
-            cache_entries: cache_entries.max(1),
+            cache_entries,
             key: RwLock::new(None),
             revocations: Revocations::default(),
             key_ready: watch::Sender::new(false),
@@ -211,11 +135,14 @@ impl Authority {
     pub fn install_key(&self, public: PublicKey) -> bool {
         let mut key = self.key.write().expect("key lock");
         if let Some(current) = key.as_ref() {
-            if current.verifier.public_key() == &public {
+            if current.verifier().public_key() == &public {
                 return false;
             }
         }
-        *key = Some(Arc::new(KeyState::new(public, self.cache_entries)));
+        *key = Some(Arc::new(VerificationCache::new(
+            Verifier::new(public),
+            self.cache_entries,
+        )));
         drop(key);
         self.key_ready.send_replace(true);
         true
@@ -223,7 +150,7 @@ impl Authority {
 
     /// The key id of the key held, if any.
     pub fn kid(&self) -> Option<String> {
-        self.current().map(|k| k.verifier.kid().to_string())
+        self.current().map(|k| k.verifier().kid().to_string())
     }
 
     /// Whether a key is held (tokens can be verified).
@@ -243,12 +170,12 @@ impl Authority {
         self.synced.load(Ordering::Relaxed) && self.has_key()
     }
 
-    fn current(&self) -> Option<Arc<KeyState>> {
+    fn current(&self) -> Option<Arc<VerificationCache>> {
         self.key.read().expect("key lock").clone()
     }
 
     /// The key, waiting for it during the start-up window.
-    async fn key(&self) -> Option<Arc<KeyState>> {
+    async fn key(&self) -> Option<Arc<VerificationCache>> {
         if let Some(k) = self.current() {
             return Some(k);
         }
@@ -264,7 +191,10 @@ impl Authority {
 
     /// Verifies `token` (code 2 when missing or invalid, code 5 while no key
     /// is known) and checks expiry and revocation now.
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<Arc<Cap>, AuthFailure> {
+    ///
+    /// # Errors
+    /// The refusal, with the capability when the token itself verified.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Arc<Capability>, AuthFailure> {
         let Some(token) = token else {
             return Err(AuthFailure::new(
                 Error::unauthenticated(
@@ -280,7 +210,12 @@ impl Authority {
         self.check(&key, token, capability::now())
     }
 
-    fn check(&self, key: &KeyState, token: &str, now: i64) -> Result<Arc<Cap>, AuthFailure> {
+    fn check(
+        &self,
+        key: &VerificationCache,
+        token: &str,
+        now: i64,
+    ) -> Result<Arc<Capability>, AuthFailure> {
         let cap = key
             .decode(token)
             .map_err(|e| AuthFailure::new(e.into(), None))?;
@@ -290,7 +225,7 @@ impl Authority {
                 Some(cap),
             ));
         }
-        if let Err(e) = cap.capability.check_time(now) {
+        if let Err(e) = cap.check_time(now) {
             if matches!(e, InvalidToken::Expired(_)) {
                 // It will never be valid again: free its cache slot.
                 key.forget(token);
@@ -382,15 +317,16 @@ pub(crate) mod tests {
         let now = capability::now();
         assert!(a.check(&key, &t, now).is_ok());
         assert!(a.check(&key, &t, now).is_ok(), "served from the cache");
-        assert_eq!(key.cache.read().unwrap().len(), 1);
+        assert_eq!(key.len(), 1);
         // Expiry is checked against the clock on every use.
         let e = a.check(&key, &t, now + 61).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
         assert!(e.error.message.contains("expired"), "{}", e.error.message);
-        assert!(key.cache.read().unwrap().is_empty(), "expired entry freed");
+        assert!(key.is_empty(), "expired entry freed");
         // Revocation is checked on every use.
         assert!(a.check(&key, &t, now).is_ok());
-        a.revocations.insert(parse_cap_id(CAP).unwrap(), now + 60);
+        a.revocations
+            .insert(strata_shared::ids::parse_cap_id(CAP).unwrap(), now + 60);
         let e = a.check(&key, &t, now).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::AuthenticationRequired);
         assert!(e.error.message.contains("revoked"));
@@ -421,7 +357,7 @@ pub(crate) mod tests {
             let e = block(a.authenticate(Some(bad))).unwrap_err();
             assert_eq!(e.error.code, ErrorCode::AuthenticationRequired, "{bad:?}");
         }
-        assert!(a.current().unwrap().cache.read().unwrap().is_empty());
+        assert!(a.current().unwrap().is_empty());
     }
 
     #[test]
@@ -435,7 +371,7 @@ pub(crate) mod tests {
             let id = format!("{i:032x}");
             let t = token(&kp, &id, &["read"], "/srv", 60);
             assert!(a.check(&key, &t, now).is_ok());
-            assert!(key.cache.read().unwrap().len() <= 8);
+            assert!(key.len() <= 8);
         }
     }
 

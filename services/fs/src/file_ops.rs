@@ -1,4 +1,7 @@
-//! `fs.open`, `fs.read` and `fs.close`: files held open as handles.
+//! `fs.open`, `fs.read` and `fs.close`: the I/O on files held open as
+//! handles. Everything was decided before these run ([`crate::policy`]):
+//! they get the file already open, or the handle already found to be the
+//! caller's.
 //!
 //! File system calls are made inline on the runtime thread rather than on
 //! tokio's blocking pool: on the page-cached files fs serves, an `openat2`
@@ -13,14 +16,14 @@ use std::os::unix::fs::FileExt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rustix::fs::{FileType, OFlags};
 use serde::Deserialize;
-use strata_shared::capability::InvalidToken;
-use strata_shared::paths::{self, OpenFileError};
-use strata_shared::server::CallContext;
-use strata_shared::wire::{Error, Request, ResponseBuf};
+use strata_shared::capability::Capability;
+use strata_shared::ids::format_handle;
+use strata_shared::peer::PeerCred;
+use strata_shared::wire::{Error, ResponseBuf};
 
-use crate::{json, FsService};
+use crate::handles::{self, Handle};
+use crate::{json, Done, FsService};
 
 /// Default `size` of `fs.read`.
 pub const DEFAULT_READ: u64 = 4096;
@@ -31,120 +34,44 @@ pub const MAX_READ: u64 = 131_072;
 #[derive(Deserialize)]
 pub struct OpenParams<'a> {
     #[serde(borrow)]
-    path: Cow<'a, str>,
+    pub path: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 pub struct HandleParams<'a> {
     #[serde(borrow)]
-    handle: Cow<'a, str>,
+    pub handle: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
 pub struct ReadParams<'a> {
     #[serde(borrow)]
-    handle: Cow<'a, str>,
+    pub handle: Cow<'a, str>,
     #[serde(default)]
-    offset: Option<u64>,
+    pub offset: Option<u64>,
     #[serde(default)]
-    size: Option<u64>,
+    pub size: Option<u64>,
     #[serde(default, borrow)]
-    encoding: Option<Cow<'a, str>>,
+    pub encoding: Option<Cow<'a, str>>,
 }
 
-thread_local! {
-    /// Where `fs.read` puts the bytes before encoding them into the
-    /// response: one buffer per worker thread, grown once to the largest read
-    /// and reused, instead of an allocation per request.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// An `fs.read`'s range and encoding, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRange {
+    pub offset: u64,
+    pub size: usize,
+    pub base64: bool,
 }
 
-impl FsService {
-    /// `fs.open {path}` → `{handle}`.
-    pub async fn open(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        out: &mut ResponseBuf,
-    ) -> Result<(), Error> {
-        let p: OpenParams = req.params()?;
-        let path: &str = &p.path;
-        let cap = self.authorize(ctx, req, Some("open"), Some(path)).await?;
-        let result = self.open_file(&cap, path);
-        self.audit(ctx, "fs.open", &cap, Some(path), &result);
-        let file = result?;
-        let handle = self.handles.insert(&cap, file, path)?;
-        let w = out.result_writer();
-        w.extend_from_slice(b"{\"handle\":\"");
-        w.extend_from_slice(handle.as_bytes());
-        w.extend_from_slice(b"\"}");
-        Ok(())
-    }
-
-    /// Resolves `path` under the capability's prefix and opens it, if it is
-    /// a regular file fs may hand out.
-    fn open_file(&self, cap: &crate::auth::Cap, path: &str) -> Result<File, Error> {
-        let (dir, rel) = self.resolve(cap, path)?;
-        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
-        // refused as not a regular file), and an open that would break
-        // another process's lease fails at once instead of waiting for the
-        // holder.
-        let fd = paths::open_file_beneath(
-            &*dir,
-            &rel,
-            OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK,
-        )
-        .map_err(|e| match e {
-            OpenFileError::Leased => Error::exhausted(format!(
-                "{path:?} is leased by another process (fcntl F_SETLEASE), which has not \
-                 given it up; try again later"
-            )),
-            // open(2) of a Unix socket: not a file fs hands out (code 1, like
-            // a FIFO or a device), not an internal error.
-            OpenFileError::Kernel(rustix::io::Errno::NXIO) => Error::invalid(format!(
-                "{path:?} is a socket; fs.open opens regular files only"
-            )),
-            OpenFileError::Kernel(other) => paths::errno_to_error(other, &format!("{path:?}")),
-        })?;
-        let st = rustix::fs::fstat(&fd)
-            .map_err(|e| Error::internal(format!("cannot stat {path:?}: {e}")))?;
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => {}
-            FileType::Directory => {
-                return Err(Error::invalid(format!(
-                    "{path:?} is a directory; use fs.list"
-                )))
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "{path:?} is not a regular file ({other:?}); fs.open opens regular files only"
-                )))
-            }
-        }
-        // A hard link inside the prefix to a file outside it is the same
-        // inode, and no path resolution can tell: refuse files that have
-        // more than one name unless the operator vouches for the tree.
-        if !self.config.allow_hardlinks && st.st_nlink > 1 {
-            return Err(Error::denied(format!(
-                "{path:?}: file has multiple hard links ({}); fs refuses them because a link \
-                 can name a file outside the prefix (set STRATA_FS_ALLOW_HARDLINKS=1 to allow)",
-                st.st_nlink
-            )));
-        }
-        Ok(File::from(fd))
-    }
-
-    /// `fs.read {handle, offset?, size?, encoding?}` →
-    /// `{bytes_read, eof, data | data_b64}`.
-    pub async fn read(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        out: &mut ResponseBuf,
-    ) -> Result<(), Error> {
-        let p: ReadParams = req.params()?;
-        let offset = p.offset.unwrap_or(0);
-        let size = p.size.unwrap_or(DEFAULT_READ);
+impl ReadParams<'_> {
+    /// The range and encoding asked for, with the defaults applied.
+    ///
+    /// # Errors
+    /// Code 1 for a size over [`MAX_READ`], an offset out of range, or an
+    /// unknown encoding.
+    pub fn range(&self) -> Result<ReadRange, Error> {
+        let offset = self.offset.unwrap_or(0);
+        let size = self.size.unwrap_or(DEFAULT_READ);
         if size > MAX_READ {
             return Err(Error::invalid(format!(
                 "size {size} is over the limit of {MAX_READ} bytes per fs.read; read in pieces"
@@ -155,7 +82,7 @@ impl FsService {
         if offset > (i64::MAX as u64) - MAX_READ - 1 {
             return Err(Error::invalid(format!("offset {offset} is out of range")));
         }
-        let base64 = match p.encoding.as_deref() {
+        let base64 = match self.encoding.as_deref() {
             None | Some("utf8") => false,
             Some("base64") => true,
             Some(other) => {
@@ -164,61 +91,85 @@ impl FsService {
                 )))
             }
         };
-        let cap = self.authorize(ctx, req, Some("read"), None).await?;
-        let handle = match self.handles.get(&p.handle, cap.id) {
-            Ok(h) => h,
-            Err(e) => {
-                let e = self.revoked_meanwhile(&cap, e);
-                self.audit(ctx, "fs.read", &cap, None, &Err::<(), _>(e.clone()));
-                return Err(e);
-            }
-        };
-        self.audit(ctx, "fs.read", &cap, Some(&handle.path), &Ok(()));
-        read_into(
-            &handle.file,
+        Ok(ReadRange {
             offset,
-            size as usize,
+            size: size as usize,
             base64,
-            out.result_writer(),
-        )
-        .map_err(|e| Error::internal(format!("cannot read {:?}: {e}", handle.path)))
-    }
-
-    /// A handle also disappears when identity_sync closes the handles of a
-    /// capability revoked after this request's `authorize`: answer that
-    /// (code 2), not "no such handle" (code 4).
-    fn revoked_meanwhile(&self, cap: &crate::auth::Cap, missing: Error) -> Error {
-        if self.authority.revocations.contains(cap.id) {
-            InvalidToken::Revoked(cap.cap_id().to_string()).into()
-        } else {
-            missing
-        }
-    }
-
-    /// `fs.close {handle}` → `{status:"closed"}`. Any valid fs token of the
-    /// owning capability may close it.
-    pub async fn close(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        out: &mut ResponseBuf,
-    ) -> Result<(), Error> {
-        let p: HandleParams = req.params()?;
-        let cap = self.authorize(ctx, req, None, None).await?;
-        let result = self
-            .handles
-            .close(&p.handle, cap.id)
-            .map_err(|e| self.revoked_meanwhile(&cap, e));
-        self.audit(ctx, "fs.close", &cap, None, &result);
-        result?;
-        out.result_writer()
-            .extend_from_slice(b"{\"status\":\"closed\"}");
-        Ok(())
+        })
     }
 }
 
-/// Reads up to `size` bytes at `offset` and writes the `fs.read` result
-/// object to `out`.
+thread_local! {
+    /// Where `fs.read` puts the bytes before encoding them into the
+    /// response: one buffer per worker thread, grown once to the largest read
+    /// and reused, instead of an allocation per request.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl FsService {
+    /// `fs.open {path}` → `{handle}`: keeps `file`, which the policy
+    /// opened, as a new handle of `cap`.
+    ///
+    /// # Errors
+    /// Code 6 at a handle limit.
+    pub fn open(
+        &self,
+        cap: &Capability,
+        file: File,
+        path: &str,
+        opener: PeerCred,
+        out: &mut ResponseBuf,
+    ) -> Result<Done, Error> {
+        let id = self.handles.insert(cap, file, path, opener)?;
+        let w = out.result_writer();
+        w.extend_from_slice(b"{\"handle\":\"");
+        w.extend_from_slice(format_handle(id).as_bytes());
+        w.extend_from_slice(b"\"}");
+        Ok(Done::Opened(id))
+    }
+
+    /// `fs.read {handle, offset?, size?, encoding?}` →
+    /// `{bytes_read, eof, data | data_b64}`: one `pread` on the handle's
+    /// file, counted in its tally.
+    ///
+    /// # Errors
+    /// Code 5 when the read fails.
+    pub fn read(
+        &self,
+        handle: &Handle,
+        range: ReadRange,
+        out: &mut ResponseBuf,
+    ) -> Result<Done, Error> {
+        let n = read_into(
+            &handle.file,
+            range.offset,
+            range.size,
+            range.base64,
+            out.result_writer(),
+        )
+        .map_err(|e| Error::internal(format!("cannot read {:?}: {e}", handle.path)))?;
+        Ok(if handle.tally(range.offset, n as u64) {
+            Done::Tallied
+        } else {
+            Done::Answered
+        })
+    }
+
+    /// `fs.close {handle}` → `{status:"closed"}`: ends handle `id` and
+    /// returns what was read through it.
+    ///
+    /// # Errors
+    /// Code 4 when a concurrent close or sweep ended it first.
+    pub fn close(&self, id: u128, out: &mut ResponseBuf) -> Result<Done, Error> {
+        let handle = self.handles.remove(id).ok_or_else(handles::missing)?;
+        out.result_writer()
+            .extend_from_slice(b"{\"status\":\"closed\"}");
+        Ok(Done::Closed(handle.end()))
+    }
+}
+
+/// Reads up to `size` bytes at `offset`, writes the `fs.read` result
+/// object to `out` and returns how many bytes it holds.
 ///
 /// One byte more than asked is read: if it arrives, the file goes on and
 /// `eof` is false, with no extra `fstat`; if the read comes up short, the
@@ -229,7 +180,7 @@ pub fn read_into(
     size: usize,
     base64: bool,
     out: &mut Vec<u8>,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     READ_BUF.with_borrow_mut(|buf| {
         if buf.len() < size + 1 {
             buf.resize(size + 1, 0);
@@ -267,7 +218,7 @@ pub fn read_into(
             }
         }
         out.push(b'}');
-        Ok(())
+        Ok(data.len())
     })
 }
 

@@ -11,6 +11,15 @@
 //! on different handles from different threads rarely meet on a lock. A
 //! read takes the lock only to look the handle up; the `pread` itself runs on
 //! a reference-counted copy of the entry, outside any lock.
+//!
+//! Each handle keeps a tally of the reads made through it (count, bytes,
+//! offset range) behind a mutex of its own, which only reads of that same
+//! handle contend for: a successful `fs.read` is not an audit record of its
+//! own, and the record that ends the handle (`fs.close`, or the sweeper's
+//! idle, expired or revoked record) carries the tally instead.
+//!
+//! This table decides nothing: ownership is checked by [`crate::policy`],
+//! which looks handles up with [`HandleTable::get`].
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,10 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_shared::ids::{format_handle, parse_handle};
+use strata_shared::audit::ReadSummary;
+use strata_shared::capability::Capability;
+use strata_shared::peer::PeerCred;
 use strata_shared::wire::Error;
 
-use crate::auth::{Cap, Revocations};
+use crate::auth::Revocations;
 
 const SHARDS: usize = 16;
 
@@ -39,10 +50,68 @@ pub struct Handle {
     /// When that capability's token expires (Unix seconds); the sweep drops
     /// the handle then.
     pub cap_expires: i64,
-    /// The path it was opened as, for the audit log.
+    /// The path it was opened as, for the audit record.
     pub path: Box<str>,
+    /// Who opened it: the peer of the record that ends it.
+    pub opener: PeerCred,
     /// Milliseconds since the table's epoch at the last use.
     last_used: AtomicU64,
+    /// Reads through it so far; `None` once it has ended.
+    tally: Mutex<Option<ReadSummary>>,
+}
+
+impl Handle {
+    /// Counts one successful read of `bytes` bytes at `offset` into the
+    /// summary the handle's last record carries. False when the handle has
+    /// ended meanwhile (closed, swept or revoked while the read ran): its
+    /// last record is written already, so the caller records this read on
+    /// its own.
+    pub fn tally(&self, offset: u64, bytes: u64) -> bool {
+        let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = tally.as_mut() else {
+            return false;
+        };
+        t.reads += 1;
+        t.bytes += bytes;
+        if bytes > 0 {
+            let end = offset.saturating_add(bytes);
+            t.offsets = Some(match t.offsets {
+                Some((lo, hi)) => (lo.min(offset), hi.max(end)),
+                None => (offset, end),
+            });
+        }
+        true
+    }
+
+    /// Ends the tally and returns it; reads that finish later are not
+    /// counted in it (see [`Self::tally`]). Called once, by whoever removed
+    /// the handle from the table.
+    pub fn end(&self) -> ReadSummary {
+        let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        tally.take().unwrap_or_default()
+    }
+}
+
+/// Why a handle ended without an `fs.close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Unused for longer than `STRATA_FS_HANDLE_IDLE_SECS`.
+    Idle,
+    /// Its capability's token expired.
+    Expired,
+    /// Its capability was revoked.
+    Revoked,
+}
+
+impl Ended {
+    /// The reason in the handle's last audit record.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +144,11 @@ fn no_such_handle() -> Error {
 
 fn not_yours() -> Error {
     Error::denied("this handle belongs to another capability")
+}
+
+/// Code 4 for a handle that does not exist (now).
+pub fn missing() -> Error {
+    no_such_handle()
 }
 
 impl HandleTable {
@@ -122,9 +196,18 @@ impl HandleTable {
             .unwrap_or(0)
     }
 
-    /// Takes ownership of `file` for `cap` and returns the new handle, or
-    /// code 6 when a limit is reached.
-    pub fn insert(&self, cap: &Cap, file: File, path: &str) -> Result<String, Error> {
+    /// Takes ownership of `file` for `cap`, opened by `opener`, and returns
+    /// the new handle's id, or code 6 when a limit is reached.
+    ///
+    /// # Errors
+    /// Code 6 at a limit; code 5 when no random id can be drawn.
+    pub fn insert(
+        &self,
+        cap: &Capability,
+        file: File,
+        path: &str,
+        opener: PeerCred,
+    ) -> Result<u128, Error> {
         {
             let mut counts = self.counts.lock().expect("handle counts");
             if counts.total >= self.max_total {
@@ -149,9 +232,11 @@ impl HandleTable {
         let handle = Arc::new(Handle {
             file,
             cap: cap.id,
-            cap_expires: cap.capability.expires,
+            cap_expires: cap.expires,
             path: path.into(),
+            opener,
             last_used: AtomicU64::new(self.now_ms()),
+            tally: Mutex::new(Some(ReadSummary::default())),
         });
         loop {
             let id = match random_id() {
@@ -168,18 +253,20 @@ impl HandleTable {
             // collision from ever replacing someone else's handle.
             if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(id) {
                 slot.insert(handle);
-                return Ok(format_handle(id));
+                return Ok(id);
             }
         }
     }
 
-    /// The handle named `handle`, for a request by capability `cap`. Code 4
-    /// when it does not exist (or has been idle too long), code 3 when it
-    /// belongs to another capability. Marks it used.
-    pub fn get(&self, handle: &str, cap: u128) -> Result<Arc<Handle>, Error> {
-        let id = parse_handle(handle).ok_or_else(no_such_handle)?;
+    /// Handle `id`, asked for by capability `cap`: code 4 when it does not
+    /// exist (or has been idle too long: the sweeper ends it), code 3 when
+    /// it belongs to another capability. Marks it used.
+    ///
+    /// # Errors
+    /// As above; [`crate::policy`] turns them into its refusal.
+    pub fn get(&self, id: u128, cap: u128) -> Result<Arc<Handle>, Error> {
         let now = self.now_ms();
-        let mut shard = self.shard(id).lock().expect("handle shard");
+        let shard = self.shard(id).lock().expect("handle shard");
         let h = shard.get(&id).ok_or_else(no_such_handle)?;
         // Ownership first: another capability must not learn anything about
         // the handle, nor disturb it.
@@ -188,66 +275,68 @@ impl HandleTable {
         }
         let last = h.last_used.load(Ordering::Relaxed);
         if now.saturating_sub(last) > self.idle_ms {
-            // The sweep has not come round yet; the handle is gone all the same.
-            shard.remove(&id);
-            drop(shard);
-            self.release(cap, 1);
+            // Gone all the same; the sweep ends it with its idle record.
             return Err(no_such_handle());
         }
         h.last_used.store(now, Ordering::Relaxed);
         Ok(h.clone())
     }
 
-    /// Closes a handle of `cap`.
-    pub fn close(&self, handle: &str, cap: u128) -> Result<(), Error> {
-        let id = parse_handle(handle).ok_or_else(no_such_handle)?;
-        let mut shard = self.shard(id).lock().expect("handle shard");
-        match shard.get(&id) {
-            None => return Err(no_such_handle()),
-            Some(h) if h.cap != cap => return Err(not_yours()),
-            Some(_) => {}
+    /// Removes handle `id` and returns it, if it is still there (a
+    /// concurrent close or sweep may have removed it first).
+    pub fn remove(&self, id: u128) -> Option<Arc<Handle>> {
+        let removed = self.shard(id).lock().expect("handle shard").remove(&id);
+        if let Some(h) = &removed {
+            self.release(h.cap, 1);
         }
-        shard.remove(&id);
-        drop(shard);
-        self.release(cap, 1);
-        Ok(())
+        removed
     }
 
-    /// Closes every handle of `cap` (it was revoked). Returns how many.
-    pub fn drop_cap(&self, cap: u128) -> usize {
-        self.retain(|h| h.cap != cap)
+    /// Removes every handle of `cap` (it was revoked) and returns them.
+    pub fn drop_cap(&self, cap: u128) -> Vec<Arc<Handle>> {
+        self.retain(|h| (h.cap != cap).then_some(()).ok_or(Ended::Revoked))
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect()
     }
 
-    /// Closes handles idle for longer than the limit, and those of
-    /// capabilities that have expired (at Unix time `now`) or been revoked.
-    /// Returns how many.
-    pub fn sweep(&self, now: i64, revoked: &Revocations) -> usize {
+    /// Removes handles idle for longer than the limit, and those of
+    /// capabilities that have expired (at Unix time `now`) or been revoked,
+    /// and returns them with the reason.
+    pub fn sweep(&self, now: i64, revoked: &Revocations) -> Vec<(Arc<Handle>, Ended)> {
         let now_ms = self.now_ms();
         let idle_ms = self.idle_ms;
         self.retain(|h| {
-            now_ms.saturating_sub(h.last_used.load(Ordering::Relaxed)) <= idle_ms
-                && h.cap_expires > now
-                && !revoked.contains(h.cap)
+            if revoked.contains(h.cap) {
+                Err(Ended::Revoked)
+            } else if h.cap_expires <= now {
+                Err(Ended::Expired)
+            } else if now_ms.saturating_sub(h.last_used.load(Ordering::Relaxed)) > idle_ms {
+                Err(Ended::Idle)
+            } else {
+                Ok(())
+            }
         })
     }
 
-    fn retain(&self, keep: impl Fn(&Handle) -> bool) -> usize {
-        let mut dropped: HashMap<u128, usize> = HashMap::new();
+    fn retain(&self, keep: impl Fn(&Handle) -> Result<(), Ended>) -> Vec<(Arc<Handle>, Ended)> {
+        let mut ended = Vec::new();
         for shard in self.shards.iter() {
-            shard.lock().expect("handle shard").retain(|_, h| {
-                let k = keep(h);
-                if !k {
-                    *dropped.entry(h.cap).or_insert(0) += 1;
-                }
-                k
-            });
+            shard
+                .lock()
+                .expect("handle shard")
+                .retain(|_, h| match keep(h) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        ended.push((h.clone(), why));
+                        false
+                    }
+                });
         }
-        let mut total = 0;
-        for (cap, n) in dropped {
-            self.release(cap, n);
-            total += n;
+        for (h, _) in &ended {
+            self.release(h.cap, 1);
         }
-        total
+        ended
     }
 
     fn release(&self, cap: u128, n: usize) {
@@ -302,44 +391,67 @@ mod tests {
     use strata_shared::token::keypair_from_seed;
     use strata_shared::wire::ErrorCode;
 
-    fn cap(id: &str) -> Cap {
+    fn cap(id: &str) -> Capability {
         let kp = keypair_from_seed(&[8; 32]);
         let t = token(&kp, id, &["read"], "/srv", 60);
-        Cap::new(Verifier::new(kp.pk).decode(&t).unwrap()).unwrap()
+        Verifier::new(kp.pk).decode(&t).unwrap()
     }
 
     fn file() -> File {
         tempfile::tempfile().unwrap()
     }
 
+    const PEER: PeerCred = PeerCred {
+        uid: 1000,
+        gid: 1000,
+        pid: None,
+    };
+
     #[test]
     fn handles_are_unguessable_and_owned() {
         let t = HandleTable::new(10, 10, Duration::from_secs(60));
         let a = cap(CAP);
         let b = cap("ffffffffffffffffffffffffffffffff");
-        let h1 = t.insert(&a, file(), "/srv/x").unwrap();
-        let h2 = t.insert(&a, file(), "/srv/x").unwrap();
+        let h1 = t.insert(&a, file(), "/srv/x", PEER).unwrap();
+        let h2 = t.insert(&a, file(), "/srv/x", PEER).unwrap();
         assert_ne!(h1, h2);
-        assert!(h1.starts_with("h-") && h1.len() == 34, "{h1}");
-        assert!(t.get(&h1, a.id).is_ok());
+        let got = t.get(h1, a.id).unwrap();
+        assert_eq!((&*got.path, got.opener), ("/srv/x", PEER));
         assert_eq!(
-            t.get(&h1, b.id).unwrap_err().code,
+            t.get(h1, b.id).unwrap_err().code,
             ErrorCode::PermissionDenied
         );
-        assert_eq!(
-            t.close(&h1, b.id).unwrap_err().code,
-            ErrorCode::PermissionDenied
-        );
-        assert_eq!(t.get("h-nope", a.id).unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(
-            t.get(&format_handle(12345), a.id).unwrap_err().code,
-            ErrorCode::NotFound
-        );
+        assert_eq!(t.get(12345, a.id).unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(t.len(), 2);
-        t.close(&h1, a.id).unwrap();
-        assert_eq!(t.close(&h1, a.id).unwrap_err().code, ErrorCode::NotFound);
+        assert!(t.remove(h1).is_some());
+        assert!(t.remove(h1).is_none(), "removed once");
+        assert_eq!(t.get(h1, a.id).unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(t.len(), 1);
         assert_eq!(t.count_for(a.id), 1);
+    }
+
+    #[test]
+    fn the_tally_counts_reads_until_the_handle_ends() {
+        let t = HandleTable::new(10, 10, Duration::from_secs(60));
+        let a = cap(CAP);
+        let id = t.insert(&a, file(), "/a", PEER).unwrap();
+        let h = t.get(id, a.id).unwrap();
+        assert!(h.tally(100, 50));
+        assert!(h.tally(0, 10));
+        assert!(h.tally(4096, 0), "a read at the end counts, with no bytes");
+        let ended = t.remove(id).unwrap().end();
+        assert_eq!(
+            ended,
+            ReadSummary {
+                reads: 3,
+                bytes: 60,
+                offsets: Some((0, 150)),
+            }
+        );
+        // A read that finishes after the end is not in the summary: its
+        // caller records it on its own.
+        assert!(!h.tally(0, 10));
+        assert_eq!(h.end(), ReadSummary::default());
     }
 
     #[test]
@@ -347,61 +459,64 @@ mod tests {
         let t = HandleTable::new(3, 2, Duration::from_secs(60));
         let a = cap(CAP);
         let b = cap("ffffffffffffffffffffffffffffffff");
-        t.insert(&a, file(), "/a").unwrap();
-        let h = t.insert(&a, file(), "/a").unwrap();
-        let e = t.insert(&a, file(), "/a").unwrap_err();
+        t.insert(&a, file(), "/a", PEER).unwrap();
+        let h = t.insert(&a, file(), "/a", PEER).unwrap();
+        let e = t.insert(&a, file(), "/a", PEER).unwrap_err();
         assert_eq!(e.code, ErrorCode::ResourceExhausted);
         assert!(e.message.contains("per capability"), "{}", e.message);
-        t.insert(&b, file(), "/b").unwrap();
-        let e = t.insert(&b, file(), "/b").unwrap_err();
+        t.insert(&b, file(), "/b", PEER).unwrap();
+        let e = t.insert(&b, file(), "/b", PEER).unwrap_err();
         assert_eq!(e.code, ErrorCode::ResourceExhausted);
         assert!(e.message.contains("STRATA_FS_MAX_HANDLES"), "{}", e.message);
-        t.close(&h, a.id).unwrap();
-        t.insert(&b, file(), "/b").unwrap();
+        t.remove(h).unwrap();
+        t.insert(&b, file(), "/b", PEER).unwrap();
     }
 
     #[test]
-    fn idle_handles_expire_on_use_and_in_the_sweep() {
+    fn idle_handles_are_refused_at_once_and_ended_by_the_sweep() {
         let t = HandleTable::new(10, 10, Duration::from_millis(30));
         let a = cap(CAP);
-        let h1 = t.insert(&a, file(), "/a").unwrap();
-        let h2 = t.insert(&a, file(), "/a").unwrap();
+        let h1 = t.insert(&a, file(), "/a", PEER).unwrap();
+        t.insert(&a, file(), "/a", PEER).unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(t.get(&h1, a.id).unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(t.len(), 1);
-        assert_eq!(t.sweep(0, &Revocations::default()), 1);
-        assert_eq!(t.get(&h2, a.id).unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(t.get(h1, a.id).unwrap_err().code, ErrorCode::NotFound);
+        let ended = t.sweep(0, &Revocations::default());
+        assert_eq!(ended.len(), 2);
+        assert!(ended.iter().all(|(_, why)| *why == Ended::Idle));
         assert!(t.is_empty());
         assert_eq!(t.count_for(a.id), 0);
     }
 
     #[test]
-    fn sweep_drops_handles_of_expired_and_revoked_caps() {
+    fn sweep_ends_handles_of_expired_and_revoked_caps() {
         let t = HandleTable::new(10, 10, Duration::from_secs(60));
         let a = cap(CAP);
         let b = cap("ffffffffffffffffffffffffffffffff");
-        t.insert(&a, file(), "/a").unwrap();
-        t.insert(&b, file(), "/b").unwrap();
+        t.insert(&a, file(), "/a", PEER).unwrap();
+        t.insert(&b, file(), "/b", PEER).unwrap();
         let revoked = Revocations::default();
         let now = strata_shared::capability::now();
-        assert_eq!(t.sweep(now, &revoked), 0);
+        assert!(t.sweep(now, &revoked).is_empty());
         revoked.insert(b.id, now + 60);
-        assert_eq!(t.sweep(now, &revoked), 1);
-        assert_eq!(t.sweep(now + 3600, &revoked), 1);
+        let ended = t.sweep(now, &revoked);
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].0.cap, ended[0].1), (b.id, Ended::Revoked));
+        let ended = t.sweep(now + 3600, &revoked);
+        assert_eq!((ended[0].0.cap, ended[0].1), (a.id, Ended::Expired));
         assert!(t.is_empty());
     }
 
     #[test]
-    fn drop_cap_closes_only_that_caps_handles() {
+    fn drop_cap_ends_only_that_caps_handles() {
         let t = HandleTable::new(10, 10, Duration::from_secs(60));
         let a = cap(CAP);
         let b = cap("ffffffffffffffffffffffffffffffff");
-        t.insert(&a, file(), "/a").unwrap();
-        t.insert(&a, file(), "/a").unwrap();
-        let hb = t.insert(&b, file(), "/b").unwrap();
-        assert_eq!(t.drop_cap(a.id), 2);
+        t.insert(&a, file(), "/a", PEER).unwrap();
+        t.insert(&a, file(), "/a", PEER).unwrap();
+        let hb = t.insert(&b, file(), "/b", PEER).unwrap();
+        assert_eq!(t.drop_cap(a.id).len(), 2);
         assert_eq!(t.len(), 1);
-        assert!(t.get(&hb, b.id).is_ok());
+        assert!(t.get(hb, b.id).is_ok());
     }
 
     #[test]
@@ -410,14 +525,14 @@ mod tests {
         let a = cap(CAP);
         let mut hs = Vec::new();
         for _ in 0..TRIM_FLOOR {
-            hs.push(t.insert(&a, file(), "/a").unwrap());
+            hs.push(t.insert(&a, file(), "/a", PEER).unwrap());
         }
         assert!(!t.trim_after_burst(), "still open");
         for h in hs.drain(1..) {
-            t.close(&h, a.id).unwrap();
+            t.remove(h).unwrap();
         }
         assert!(t.trim_after_burst());
         assert!(!t.trim_after_burst(), "once per burst");
-        assert!(t.get(&hs[0], a.id).is_ok(), "survivors are intact");
+        assert!(t.get(hs[0], a.id).is_ok(), "survivors are intact");
     }
 }

@@ -37,7 +37,8 @@ use strata_shared::logging::escape::escape;
 use strata_shared::token::key_id;
 
 use crate::auth::Authority;
-use crate::handles::HandleTable;
+use crate::handles::{Ended, HandleTable};
+use crate::{record_ended, Trail};
 
 /// How long one long poll asks identity to wait.
 pub const POLL_WAIT_MS: u64 = 25_000;
@@ -105,18 +106,25 @@ impl From<io::Error> for SyncError {
 struct Sync {
     authority: Arc<Authority>,
     handles: Arc<HandleTable>,
+    /// Where the records of handles ended by a revocation go.
+    trail: Trail,
     socket: PathBuf,
 }
 
 /// Starts the sync thread.
+///
+/// # Errors
+/// When the thread cannot be spawned.
 pub fn spawn(
     authority: Arc<Authority>,
     handles: Arc<HandleTable>,
+    trail: Trail,
     socket: PathBuf,
 ) -> io::Result<JoinHandle<()>> {
     let sync = Sync {
         authority,
         handles,
+        trail,
         socket,
     };
     std::thread::Builder::new()
@@ -222,8 +230,9 @@ impl Sync {
         }
     }
 
-    /// Records revocations and closes the handles of newly revoked
-    /// capabilities (they are refused anyway; this frees their files).
+    /// Records revocations and ends the handles of newly revoked
+    /// capabilities (they are refused anyway; this frees their files), one
+    /// `revoked` record each.
     fn apply(&self, revocations: &[Revocation]) {
         let now = capability::now();
         for r in revocations {
@@ -240,8 +249,11 @@ impl Sync {
                 continue;
             }
             if self.authority.revocations.insert(id, r.expires) {
-                let closed = self.handles.drop_cap(id);
-                tracing::info!(cap_id = %r.cap_id, closed_handles = closed, "capability revoked");
+                let ended = self.handles.drop_cap(id);
+                for handle in &ended {
+                    record_ended(&self.trail, handle, Ended::Revoked);
+                }
+                tracing::info!(cap_id = %r.cap_id, closed_handles = ended.len(), "capability revoked");
             }
         }
         self.authority.revocations.prune(now);

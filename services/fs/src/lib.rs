@@ -1,25 +1,31 @@
 //! `strata-fs`: file operations for holders of capability tokens.
 //!
 //! The request loop, framing and limits on hostile clients live in
-//! [`strata_shared::server`]; this crate is the [`FsService`] it calls:
+//! [`strata_shared::server`]; this crate is the [`FsService`] it calls.
+//! Every request takes the same three steps, in [`FsService`]'s
+//! `Service::call`, the dispatcher:
 //!
-//! - [`auth`] — is the token valid right now (signature, expiry, revocation),
-//!   with a cache so that ed25519 runs once per token;
-//! - [`identity_sync`] — a thread that learns identity's key and every
-//!   revocation from identity itself;
-//! - [`prefixes`] — a token's `path_prefix` as an open directory, confined to
-//!   `STRATA_FS_ROOTS` by the kernel;
-//! - [`handles`] — files opened by `fs.open`, owned by a capability;
-//! - [`file_ops`] — `fs.open`, `fs.read`, `fs.close`;
-//! - [`path_ops`] — `fs.list`, `fs.stat`;
-//! - [`list_cache`] — `fs.list` results kept for at most 100 ms;
-//! - [`config`] — the environment;
-//! - [`json`] — fast JSON strings and numbers for the hot path;
-//! - [`params`] — the methods' parameter types.
+//! 1. [`policy`] — [`FsService::decide`], the one function that decides a
+//!    request: token (through [`auth`]), service, action, handle ownership
+//!    ([`handles`]), path confinement ([`prefixes`] and the kernel) and the
+//!    hard-link rule. It hands back the object already resolved;
+//! 2. a method does only I/O on that object: [`file_ops`] (`fs.open`,
+//!    `fs.read`, `fs.close`) or [`path_ops`] (`fs.list`, `fs.stat`, with
+//!    [`list_cache`]);
+//! 3. the dispatcher writes the request's one audit record from the outcome
+//!    it is about to send ([`strata_shared::audit::record`]), and answers
+//!    code 5 instead when the record cannot be written.
 //!
-//! Every request but `fs.health` goes through [`FsService::authorize`],
-//! which authenticates, checks the action and writes the audit entry for a
-//! refusal; each method writes the audit entry for its final outcome.
+//! A successful `fs.read` through a handle is not a record of its own: it
+//! is counted in the handle, and the record that ends the handle (its
+//! `fs.close`, or the sweeper's or revocation's `idle`, `expired`, `revoked`
+//! event) carries the count, bytes and offset range. `fs.health` is not
+//! recorded.
+//!
+//! Also: [`identity_sync`] — a thread that learns identity's key and every
+//! revocation from identity itself; [`config`] — the environment; [`json`]
+//! — fast JSON strings and numbers for the hot path; [`params`] — the
+//! methods' parameter types.
 
 pub mod auth;
 pub mod config;
@@ -29,28 +35,39 @@ pub mod identity_sync;
 pub mod json;
 pub mod list_cache;
 pub mod path_ops;
+pub mod policy;
 pub mod prefixes;
 
-/// The parameters of fs's methods, defined once: the methods parse requests
-/// into these, and so does the fuzz target (`fuzz/fuzz_targets/request.rs`).
+/// The parameters of fs's methods, defined once: the dispatcher parses
+/// requests into these, and so does the fuzz target
+/// (`fuzz/fuzz_targets/request.rs`).
 pub mod params {
     pub use crate::file_ops::{HandleParams, OpenParams, ReadParams};
     pub use crate::path_ops::PathParams;
 }
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use strata_shared::audit::{self, Outcome};
-use strata_shared::server::{CallContext, Service};
-use strata_shared::wire::{Error, ErrorCode, Request, ResponseBuf};
+use strata_shared::audit::{self, ReadSummary};
+use strata_shared::capability::Capability;
+use strata_shared::server::{contain_panic, CallContext, Service};
+use strata_shared::wire::{Error, Request, ResponseBuf};
 
-use crate::auth::{Authority, Cap};
+use crate::auth::Authority;
 use crate::config::FsConfig;
-use crate::handles::HandleTable;
+use crate::file_ops::ReadRange;
+use crate::handles::{Ended, Handle, HandleTable};
 use crate::list_cache::ListCache;
+use crate::params::{HandleParams, OpenParams, PathParams, ReadParams};
+use crate::policy::{Action, Ask, Object, Target};
 use crate::prefixes::PrefixDirs;
+
+/// Where audit records go: [`audit::record`] in the service; tests put
+/// their own here to see every record, or to make the trail fail.
+pub type Trail = Arc<dyn Fn(&audit::Record<'_>) -> Result<(), audit::Unwritable> + Send + Sync>;
 
 /// The service `strata_shared::server::run` drives.
 pub struct FsService {
@@ -60,11 +77,119 @@ pub struct FsService {
     /// Listings of recently listed directories (`STRATA_FS_LIST_CACHE`).
     pub list_cache: ListCache,
     prefixes: PrefixDirs,
+    trail: Trail,
     started: Instant,
 }
 
 /// The methods fs answers, for the unknown-method message.
 const METHODS: &str = "fs.open, fs.read, fs.list, fs.stat, fs.close, fs.health";
+
+/// What a method did, beyond the response it wrote: what the dispatcher
+/// needs for the request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Answered; recorded as `ok`.
+    Answered,
+    /// An `fs.read` counted in its handle's tally: no record of its own.
+    Tallied,
+    /// `fs.open` made this handle. If its record cannot be written the
+    /// handle is closed again: the client never learns it.
+    Opened(u128),
+    /// `fs.close` ended a handle; its reads go into the record.
+    Closed(ReadSummary),
+}
+
+/// A parsed request: the method and its checked parameters.
+enum Call<'a> {
+    Open {
+        path: Cow<'a, str>,
+    },
+    List {
+        path: Cow<'a, str>,
+    },
+    Stat {
+        path: Cow<'a, str>,
+    },
+    Read {
+        handle: Cow<'a, str>,
+        range: ReadRange,
+    },
+    Close {
+        handle: Cow<'a, str>,
+    },
+}
+
+impl<'a> Call<'a> {
+    /// # Errors
+    /// Code 1: an unknown method, or parameters it does not take.
+    fn parse(req: &Request<'a>) -> Result<Self, Error> {
+        Ok(match &*req.method {
+            "fs.read" => {
+                let p: ReadParams = req.params()?;
+                let range = p.range()?;
+                Call::Read {
+                    handle: p.handle,
+                    range,
+                }
+            }
+            "fs.open" => Call::Open {
+                path: req.params::<OpenParams>()?.path,
+            },
+            "fs.list" => Call::List {
+                path: req.params::<PathParams>()?.path,
+            },
+            "fs.stat" => Call::Stat {
+                path: req.params::<PathParams>()?.path,
+            },
+            "fs.close" => Call::Close {
+                handle: req.params::<HandleParams>()?.handle,
+            },
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown method {other:?}: fs answers {METHODS}"
+                )))
+            }
+        })
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            Call::Open { .. } => Action::Open,
+            Call::List { .. } => Action::List,
+            Call::Stat { .. } => Action::Stat,
+            Call::Read { .. } => Action::Read,
+            Call::Close { .. } => Action::Close,
+        }
+    }
+
+    fn object(&self) -> Object<'_> {
+        match self {
+            Call::Open { path } | Call::List { path } | Call::Stat { path } => Object::Path(path),
+            Call::Read { handle, .. } | Call::Close { handle } => Object::Handle(handle),
+        }
+    }
+}
+
+/// One request after the policy and the method: what its record says.
+struct Served {
+    cap: Option<Arc<Capability>>,
+    authenticated: bool,
+    /// The handle the request used, once the policy found it the caller's:
+    /// its path goes into the record.
+    handle: Option<Arc<Handle>>,
+    result: Result<Done, Error>,
+}
+
+impl Served {
+    fn refused(error: Error) -> Self {
+        Self {
+            cap: None,
+            authenticated: false,
+            handle: None,
+            result: Err(error),
+        }
+    }
+}
 
 impl FsService {
     /// A service with no key yet; [`identity_sync::spawn`] provides it (tests
@@ -87,21 +212,34 @@ impl FsService {
             handles,
             list_cache,
             prefixes: PrefixDirs::default(),
+            trail: Arc::new(audit::record),
             started: Instant::now(),
         }
     }
 
+    /// This service with its audit records going to `trail` instead of
+    /// [`audit::record`].
+    pub fn with_trail(mut self, trail: Trail) -> Self {
+        self.trail = trail;
+        self
+    }
+
     /// Starts the identity sync thread (see [`identity_sync`]).
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
     pub fn start_identity_sync(&self) -> std::io::Result<std::thread::JoinHandle<()>> {
         identity_sync::spawn(
             self.authority.clone(),
             self.handles.clone(),
+            self.trail.clone(),
             self.config.identity_socket.clone(),
         )
     }
 
-    /// Spawns the task that closes idle handles and those of expired or
-    /// revoked capabilities. Must be called inside the tokio runtime.
+    /// Spawns the task that ends idle handles and those of expired or
+    /// revoked capabilities, one record each. Must be called inside the
+    /// tokio runtime.
     pub fn spawn_sweeper(self: &Arc<Self>) {
         // A quarter of the idle limit, at most a second: a handle lives at
         // most that long past its limit (and the read path refuses an
@@ -118,110 +256,124 @@ impl FsService {
                 let Some(service) = service.upgrade() else {
                     return;
                 };
-                let now = strata_shared::capability::now();
-                let closed = service.handles.sweep(now, &service.authority.revocations);
-                if closed > 0 {
-                    tracing::debug!(closed, "closed idle or expired handles");
-                }
-                // Expired listings are never served; this gives their
-                // memory back while no fs.list comes.
-                service.list_cache.sweep();
-                if service.handles.trim_after_burst() {
-                    tracing::debug!(
-                        open = service.handles.len(),
-                        "gave memory back after a burst of handles"
-                    );
-                }
+                service.sweep();
             }
         });
     }
 
-    /// Authenticates the request's token and checks that it allows `action`
-    /// on fs (`None`: any action, as `fs.close` needs). A refusal is audited
-    /// here; the caller audits the final outcome with [`Self::audit`].
-    pub async fn authorize(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        action: Option<&str>,
-        path: Option<&str>,
-    ) -> Result<Arc<Cap>, Error> {
-        let method: &str = &req.method;
-        let cap = match self.authority.authenticate(req.token.as_deref()).await {
-            Ok(cap) => cap,
-            Err(f) => {
-                let cap_id = f.cap.as_ref().map(|c| c.cap_id());
-                audit::unauthenticated(&ctx.peer, method, cap_id, path, &f.error.message);
-                return Err(f.error);
-            }
-        };
-        let allowed = match action {
-            Some(action) => cap.capability.authorize("fs", action),
-            None if cap.capability.claims.service != "fs" => Err(Error::denied(format!(
-                "token is for service {:?}, not \"fs\"",
-                cap.capability.claims.service
-            ))),
-            None => Ok(()),
-        };
-        if let Err(e) = allowed {
-            audit::decision(
-                &ctx.peer,
-                method,
-                Some(cap.cap_id()),
-                path,
-                Outcome::Deny,
-                &e.message,
-            );
-            return Err(e);
+    /// One sweep: ends idle, expired and revoked handles, with one record
+    /// each, and drops expired listings. Returns how many handles ended.
+    pub fn sweep(&self) -> usize {
+        let now = strata_shared::capability::now();
+        let ended = self.handles.sweep(now, &self.authority.revocations);
+        for (handle, why) in &ended {
+            record_ended(&self.trail, handle, *why);
         }
-        Ok(cap)
+        if !ended.is_empty() {
+            tracing::debug!(closed = ended.len(), "closed idle or expired handles");
+        }
+        // Expired listings are never served; this gives their memory back
+        // while no fs.list comes.
+        self.list_cache.sweep();
+        if self.handles.trim_after_burst() {
+            tracing::debug!(
+                open = self.handles.len(),
+                "gave memory back after a burst of handles"
+            );
+        }
+        ended.len()
     }
 
-    /// Audits the outcome of an authorized request: a refusal (code 2 or 3,
-    /// e.g. a path the kernel would not resolve inside the prefix) is a
-    /// deny; anything else was allowed, and a later failure (not found,
-    /// I/O) is noted as the reason.
-    pub fn audit<T>(
+    /// The policy's decision, then the method's I/O on what it granted.
+    async fn serve(
+        &self,
+        ctx: &CallContext,
+        token: Option<&str>,
+        call: &Call<'_>,
+        out: &mut ResponseBuf,
+    ) -> Served {
+        let ask = Ask {
+            token,
+            action: call.action(),
+            object: call.object(),
+        };
+        let grant = match self.decide(&ask).await {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                return Served {
+                    cap: refusal.cap,
+                    authenticated: refusal.authenticated,
+                    handle: None,
+                    result: Err(refusal.error),
+                }
+            }
+        };
+        let mut handle = None;
+        let result = match (grant.target, call) {
+            (Target::File(file), Call::Open { path }) => {
+                self.open(&grant.cap, file, path, ctx.peer, out)
+            }
+            (Target::Dir(dir), Call::List { path }) => self.list(dir, path, out),
+            (Target::Node(node), Call::Stat { path }) => self.stat(&node, path, out),
+            (Target::Handle(_, h), Call::Read { range, .. }) => {
+                let done = self.read(&h, *range, out);
+                handle = Some(h);
+                done
+            }
+            (Target::Handle(id, h), Call::Close { .. }) => {
+                handle = Some(h);
+                self.close(id, out)
+            }
+            // decide() resolves each action's object to its own kind.
+            _ => Err(Error::internal(
+                "the policy resolved an object this method does not take",
+            )),
+        };
+        Served {
+            cap: Some(grant.cap),
+            authenticated: true,
+            handle,
+            result,
+        }
+    }
+
+    /// Writes the request's one record from its outcome, and returns the
+    /// outcome to send — code 5 instead when the record cannot be written:
+    /// fs never serves a request it could not record.
+    fn answer(
         &self,
         ctx: &CallContext,
         method: &str,
-        cap: &Cap,
-        path: Option<&str>,
-        result: &Result<T, Error>,
-    ) {
-        match result {
-            Ok(_) => audit::decision(
-                &ctx.peer,
-                method,
-                Some(cap.cap_id()),
-                path,
-                Outcome::Allow,
-                "ok",
-            ),
-            Err(e)
-                if matches!(
-                    e.code,
-                    ErrorCode::AuthenticationRequired | ErrorCode::PermissionDenied
-                ) =>
-            {
-                audit::decision(
-                    &ctx.peer,
-                    method,
-                    Some(cap.cap_id()),
-                    path,
-                    Outcome::Deny,
-                    &e.message,
-                )
+        named: Option<&str>,
+        served: Served,
+    ) -> Result<(), Error> {
+        let (code, reason, reads) = match &served.result {
+            Ok(Done::Tallied) => return Ok(()),
+            Ok(Done::Closed(summary)) => (None, "ok", Some(*summary)),
+            Ok(_) => (None, "ok", None),
+            Err(e) => (Some(e.code), e.message.as_str(), None),
+        };
+        let record = audit::Record {
+            peer: &ctx.peer,
+            method,
+            cap_id: served.cap.as_deref().map(Capability::cap_id),
+            path: served.handle.as_ref().map(|h| &*h.path).or(named),
+            authenticated: served.authenticated,
+            code,
+            reason,
+            reads,
+        };
+        if let Err(unwritable) = (self.trail)(&record) {
+            if let Ok(Done::Opened(id)) = served.result {
+                // The client never learns this handle: end it now rather
+                // than leave it to idle out.
+                if let Some(h) = self.handles.remove(id) {
+                    h.end();
+                }
             }
-            Err(e) => audit::decision(
-                &ctx.peer,
-                method,
-                Some(cap.cap_id()),
-                path,
-                Outcome::Allow,
-                &format!("allowed, then failed: {}", e.message),
-            ),
+            return Err(Error::internal(unwritable.to_string()));
         }
+        served.result.map(drop)
     }
 
     fn health(&self, out: &mut ResponseBuf) -> Result<(), Error> {
@@ -248,23 +400,53 @@ impl FsService {
 }
 
 impl Service for FsService {
+    /// The dispatcher: parse, [`FsService::decide`], the method, one
+    /// record.
     async fn call<'a>(
         &'a self,
         ctx: &'a CallContext,
         req: &'a Request<'a>,
         out: &'a mut ResponseBuf,
     ) -> Result<(), Error> {
-        match &*req.method {
-            "fs.read" => self.read(ctx, req, out).await,
-            "fs.open" => self.open(ctx, req, out).await,
-            "fs.list" => self.list(ctx, req, out).await,
-            "fs.stat" => self.stat(ctx, req, out).await,
-            "fs.close" => self.close(ctx, req, out).await,
-            "fs.health" => self.health(out),
-            other => Err(Error::invalid(format!(
-                "unknown method {other:?}: fs answers {METHODS}"
-            ))),
+        let method: &str = &req.method;
+        if method == "fs.health" {
+            return self.health(out);
         }
+        match Call::parse(req) {
+            Ok(call) => {
+                // A panic is an internal error like any other, and is
+                // recorded as one.
+                let served =
+                    contain_panic(method, self.serve(ctx, req.token.as_deref(), &call, out))
+                        .await
+                        .unwrap_or_else(Served::refused);
+                let named = match call.object() {
+                    Object::Path(p) | Object::Handle(p) => p,
+                };
+                self.answer(ctx, method, Some(named), served)
+            }
+            Err(e) => self.answer(ctx, method, None, Served::refused(e)),
+        }
+    }
+}
+
+/// Writes the record of a handle that ended without `fs.close`: an event,
+/// not a request, made in the name of whoever opened it. A trail that
+/// cannot take it is logged; there is no request to refuse.
+pub fn record_ended(trail: &Trail, handle: &Handle, why: Ended) {
+    let cap_id = strata_shared::ids::format_cap_id(handle.cap);
+    let record = audit::Record {
+        peer: &handle.opener,
+        method: "fs.close",
+        cap_id: Some(&cap_id),
+        path: Some(&handle.path),
+        authenticated: true,
+        code: None,
+        reason: why.reason(),
+        reads: Some(handle.end()),
+    };
+    if let Err(e) = trail(&record) {
+        tracing::error!("cannot record the end of a handle ({}): {e}", why.reason());
     }
 }
 

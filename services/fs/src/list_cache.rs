@@ -258,20 +258,17 @@ impl ListCache {
         }
     }
 
-    /// Writes the cached listing of the directory `stx` describes to `out`
+    /// Writes the cached listing of the directory `id` describes to `out`
     /// and returns true, if the cache holds one read less than [`MAX_AGE`]
     /// ago from a directory with the same identity, mount and `ctime`; else
     /// writes nothing and returns false.
     ///
-    /// This is how a request that found its directory without opening it
-    /// (`path_ops`: one `statx` beneath the prefix) is answered. Its `statx`
+    /// This is how a request whose directory the policy found without
+    /// opening it (one `statx` beneath the prefix) is answered. That `statx`
     /// holds nothing open, so by now the directory may be gone and its
     /// inode number reused by another one: the `ctime` tells them apart.
-    pub fn cached(&self, stx: &Statx, out: &mut Vec<u8>) -> bool {
-        match DirId::from_statx(stx) {
-            Some(id) => self.serve(&id, out),
-            None => false,
-        }
+    pub fn cached(&self, id: &DirId, out: &mut Vec<u8>) -> bool {
+        self.serve(id, out)
     }
 
     fn serve(&self, id: &DirId, out: &mut Vec<u8>) -> bool {
@@ -462,17 +459,20 @@ mod tests {
         let path = t.path().to_str().unwrap();
         let stx = statx_dir(cwd, path, AtFlags::SYMLINK_NOFOLLOW).unwrap();
         let mut out = Vec::new();
-        if cache.cached(&stx, &mut out) {
+        if cache.cached(&DirId::from_statx(&stx).unwrap(), &mut out) {
             assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), want);
         }
         let mut reborn = stx;
         reborn.stx_ctime.tv_nsec = (reborn.stx_ctime.tv_nsec + 1) % 1_000_000_000;
         let mut out = Vec::new();
-        assert!(!cache.cached(&reborn, &mut out));
+        assert!(!cache.cached(&DirId::from_statx(&reborn).unwrap(), &mut out));
         assert!(out.is_empty());
         let mut elsewhere = stx;
         elsewhere.stx_mnt_id += 1;
-        assert!(!cache.cached(&elsewhere, &mut out), "another mount");
+        assert!(
+            !cache.cached(&DirId::from_statx(&elsewhere).unwrap(), &mut out),
+            "another mount"
+        );
         assert!(out.is_empty());
     }
 

@@ -1,11 +1,5 @@
-//! `fs.list` and `fs.stat`, and the path resolution every path method
-//! shares.
-//!
-//! A request path is checked lexically only for what can never be valid and
-//! for lying under the token's prefix component by component; the rest is
-//! resolved by the kernel beneath the prefix directory
-//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`), which refuses `..`,
-//! symlinks and magic links that would leave it.
+//! `fs.list` and `fs.stat`: the I/O on a directory or file the policy step
+//! ([`crate::policy`]) already resolved beneath the token's prefix.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -13,17 +7,15 @@ use std::ffi::CStr;
 use std::io::Write;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, OFlags, RawDir};
+use rustix::fs::{AtFlags, FileType, RawDir};
 use rustix::io::Errno;
 use serde::Deserialize;
 use strata_shared::paths;
-use strata_shared::server::CallContext;
-use strata_shared::wire::{Error, Request, ResponseBuf, MAX_FRAME};
+use strata_shared::wire::{Error, ResponseBuf, MAX_FRAME};
 
-use crate::auth::Cap;
-use crate::{json, list_cache, FsService};
+use crate::policy::Dir;
+use crate::{json, Done, FsService};
 
 /// Most entries `fs.list` returns; past it the result says `truncated`.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -33,7 +25,7 @@ const FRAME_MARGIN: usize = 256;
 #[derive(Deserialize)]
 pub struct PathParams<'a> {
     #[serde(borrow)]
-    path: Cow<'a, str>,
+    pub path: Cow<'a, str>,
 }
 
 /// One directory entry: its name is `names[start..start + len]` (NUL
@@ -59,110 +51,34 @@ thread_local! {
 }
 
 impl FsService {
-    /// The prefix directory of `cap` and the part of `path` below it. Code 3
-    /// when the token has no prefix, the prefix is outside the roots, or the
-    /// path is outside the prefix; code 1 for a malformed path.
-    pub fn resolve(&self, cap: &Cap, path: &str) -> Result<(Arc<OwnedFd>, String), Error> {
-        let prefix = cap.path_prefix().ok_or_else(|| {
-            Error::denied("token has no constraints.path_prefix; fs needs one to confine paths")
-        })?;
-        let rel = paths::relative_to_prefix(prefix, path)?;
-        let dir = self.prefixes.get(&self.config, cap, prefix)?;
-        Ok((dir, rel))
-    }
-
-    /// `fs.list {path}` → `{entries:[{name, is_dir, size}], truncated?}`.
-    pub async fn list(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        out: &mut ResponseBuf,
-    ) -> Result<(), Error> {
-        let p: PathParams = req.params()?;
-        let path: &str = &p.path;
-        let cap = self.authorize(ctx, req, Some("list"), Some(path)).await?;
-        // Audited once the directory has been read: with the cache on, the
-        // kernel's read-permission check on the directory itself happens
-        // there (see `ListCache::open_flags`), and its refusal is a deny
-        // like any other.
-        let result = self.resolve(&cap, path).and_then(|(prefix, rel)| {
-            if self.list_cached_child(&prefix, &rel, out.result_writer()) {
-                return Ok(());
-            }
-            let dir = self.open_dir(&prefix, &rel, path)?;
-            self.list_cache
-                .list(&dir, out.result_writer())
-                .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))
-        });
-        self.audit(ctx, "fs.list", &cap, Some(path), &result);
-        result
-    }
-
-    /// Answers `fs.list` of the prefix itself or of one name directly in
-    /// it from the listing cache, without opening anything; false (and
-    /// nothing written) when that is not possible, and the caller takes
-    /// the general path.
+    /// `fs.list {path}` → `{entries:[{name, is_dir, size}], truncated?}`:
+    /// from the listing cache when it holds `dir`, else read now. `path` is
+    /// the request's, for messages.
     ///
-    /// One name needs no `openat2`: looking up a single plain name (not
-    /// `..`) in the prefix directory, without following a symlink, cannot
-    /// leave it — there is no `..`, no absolute link and no second
-    /// component to resolve. `statx` beneath the open prefix is that
-    /// lookup, with the same search-permission check and the same mount
-    /// crossing as `openat2(RESOLVE_BENEATH)`, and it reports the mount the
-    /// cache keys on; a symlink, or anything that is not a directory with
-    /// a current cached listing, goes the general way. It saves `openat2` +
-    /// `statx` + `close` (about 1.5 µs) on a hit.
-    fn list_cached_child(&self, prefix: &OwnedFd, rel: &str, out: &mut Vec<u8>) -> bool {
-        if !self.list_cache.is_enabled() {
-            return false;
-        }
-        let stx = if rel == "." {
-            list_cache::statx_dir(prefix.as_fd(), "", AtFlags::EMPTY_PATH)
-        } else if rel.contains('/') || rel == ".." {
-            return false;
-        } else {
-            list_cache::statx_dir(prefix.as_fd(), rel, AtFlags::SYMLINK_NOFOLLOW)
-        };
-        stx.is_ok_and(|stx| self.list_cache.cached(&stx, out))
-    }
-
-    /// Opens `rel` beneath `prefix` as a directory, the way
-    /// [`ListCache::list`](crate::list_cache::ListCache::list) wants it;
-    /// `path` is the request's, for messages.
-    fn open_dir(&self, prefix: &OwnedFd, rel: &str, path: &str) -> Result<OwnedFd, Error> {
-        paths::open_beneath(prefix, rel, self.list_cache.open_flags()).map_err(|e| {
-            if e == Errno::NOTDIR {
-                // Either the target or a component on the way is not a
-                // directory: look again without O_DIRECTORY (error path
-                // only) to give the better message.
-                if let Ok(fd) = paths::open_beneath(prefix, rel, OFlags::PATH) {
-                    if let Ok(st) = rustix::fs::fstat(&fd) {
-                        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            return Error::invalid(format!(
-                                "{path:?} is not a directory; use fs.stat or fs.open"
-                            ));
-                        }
-                    }
-                }
+    /// # Errors
+    /// Those of opening the directory for reading (code 3 when the kernel
+    /// refuses it) and of reading it.
+    pub fn list(&self, dir: Dir, path: &str, out: &mut ResponseBuf) -> Result<Done, Error> {
+        if let Dir::Seen(id, _) = &dir {
+            if self.list_cache.cached(id, out.result_writer()) {
+                return Ok(Done::Answered);
             }
-            paths::errno_to_error(e, &format!("{path:?}"))
-        })
+        }
+        let fd = dir.open(self.list_cache.open_flags(), path)?;
+        self.list_cache
+            .list(&fd, out.result_writer())
+            .map_err(|e| paths::errno_to_error(e, &format!("listing {path:?}")))?;
+        Ok(Done::Answered)
     }
 
-    /// `fs.stat {path}` → `{name, is_dir, size, mode, mtime}`. A final
-    /// symlink is followed (beneath the prefix, like every resolution).
-    pub async fn stat(
-        &self,
-        ctx: &CallContext,
-        req: &Request<'_>,
-        out: &mut ResponseBuf,
-    ) -> Result<(), Error> {
-        let p: PathParams = req.params()?;
-        let path: &str = &p.path;
-        let cap = self.authorize(ctx, req, Some("stat"), Some(path)).await?;
-        let result = self.stat_path(&cap, path);
-        self.audit(ctx, "fs.stat", &cap, Some(path), &result);
-        let st = result?;
+    /// `fs.stat {path}` → `{name, is_dir, size, mode, mtime}` of `node`
+    /// (a final symlink was followed, beneath the prefix, by the policy).
+    ///
+    /// # Errors
+    /// Those of `fstat`.
+    pub fn stat(&self, node: &OwnedFd, path: &str, out: &mut ResponseBuf) -> Result<Done, Error> {
+        let st =
+            rustix::fs::fstat(node).map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))?;
         let name = path
             .rsplit('/')
             .find(|c| !c.is_empty() && *c != ".")
@@ -182,14 +98,7 @@ impl FsService {
         // The kernel type is unsigned on some architectures; the value is a
         // signed time_t (before 1970 is negative).
         let _ = write!(w, ",\"mtime\":{}}}", st.st_mtime as i64);
-        Ok(())
-    }
-
-    fn stat_path(&self, cap: &Cap, path: &str) -> Result<rustix::fs::Stat, Error> {
-        let (prefix, rel) = self.resolve(cap, path)?;
-        let fd = paths::open_beneath(&*prefix, &rel, OFlags::PATH)
-            .map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))?;
-        rustix::fs::fstat(&fd).map_err(|e| paths::errno_to_error(e, &format!("{path:?}")))
+        Ok(Done::Answered)
     }
 }
 
@@ -291,6 +200,7 @@ pub fn write_listing(dir: &OwnedFd, out: &mut Vec<u8>) -> Result<bool, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::OFlags;
     use std::os::unix::fs::symlink;
 
     fn list(dir: &std::path::Path) -> serde_json::Value {

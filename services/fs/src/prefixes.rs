@@ -1,5 +1,6 @@
 //! The directories tokens are confined to: resolving a `path_prefix` to an
-//! open directory, and keeping recently used ones open.
+//! open directory, and keeping recently used ones open. Only the policy
+//! step ([`crate::policy`]) asks for them.
 //!
 //! A prefix names a directory, not a path to follow. It is resolved by the
 //! kernel beneath the configured root that contains it with
@@ -30,8 +31,8 @@ use rustix::io::Errno;
 use strata_shared::paths;
 use strata_shared::wire::Error;
 
-use crate::auth::Cap;
 use crate::config::FsConfig;
+use strata_shared::capability::Capability;
 
 /// How long an open prefix directory is reused before it is opened again.
 pub const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
@@ -71,7 +72,12 @@ impl PrefixDirs {
     /// code 3 when the prefix is not a normalised path under one of the
     /// roots, passes through a symlink, or is no longer the directory `cap`
     /// was first served from; code 4 when it is not a directory here.
-    pub fn get(&self, config: &FsConfig, cap: &Cap, prefix: &str) -> Result<Arc<OwnedFd>, Error> {
+    pub fn get(
+        &self,
+        config: &FsConfig,
+        cap: &Capability,
+        prefix: &str,
+    ) -> Result<Arc<OwnedFd>, Error> {
         let (dir, id) = self.open_dir(config, prefix)?;
         self.check_pin(cap, prefix, id)?;
         Ok(dir)
@@ -104,7 +110,7 @@ impl PrefixDirs {
         Ok((dir, id))
     }
 
-    fn check_pin(&self, cap: &Cap, prefix: &str, id: DirId) -> Result<(), Error> {
+    fn check_pin(&self, cap: &Capability, prefix: &str, id: DirId) -> Result<(), Error> {
         if let Some(pin) = self.pins.read().expect("pin lock").get(&cap.id) {
             return if pin.id == id {
                 Ok(())
@@ -122,7 +128,7 @@ impl PrefixDirs {
         }
         let pin = pins.entry(cap.id).or_insert(Pin {
             id,
-            expires: cap.capability.expires,
+            expires: cap.expires,
         });
         if pin.id == id {
             Ok(())
@@ -187,11 +193,11 @@ pub fn resolve(config: &FsConfig, prefix: &str) -> Result<OwnedFd, Error> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use strata_shared::capability::{Capability, Claims, Constraints};
+    use strata_shared::capability::{Claims, Constraints};
     use strata_shared::wire::ErrorCode;
 
-    fn cap(n: u128, prefix: &str) -> Cap {
-        Cap::new(Capability {
+    fn cap(n: u128, prefix: &str) -> Capability {
+        Capability {
             claims: Claims {
                 jti: format!("{n:032x}"),
                 sub: "test".into(),
@@ -204,11 +210,11 @@ mod tests {
                     path_prefix: Some(prefix.into()),
                 },
             },
+            id: n,
             expires: i64::MAX,
             issued: 0,
             not_before: None,
-        })
-        .unwrap()
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_shared::audit::{self, Outcome, Record};
+use strata_shared::audit::Record;
 use strata_shared::capability;
 use strata_shared::peer::PeerCred;
 use strata_shared::random;
@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::grants::{self, Grant, Minted, CREDENTIAL_PREFIX};
+use crate::methods::Facts;
 use crate::Identity;
 
 /// The method name of the audit records of this socket.
@@ -194,7 +195,7 @@ async fn answer(id: &Identity, stream: UnixStream) {
     let (ask, grant) = match decide(id, &peer, address.as_deref()) {
         Ok(pair) => pair,
         Err(reason) => {
-            refuse(&peer, &reason);
+            refuse(id, &peer, &reason);
             return;
         }
     };
@@ -210,7 +211,7 @@ async fn answer(id: &Identity, stream: UnixStream) {
         reason: &reason,
         reads: None,
     };
-    if let Err(e) = audit::record(&record) {
+    if let Err(e) = (id.trail)(&record) {
         // Fail closed: a token nobody can account for is not handed out.
         tracing::error!("credential for {}: not written: {e}", ask.unit);
         return;
@@ -228,7 +229,7 @@ async fn answer(id: &Identity, stream: UnixStream) {
 }
 
 /// The audit record of a refused connection.
-fn refuse(peer: &PeerCred, reason: &str) {
+fn refuse(id: &Identity, peer: &PeerCred, reason: &str) {
     let record = Record {
         peer,
         method: METHOD,
@@ -239,7 +240,7 @@ fn refuse(peer: &PeerCred, reason: &str) {
         reason,
         reads: None,
     };
-    if let Err(e) = audit::record(&record) {
+    if let Err(e) = (id.trail)(&record) {
         tracing::error!("credential refused ({reason}), and not audited: {e}");
     }
 }
@@ -270,6 +271,7 @@ pub async fn revoke_unit(
     ctx: &CallContext,
     req: &Request<'_>,
     out: &mut ResponseBuf,
+    facts: &mut Facts,
 ) -> Result<(), Error> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -277,14 +279,15 @@ pub async fn revoke_unit(
         unit: String,
     }
     if !id.is_admin(ctx) {
-        let reason = "caller is not an administrator";
-        audit::decision(&ctx.peer, &req.method, None, None, Outcome::Deny, reason);
         return Err(Error::denied(format!(
             "uid {} is not an administrator: only administrators may revoke a unit's tokens",
             ctx.peer.uid
         )));
     }
+    facts.authenticated = true;
+    facts.allowed_as = Some("administrator");
     let p: Params = req.params()?;
+    facts.path = Some(p.unit.clone());
     if !grants::is_service_unit(&p.unit) {
         return Err(Error::invalid(format!(
             "unit {:?} is not a service unit name such as reader.service",
@@ -309,16 +312,17 @@ pub async fn revoke_unit(
                 "a revocation could not be written to disk ({e}); the unit's tokens are NOT all revoked, retry"
             )));
         }
-        audit::decision(
-            &ctx.peer,
-            &req.method,
-            Some(&cap.cap_id),
-            None,
-            Outcome::Allow,
-            &format!("unit {} stopped", p.unit),
-        );
         revoked.push(cap.cap_id);
     }
+    facts.note = Some(format!(
+        "unit {} stopped; revoked {}",
+        p.unit,
+        if revoked.is_empty() {
+            "nothing".to_string()
+        } else {
+            revoked.join(",")
+        }
+    ));
     out.write_result(&serde_json::json!({
         "status": "revoked",
         "unit": p.unit,

@@ -23,12 +23,14 @@ pub mod params {
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ed25519_compact::KeyPair;
-use strata_shared::capability::{Capability, VerificationCache, Verifier};
+use strata_shared::audit;
+use strata_shared::capability::{VerificationCache, Verifier};
 use strata_shared::server::{CallContext, Service};
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
@@ -38,13 +40,18 @@ use crate::revocations::RevocationStore;
 /// Tokens whose verification identity remembers.
 const TOKEN_CACHE_ENTRIES: usize = 4096;
 
+/// Where audit records go: [`audit::record`] in the service; tests put
+/// their own here to see every record, or to make the trail fail.
+pub type Trail = Arc<dyn Fn(&audit::Record<'_>) -> Result<(), audit::Unwritable> + Send + Sync>;
+
 /// The identity service's state.
 pub struct Identity {
     config: Config,
     keys: KeyPair,
     /// Verifies tokens once each (identity.verify, holder revocations).
-    tokens: VerificationCache<Capability>,
+    tokens: VerificationCache,
     revocations: RevocationStore,
+    trail: Trail,
     started: Instant,
     public_b64: String,
     /// The grants from `STRATA_GRANTS_DIR` and what was minted from them.
@@ -84,13 +91,23 @@ impl Identity {
             keys,
             tokens: VerificationCache::new(verifier, TOKEN_CACHE_ENTRIES),
             revocations,
+            trail: Arc::new(audit::record),
             started: Instant::now(),
             grants,
         })
     }
 
-    /// The one administrator check, made on every issue and revoke (see
-    /// [`config::Admins::contains`]).
+    /// This service with its audit records going to `trail` instead of
+    /// [`audit::record`].
+    pub fn with_trail(mut self, trail: Trail) -> Self {
+        self.trail = trail;
+        self
+    }
+
+    /// The one administrator check, made on every issue and revoke, from
+    /// the kernel's credentials of the caller (see
+    /// [`config::Admins::contains`]). The connection-level
+    /// [`Service::privileged`] grants no right, only a reserved connection.
     pub fn is_admin(&self, ctx: &CallContext) -> bool {
         let peer = &ctx.peer;
         self.config

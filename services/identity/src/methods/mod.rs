@@ -1,12 +1,21 @@
 //! identity's methods, one module per family: `tokens` (issue, verify),
-//! `revocation` (revoke, revocations) and `info` (pubkey, health).
+//! `revocation` (revoke, revocations) and `info` (pubkey, health), and the
+//! dispatcher that writes each request's audit record.
+//!
+//! What is recorded: every `identity.issue` and `identity.revoke`, whatever
+//! the outcome (they grant or take away access). The other methods read
+//! public data — the public key, the revocation list, health, the claims of
+//! a token the caller already holds — and fs long-polls
+//! `identity.revocations` all day: they are recorded only when the answer
+//! refuses (code 2 or 3) or fails inside identity (code 5).
 
 mod info;
 mod revocation;
 mod tokens;
 
-use strata_shared::server::CallContext;
-use strata_shared::wire::{Error, Request, ResponseBuf};
+use strata_shared::audit;
+use strata_shared::server::{contain_panic, CallContext};
+use strata_shared::wire::{Error, ErrorCode, Request, ResponseBuf};
 
 use crate::Identity;
 
@@ -24,23 +33,94 @@ pub const METHODS: &[&str] = &[
     "identity.revoke_unit",
 ];
 
+/// What a request's record names, filled in by the method as it learns
+/// it.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The capability issued, or the one a revocation names.
+    pub cap_id: Option<String>,
+    /// The `path_prefix` of an issued token.
+    pub path: Option<String>,
+    /// Whether the caller proved who it is: an administrator, or the
+    /// holder of a valid token.
+    pub authenticated: bool,
+    /// Why a success was allowed: `"administrator"` or `"holder"`.
+    pub allowed_as: Option<&'static str>,
+    /// What a success did, when the record needs more than `allowed_as`
+    /// (`identity.revoke_unit`: the unit and the capabilities revoked).
+    pub note: Option<String>,
+}
+
+/// The dispatcher: runs the method, then writes the request's one record
+/// (see the module documentation for which requests have one). When the
+/// record cannot be written, the answer is code 5 instead.
 pub async fn dispatch(
     id: &Identity,
     ctx: &CallContext,
     req: &Request<'_>,
     out: &mut ResponseBuf,
 ) -> Result<(), Error> {
-    match &*req.method {
-        "identity.issue" => tokens::issue(id, ctx, req, out),
-        "identity.verify" => tokens::verify(id, req, out),
-        "identity.revoke" => revocation::revoke(id, ctx, req, out).await,
-        "identity.revocations" => revocation::revocations(id, req, out).await,
-        "identity.pubkey" => info::pubkey(id, out),
-        "identity.health" => info::health(id, out),
-        "identity.revoke_unit" => crate::credentials::revoke_unit(id, ctx, req, out).await,
-        other => Err(Error::invalid(format!(
-            "unknown method {other:?}; identity serves {}",
-            METHODS.join(", ")
-        ))),
+    let mut facts = Facts::default();
+    let method: &str = &req.method;
+    let run = async {
+        match method {
+            "identity.issue" => (tokens::issue(id, ctx, req, out, &mut facts), true),
+            "identity.revoke" => (
+                revocation::revoke(id, ctx, req, out, &mut facts).await,
+                true,
+            ),
+            "identity.verify" => (tokens::verify(id, req, out), false),
+            "identity.revocations" => (revocation::revocations(id, req, out).await, false),
+            "identity.pubkey" => (info::pubkey(id, out), false),
+            "identity.health" => (info::health(id, out), false),
+            "identity.revoke_unit" => (
+                crate::credentials::revoke_unit(id, ctx, req, out, &mut facts).await,
+                true,
+            ),
+            other => (
+                Err(Error::invalid(format!(
+                    "unknown method {other:?}; identity serves {}",
+                    METHODS.join(", ")
+                ))),
+                false,
+            ),
+        }
+    };
+    // A panic is an internal error like any other, and is recorded as one.
+    let (result, always) = contain_panic(method, run)
+        .await
+        .unwrap_or_else(|e| (Err(e), true));
+    let refused_or_failed = matches!(
+        &result,
+        Err(e) if matches!(
+            e.code,
+            ErrorCode::AuthenticationRequired | ErrorCode::PermissionDenied | ErrorCode::Internal
+        )
+    );
+    if !always && !refused_or_failed {
+        return result;
     }
+    let (code, reason) = match &result {
+        Ok(()) => (
+            None,
+            facts.note.as_deref().or(facts.allowed_as).unwrap_or("ok"),
+        ),
+        Err(e) => (Some(e.code), e.message.as_str()),
+    };
+    let record = audit::Record {
+        peer: &ctx.peer,
+        method,
+        cap_id: facts.cap_id.as_deref(),
+        path: facts.path.as_deref(),
+        authenticated: facts.authenticated,
+        code,
+        reason,
+        reads: None,
+    };
+    if let Err(unwritable) = (id.trail)(&record) {
+        // A token issued but never sent is useless to anyone; a revocation
+        // written to disk stays in force, which errs on the safe side.
+        return Err(Error::internal(unwritable.to_string()));
+    }
+    result
 }

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_shared::audit::{self, Outcome};
 use strata_shared::capability;
 use strata_shared::ids::is_cap_id;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
+use super::Facts;
 use crate::Identity;
 
 /// Longest long-poll a verifier may ask for.
@@ -20,11 +20,18 @@ pub struct RevokeParams {
     cap_id: String,
 }
 
+/// `identity.revoke`: an administrator, or the holder presenting the
+/// capability's own token.
+///
+/// # Errors
+/// Code 3 for anyone else, 2 for a token that does not verify, 1 for a
+/// malformed cap_id, 5 when the revocation cannot be written to disk.
 pub async fn revoke(
     id: &Identity,
     ctx: &CallContext,
     req: &Request<'_>,
     out: &mut ResponseBuf,
+    facts: &mut Facts,
 ) -> Result<(), Error> {
     let p: RevokeParams = req.params()?;
     if !is_cap_id(&p.cap_id) {
@@ -33,39 +40,22 @@ pub async fn revoke(
             p.cap_id
         )));
     }
-    let peer = &ctx.peer;
-    let admin = id.is_admin(ctx);
+    facts.cap_id = Some(p.cap_id.clone());
     // How long the entry must be kept: until the token expires. The holder's
     // token tells us; otherwise no token of ours outlives the largest
     // maximum TTL this state was ever served with.
     let mut keep_until = id.revocations.keep_unknown_until(capability::now());
-    let reason = if admin {
+    let allowed_as = if id.is_admin(ctx) {
         "administrator"
     } else {
         let Some(token) = req.token.as_deref() else {
-            audit::unauthenticated(
-                peer,
-                &req.method,
-                Some(&p.cap_id),
-                None,
-                "no token, not an administrator",
-            );
             return Err(Error::denied(
                 "only an administrator, or the holder presenting this capability's token, may revoke it",
             ));
         };
-        let cap = id.tokens.decode_with(token, Ok).inspect_err(|e| {
-            audit::unauthenticated(peer, &req.method, Some(&p.cap_id), None, &e.to_string());
-        })?;
+        let cap = id.tokens.decode(token)?;
+        facts.authenticated = true;
         if cap.cap_id() != p.cap_id {
-            audit::decision(
-                peer,
-                &req.method,
-                Some(&p.cap_id),
-                None,
-                Outcome::Deny,
-                "token is for another capability",
-            );
             return Err(Error::denied(
                 "the token presented is for another capability; a holder may revoke only its own",
             ));
@@ -73,6 +63,7 @@ pub async fn revoke(
         keep_until = cap.expires;
         "holder"
     };
+    facts.authenticated = true;
     id.revocations
         .revoke(&p.cap_id, keep_until)
         .await
@@ -82,14 +73,7 @@ pub async fn revoke(
                 "the revocation could not be written to disk ({e}); it is NOT in force, retry"
             ))
         })?;
-    audit::decision(
-        peer,
-        &req.method,
-        Some(&p.cap_id),
-        None,
-        Outcome::Allow,
-        reason,
-    );
+    facts.allowed_as = Some(allowed_as);
     out.write_result(&serde_json::json!({"status": "revoked"}))
 }
 

@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::audit::{self, Outcome};
 use strata_shared::capability::{self, Claims, Grant, FS_ACTIONS};
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 use strata_shared::{paths, random};
 
+use super::Facts;
 use crate::Identity;
 
 const MAX_ACTIONS: usize = 16;
@@ -82,23 +82,27 @@ fn check_grant(p: &IssueParams, id: &Identity) -> Result<u64, Error> {
     Ok(ttl)
 }
 
+/// `identity.issue`: administrators only.
+///
+/// # Errors
+/// Code 3 for anyone else; code 1 for a grant identity will not sign.
 pub fn issue(
     id: &Identity,
     ctx: &CallContext,
     req: &Request<'_>,
     out: &mut ResponseBuf,
+    facts: &mut Facts,
 ) -> Result<(), Error> {
-    let peer = &ctx.peer;
     if !id.is_admin(ctx) {
-        let reason = "caller is not an administrator";
-        audit::decision(peer, &req.method, None, None, Outcome::Deny, reason);
         return Err(Error::denied(format!(
             "uid {} is not an administrator: only uid 0 and the users and groups in \
              STRATA_ADMIN_UIDS/GIDS/USERS/GROUPS may issue tokens",
-            peer.uid
+            ctx.peer.uid
         )));
     }
+    facts.authenticated = true;
     let p: IssueParams = req.params()?;
+    facts.path.clone_from(&p.path_prefix);
     let ttl = check_grant(&p, id)?;
     let cap_id = random::id128();
     let issued = capability::now();
@@ -115,25 +119,20 @@ pub fn issue(
             expires,
         },
     );
-    audit::decision(
-        peer,
-        &req.method,
-        Some(&cap_id),
-        p.path_prefix.as_deref(),
-        Outcome::Allow,
-        "administrator",
-    );
     #[derive(Serialize)]
     struct R<'a> {
         token: &'a str,
         cap_id: &'a str,
         expires: i64,
     }
-    out.write_result(&R {
+    let written = out.write_result(&R {
         token: &token,
         cap_id: &cap_id,
         expires,
-    })
+    });
+    facts.cap_id = Some(cap_id);
+    facts.allowed_as = Some("administrator");
+    written
 }
 
 #[derive(Deserialize)]
@@ -144,7 +143,7 @@ pub struct VerifyParams<'a> {
 
 pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result<(), Error> {
     let p: VerifyParams = req.params()?;
-    let cap = id.tokens.decode_with(&p.token, Ok)?;
+    let cap = id.tokens.decode(&p.token)?;
     let now = capability::now();
     let timely = cap.check_time(now);
     let revoked = id.revocations.is_revoked(cap.cap_id());
