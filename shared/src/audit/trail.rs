@@ -370,8 +370,23 @@ impl Trail {
             let mut last = [0u8; 1];
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, size - 1)?;
             let newline = u64::from(last[0] != b'\n');
-            if newline == 1 && file.write(b"\n")? != 1 {
-                return Err(io::Error::other("short write of a newline"));
+            if newline == 1 {
+                let path = dir.join(CURRENT);
+                match file.write(b"\n") {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        return Err(io::Error::other(format!(
+                            "writing {}: short write",
+                            path.display()
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("writing {}: {e}", path.display()),
+                        ))
+                    }
+                }
             }
             cut = Some(Cut {
                 at: good_end,
