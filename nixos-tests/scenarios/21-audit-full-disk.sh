@@ -34,7 +34,13 @@ wait_synced "fs on a small trail"
 dd if=/dev/zero of="$TRAIL/filler" bs=4k status=none 2>/dev/null || true
 log "trail file system: $(df -h --output=used,avail "$TRAIL" | tail -n 1)"
 
-expect_rc 15 strata-ctl ls "$TD"
+# The file's last page may still have room for a few records, as on any
+# file system: the first request whose record does not fit is refused.
+for _ in $(seq 60); do
+    run strata-ctl ls "$TD"
+    [ "$RC" != 0 ] && break
+done
+[ "$RC" = 15 ] || fail "with the trail's file system full, expected exit 15 from strata-ctl ls, got $RC: $OUT $ERR"
 case $ERR in *"audit trail"*) ;; *) fail "the code 5 message should name the audit trail: $ERR" ;; esac
 H=$(strata-ctl health fs)
 [ "$(jget "$H" .status)" = degraded ] && [ "$(jget "$H" .audit)" = failing ] ||
