@@ -787,7 +787,9 @@ mod tests {
         for v in lines(&tmp.path().join(CURRENT)).iter().skip(1) {
             let n = v["n"].as_u64().unwrap();
             let (thread, i) = ((n / 1_000_000) as usize, n % 1_000_000);
-            assert!(last[thread].is_none_or(|l| l < i));
+            if let Some(l) = last[thread] {
+                assert!(l < i, "thread {thread}: {i} after {l}");
+            }
             last[thread] = Some(i);
         }
     }
