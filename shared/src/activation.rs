@@ -97,12 +97,15 @@ pub fn start<C, E: std::fmt::Display>(
         std::process::ExitCode::from(2)
     })?;
     // The audit trail before any request: its `start` event continues the
-    // chain of what an earlier run (or a crash) left.
-    crate::audit::open_trail(service).map_err(|e| {
-        tracing::error!("bad configuration: {e}");
-        eprintln!("{binary}: bad configuration: {e}");
-        std::process::ExitCode::from(2)
-    })?;
+    // chain of what an earlier run (or a crash) left. The supervisor
+    // decides nothing, so it has none.
+    if service != "supervisor" {
+        crate::audit::open_trail(service).map_err(|e| {
+            tracing::error!("bad configuration: {e}");
+            eprintln!("{binary}: bad configuration: {e}");
+            std::process::ExitCode::from(2)
+        })?;
+    }
     let prepared = prepare(service)?;
     Ok((config, prepared, sink))
 }

@@ -114,3 +114,31 @@ fn without_a_trail_health_says_journald_only() {
     );
     assert!(h.get("audit_error").is_none());
 }
+
+#[test]
+fn a_bad_trail_setting_stops_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("srv")).unwrap();
+    for (name, value) in [
+        ("STRATA_AUDIT_MAX_BYTES", "lots"),
+        ("STRATA_AUDIT_MAX_BYTES", "1000"),
+        ("STRATA_AUDIT_KEEP", "-1"),
+    ] {
+        let mut fs = strata_shared::testing::ActivatedService::start(
+            &strata_shared::testing::workspace_binary("strata-fs"),
+            "fs",
+            &dir.path().join("run"),
+            &[
+                ("STRATA_FS_ROOTS", dir.path().join("srv").to_str().unwrap()),
+                (
+                    "STRATA_AUDIT_DIR",
+                    dir.path().join("trail").to_str().unwrap(),
+                ),
+                (name, value),
+            ],
+        )
+        .unwrap();
+        let status = fs.wait(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(2), "{name}={value}");
+    }
+}
