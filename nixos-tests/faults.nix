@@ -5,7 +5,7 @@
 # every decision is counted exactly in the audit trail (17), forged or
 # oversized audit entries and a flood of refusals without a token (18),
 # a tampered trail that `strata-ctl audit verify` catches (20) and a full
-# trail file system that makes fs refuse until space is freed (21).
+# trail file system that makes fs refuse until space is freed (22).
 # strata-loadgen comes with the package.
 { testers, common }:
 testers.runNixOSTest {
@@ -31,6 +31,6 @@ testers.runNixOSTest {
     scenario("18-audit-forgery")
     scenario("19-connection-cap")
     scenario("20-audit-tamper")
-    scenario("21-audit-full-disk")
+    scenario("22-audit-full-disk")
   '';
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # fs's audit trail is tamper-evident (docs/audit.md): `strata-ctl audit
-# verify` passes on the trail as fs wrote it and prints its head hash; one
-# byte of one record changed in place (the uid of a denial: 0 becomes 1)
-# makes it exit 3 naming that file and line; the byte put back, it passes
-# again with the same head.
+# verify` passes on the trails as fs and identity wrote them and prints
+# their head hashes; one byte of one record changed in place (the uid of a
+# denial: 0 becomes 1) makes it exit 3 naming that file and line; the byte
+# put back, it passes again with the same head.
 . "$(dirname "$0")/lib.sh"
 
 TRAIL=/var/log/strata/fs
@@ -25,6 +25,10 @@ run strata-ctl audit verify
 [ "$RC" = 0 ] || fail "strata-ctl audit verify on the untouched trails: exit $RC: $OUT $ERR"
 HEAD=$(printf '%s\n' "$OUT" | grep "^head: $TRAIL ") || fail "no head line for $TRAIL in: $OUT"
 log "before: $HEAD"
+# identity's trail too (DynamicUser=: /var/log/private, through a symlink).
+ID_HEAD=$(printf '%s\n' "$OUT" | grep "^head: /var/log/strata/identity ") ||
+    fail "no head line for identity's trail in: $OUT"
+log "identity: $ID_HEAD"
 
 # The denial's record: its line number and the byte offset of its uid.
 LINE=$(grep -n -F "\"path\":\"$DENIED\"" "$FILE" | tail -n 1 | cut -d: -f1)
