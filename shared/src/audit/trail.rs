@@ -7,8 +7,9 @@
 //! file order and chain order the same; under it only the chain step (one
 //! SHA-256 block), a copy and the write happen.
 //!
-//! When a write fails (full disk, read-only or removed directory) or is
-//! short, [`Trail::append`] returns [`Unwritable`] and the trail is
+//! When a write fails (full disk, read-only or removed directory; a short
+//! write is completed by a second one when it can be), [`Trail::append`]
+//! returns [`Unwritable`] and the trail is
 //! *failing*: every later append first tries to recover (reopen, terminate
 //! a line cut short, write a `resumed` event saying what happened), so the
 //! trail comes back by itself once space frees. On start the same recovery
@@ -260,30 +261,40 @@ impl Trail {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("no trail file open"))?;
-        match file.write(line) {
-            Ok(n) if n == line.len() => {
-                st.len += n as u64;
-                Ok(())
-            }
-            Ok(n) => {
-                st.file = None;
-                Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!(
-                        "short write to {}: {n} of {} bytes",
-                        self.settings.dir.join(CURRENT).display(),
-                        line.len()
-                    ),
-                ))
-            }
-            Err(e) => {
-                st.file = None;
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("writing {}: {e}", self.settings.dir.join(CURRENT).display()),
-                ))
+        // One write(2); a short one (a disk filling up) is followed by
+        // another for the rest, which either completes the line or says
+        // why not (ENOSPC). We hold the lock: no one else writes between.
+        let mut written = 0;
+        while written < line.len() {
+            match file.write(&line[written..]) {
+                Ok(0) => {
+                    st.file = None;
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!(
+                            "writing {}: nothing written ({written} of {} bytes)",
+                            self.settings.dir.join(CURRENT).display(),
+                            line.len()
+                        ),
+                    ));
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    st.file = None;
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "writing {}: {e} ({written} of {} bytes written)",
+                            self.settings.dir.join(CURRENT).display(),
+                            line.len()
+                        ),
+                    ));
+                }
             }
         }
+        st.len += written as u64;
+        Ok(())
     }
 
     /// Renames the current file to the next `audit-NNNNNN.jsonl`, opens a
