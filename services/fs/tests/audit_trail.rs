@@ -7,7 +7,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use strata_shared::audit::verify;
-use strata_shared::testing::start_fs;
+// The test helpers, under one name: once they live in the strata-testkit
+// crate, only this line changes (`use strata_testkit as testkit;`).
+use strata_shared::testing as testkit;
+use testkit::start_fs;
 
 fn records(dir: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("audit.jsonl"))
@@ -124,8 +127,8 @@ fn a_bad_trail_setting_stops_fs() {
         ("STRATA_AUDIT_MAX_BYTES", "1000"),
         ("STRATA_AUDIT_KEEP", "-1"),
     ] {
-        let mut fs = strata_shared::testing::ActivatedService::start(
-            &strata_shared::testing::workspace_binary("strata-fs"),
+        let mut fs = testkit::ActivatedService::start(
+            &testkit::workspace_binary("strata-fs"),
             "fs",
             &dir.path().join("run"),
             &[
