@@ -165,6 +165,7 @@ pub enum AuditCommand {
     /// broken record is named: file and line), 1 a file cannot be read,
     /// 2 nothing to verify.
     Verify {
+        /// A trail directory, or trail files (oldest first).
         #[arg(value_name = "PATH")]
         paths: Vec<std::path::PathBuf>,
     },
