@@ -65,6 +65,20 @@ let
       inherit description;
     };
 
+  # The audit trail of identity and fs (shared/src/audit/trail.rs,
+  # docs/audit.md); the units put it in LogsDirectory=.
+  auditKeys = {
+    STRATA_AUDIT_MAX_BYTES = optionalKey (types.ints.between 65536 1099511627776) ''
+      Size in bytes at which the audit trail file is rotated (service
+      default 67108864, 64 MiB).
+    '';
+    STRATA_AUDIT_KEEP = optionalKey (types.ints.between 0 1000000) ''
+      Rotated audit trail files kept; the oldest beyond it are deleted, and
+      verification then starts from the oldest kept (service default 8;
+      0 keeps all).
+    '';
+  };
+
   # What every service reads (shared/src/config.rs, server.rs).
   commonKeys = service: {
     STRATA_LOG = mkOption {
@@ -315,7 +329,7 @@ in
       '';
       type = types.submodule {
         options = {
-          identity = section "identity" {
+          identity = section "identity" (auditKeys // {
             STRATA_ADMIN_USERS = keyFrom (types.listOf accountName) [
               "admins"
               "users"
@@ -347,9 +361,9 @@ in
               "token"
               "maxTtl"
             ] "Largest `ttl_seconds` identity accepts.";
-          };
+          });
 
-          fs = section "fs" {
+          fs = section "fs" (auditKeys // {
             STRATA_FS_ROOTS = keyFrom (types.listOf types.str) [
               "fs"
               "paths"
@@ -372,7 +386,7 @@ in
               Whether `fs.list` answers are cached, each for at most
               100 ms (service default true).
             '';
-          };
+          });
 
           supervisor = section "supervisor" {
             STRATA_SUPERVISOR_INTERVAL_SECS = keyFrom (types.ints.between 1 3600) [

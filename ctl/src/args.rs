@@ -31,6 +31,7 @@ Environment:
 
 Exit status:
   0 ok; 1 cannot reach the service (connection or I/O error); 2 usage error;
+  3 `audit verify` found a broken chain;
   10+code when the service answered an error: 11 invalid request,
   12 authentication required, 13 permission denied, 14 not found,
   15 internal, 16 resource exhausted.
@@ -144,6 +145,10 @@ pub enum Command {
         service: String,
     },
 
+    /// Audit trails (docs/audit.md): `audit verify [PATH]...`.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
     /// A raw protocol method such as fs.list (see "Raw form" below).
     #[command(external_subcommand)]
     Raw(Vec<String>),
@@ -166,6 +171,23 @@ pub struct IssueArgs {
     /// Print only the token.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain of audit trails and print each one's head hash.
+    ///
+    /// PATH is a trail directory (its rotated files, then audit.jsonl) or
+    /// files, checked as one chain in the order given. Without PATH:
+    /// $STRATA_AUDIT_DIR, else /var/log/strata/fs and
+    /// /var/log/strata/identity. Exit status: 0 intact, 3 broken (the first
+    /// broken record is named: file and line), 1 a file cannot be read,
+    /// 2 nothing to verify.
+    Verify {
+        /// A trail directory, or trail files (oldest first).
+        #[arg(value_name = "PATH")]
+        paths: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -324,6 +346,7 @@ pub fn check_service_name(service: &str, what: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize_argv(args.iter().copied())
@@ -432,6 +455,12 @@ mod tests {
         let cli = parse(&["strata-ctl", "ls", "/srv", "-token", "T", "--long"]).unwrap();
         assert_eq!(cli.token.as_deref(), Some("T"));
         assert!(matches!(cli.command, Command::Ls { long: true, .. }));
+
+        let cli = parse(&["strata-ctl", "audit", "verify", "/a", "/b"]).unwrap();
+        let Command::Audit(AuditCommand::Verify { paths }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(paths, [Path::new("/a"), Path::new("/b")]);
 
         let cli = parse(&["strata-ctl", "revoke", "--self"]).unwrap();
         assert!(matches!(

@@ -15,7 +15,7 @@ use strata_shared::config;
 use strata_shared::ids::is_cap_id;
 use strata_shared::wire::{self, Response};
 
-use crate::args::{self, Cli, Command, IssueArgs, RawCall, RevokeArgs};
+use crate::args::{self, AuditCommand, Cli, Command, IssueArgs, RawCall, RevokeArgs};
 use crate::failure::{service_exit_code, Failure};
 use crate::{credentials, local_token};
 
@@ -161,6 +161,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let r = call("fs.stat", ctx.token(), &json!({ "path": absolute(&path)? }))?;
             print_json(&r, ctx.pretty)
         }
+        Command::Audit(AuditCommand::Verify { paths }) => crate::audit::verify_command(&paths),
         Command::Status => print_json(&call("supervisor.status", None, &json!({}))?, ctx.pretty),
         Command::Health { service } => {
             args::check_service_name(&service, &service).map_err(Failure::Usage)?;

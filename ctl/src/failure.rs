@@ -1,7 +1,8 @@
 //! Why a command failed, what the user is told, and the exit status.
 //!
 //! Exit statuses are a contract that scripts code against:
-//! 0 ok, 1 the service could not be reached (or stdout failed), 2 usage,
+//! 0 ok, 1 the service could not be reached (or stdout failed, or an audit
+//! trail could not be read), 2 usage, 3 an audit trail's chain is broken,
 //! 10 + code when the service answered an error.
 
 use std::io;
@@ -14,6 +15,8 @@ use strata_shared::config;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the service cannot be reached or the output cannot be written.
 pub const EXIT_IO: u8 = 1;
+/// Exit status of `audit verify` when a chain is broken.
+pub const EXIT_BROKEN: u8 = 3;
 /// Largest exit status used for a service error; above it shells give
 /// statuses their own meanings (126, 127, 128+signal).
 const EXIT_SERVICE_MAX: u8 = 125;
@@ -44,13 +47,21 @@ pub enum Failure {
     Output(io::Error),
     /// Already reported (the raw form prints the response itself).
     Silent(u8),
+    /// `audit verify`: a trail's chain is broken; one line per broken chain.
+    Broken(Vec<String>),
+    /// `audit verify`: a trail file could not be read.
+    Unreadable(String),
 }
 
 impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Usage(_) => EXIT_USAGE,
-            Failure::Client { .. } | Failure::Protocol { .. } | Failure::Output(_) => EXIT_IO,
+            Failure::Client { .. }
+            | Failure::Protocol { .. }
+            | Failure::Output(_)
+            | Failure::Unreadable(_) => EXIT_IO,
+            Failure::Broken(_) => EXIT_BROKEN,
             Failure::Service { code, .. } => service_exit_code(*code),
             Failure::Silent(code) => *code,
         }
@@ -85,6 +96,19 @@ impl Failure {
             Failure::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => vec![],
             Failure::Output(e) => vec![format!("strata-ctl: cannot write the output: {e}")],
             Failure::Silent(_) => vec![],
+            Failure::Broken(lines) => lines
+                .iter()
+                .map(|l| format!("strata-ctl: audit verify: {l}"))
+                .chain(std::iter::once(
+                    "hint: the records from there on cannot be trusted; compare with the head hash \
+                     printed by an earlier verify, and keep a copy of the files for inspection"
+                        .to_string(),
+                ))
+                .collect(),
+            Failure::Unreadable(msg) => msg
+                .lines()
+                .map(|l| format!("strata-ctl: audit verify: {l}"))
+                .collect(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! and `failure` for the exit-status contract.
 
 mod args;
+mod audit;
 mod commands;
 mod credentials;
 mod failure;

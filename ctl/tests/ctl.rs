@@ -836,3 +836,90 @@ fn a_running_strata_ctl_shows_no_token_in_its_command_line() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello.txt"));
 }
+
+// ------------------------------------------------------------ audit verify
+
+/// A trail of `n` records (plus its start event) in `dir`, written by the
+/// same code the services use.
+fn write_trail(dir: &Path, n: u64, max_bytes: u64) {
+    use strata_shared::audit::trail::{Settings, Trail};
+    let t = Trail::open(
+        Settings {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            keep: 0,
+        },
+        "fs",
+    );
+    for i in 0..n {
+        t.append(format!("\"time\":\"t\",\"kind\":\"decision\",\"uid\":{i}}}").as_bytes())
+            .unwrap();
+    }
+}
+
+fn verify_run(envs: &[(&str, &str)], args: &[&str]) -> Out {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    ctl_in(Path::new("/nonexistent"), envs, &all, None)
+}
+
+#[test]
+fn audit_verify_prints_the_head_hash_of_an_intact_trail() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_trail(tmp.path(), 200, 8192);
+    let dir = tmp.path().to_str().unwrap();
+    let out = verify_run(&[], &[dir]).expect(0);
+    let text = out.text();
+    // 200 records of ~190 bytes do not fit in 8 KiB: rotated.
+    assert!(text.contains("audit-000001.jsonl: "), "{text}");
+    assert!(
+        text.contains(&format!("ok: {dir}: 201 records, chain intact from seq 1")),
+        "{text}"
+    );
+    let current = std::fs::read_to_string(tmp.path().join("audit.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+    let head = format!(
+        "head: {dir} seq 201 hash {}",
+        last["hash"].as_str().unwrap()
+    );
+    assert!(text.contains(&head), "want {head:?} in {text}");
+    // The same through $STRATA_AUDIT_DIR, with no PATH.
+    let out = verify_run(&[("STRATA_AUDIT_DIR", dir)], &[]).expect(0);
+    assert!(out.text().contains(&head));
+}
+
+#[test]
+fn audit_verify_names_the_first_edited_record_and_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_trail(tmp.path(), 10, 64 << 20);
+    let file = tmp.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Line 6 is the record of uid 4.
+    std::fs::write(&file, text.replacen("\"uid\":4}", "\"uid\":0}", 1)).unwrap();
+    let out = verify_run(&[], &[file.to_str().unwrap()]).expect(3);
+    assert!(
+        out.stderr.contains(&format!(
+            "chain broken at {} line 6: seq 6: its hash does not match",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
+    assert!(!out.text().contains("head:"), "{}", out.text());
+}
+
+#[test]
+fn audit_verify_without_a_trail_is_a_usage_error_and_unreadable_is_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().to_str().unwrap();
+    let out = verify_run(&[("STRATA_AUDIT_DIR", empty)], &[]).expect(2);
+    assert!(
+        out.stderr.contains("holds no audit trail"),
+        "{}",
+        out.stderr
+    );
+    let missing = tmp.path().join("gone.jsonl");
+    let out = verify_run(&[], &[missing.to_str().unwrap()]).expect(1);
+    assert!(out.stderr.contains("gone.jsonl"), "{}", out.stderr);
+}

@@ -332,6 +332,7 @@ let
             STRATA_FS_ALLOW_HARDLINKS = true;
             STRATA_FS_LIST_CACHE = false;
             STRATA_FS_HANDLE_IDLE_SECS = 60;
+            STRATA_AUDIT_MAX_BYTES = 1048576;
             # Keys the module does not declare pass through.
             STRATA_FUTURE_KNOB = "on";
             STRATA_FUTURE_COUNT = 7;
@@ -407,6 +408,8 @@ let
         && e.STRATA_FS_ALLOW_HARDLINKS == "1"
         && e.STRATA_FS_LIST_CACHE == "0"
         && e.STRATA_FS_HANDLE_IDLE_SECS == "60"
+        && e.STRATA_AUDIT_MAX_BYTES == "1048576"
+        && !(e ? STRATA_AUDIT_KEEP)
         && e.STRATA_FUTURE_KNOB == "on"
         && e.STRATA_FUTURE_COUNT == "7"
         && e.STRATA_LOG == "strata_fs=debug,info"

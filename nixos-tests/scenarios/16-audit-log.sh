@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Every authorization decision is one journal entry with structured fields,
-# so that `journalctl -u strata-fs STRATA_DECISION=deny` lists the
-# refusals: who asked (uid, pid from the peer credentials), for what
-# (method, cap_id, path), the outcome and the reason.
+# Every refusal is one journal entry with structured fields, so that
+# `journalctl -u strata-fs STRATA_DECISION=deny` lists the refusals: who
+# asked (uid, pid from the peer credentials), for what (method, cap_id,
+# path), the outcome and the reason. Every decision, allowed or refused,
+# is a record of fs's audit trail (/var/log/strata/fs, docs/audit.md);
+# allowed ones are not journal entries.
 . "$(dirname "$0")/lib.sh"
 
 command -v journalctl >/dev/null || fail "journalctl is not in PATH"
 
+TRAIL=/var/log/strata/fs
 fresh_start
+SEQ0=$(trail_head_seq "$TRAIL")
 make_testdata
 ISSUED=$(strata-ctl issue --service fs --actions open,read,list --path-prefix "$TD" --ttl 600)
 STRATA_TOKEN=$(jget "$ISSUED" .token)
@@ -44,9 +48,18 @@ STAT=$(printf '%s' "$DENY" | jq -c '[.[] | select(.STRATA_METHOD == "fs.stat")][
 [ "$STAT" != null ] || fail "no deny entry for fs.stat in: $DENY"
 case $(jget "$STAT" .STRATA_REASON) in *stat*) ;; *) fail "fs.stat denial should name the action: $STAT" ;; esac
 
-# The allowed list is an entry too, and not among the denials.
-has_allow() { decisions STRATA_DECISION=allow STRATA_METHOD=fs.list | grep -q .; }
-wait_until 20 "an allow entry for fs.list" has_allow
-ALLOW=$(decisions STRATA_DECISION=allow STRATA_METHOD=fs.list | head -n 1)
-[ "$(jget "$ALLOW" .STRATA_CAP_ID)" = "$CAP_ID" ] || fail "allow entry cap_id: $ALLOW"
+# The allowed list is a record of the trail, not a journal entry; the
+# refusals are records too, with the same fields.
+trail_records "$TRAIL" "$SEQ0" | jq -c --arg c "$CAP_ID" 'select(.cap_id == $c)' >"${TMPDIR:-/tmp}/16-trail.$$"
+mine() { jq -c "$1" "${TMPDIR:-/tmp}/16-trail.$$"; }
+ALLOW=$(mine 'select(.decision == "allow" and .method == "fs.list")')
+[ -n "$ALLOW" ] || fail "no allow record for fs.list in the trail: $(cat "${TMPDIR:-/tmp}/16-trail.$$")"
+[ "$(jget "$ALLOW" .uid)" = 0 ] && [ "$(jget "$ALLOW" .path)" = "$TD" ] || fail "allow record: $ALLOW"
+TRAIL_DENY=$(mine 'select(.decision == "deny" and .path == "/etc/passwd")')
+[ "$(jget "$TRAIL_DENY" .method)" = fs.open ] && [ "$(jget "$TRAIL_DENY" .code)" = 3 ] ||
+    fail "deny record for /etc/passwd: $TRAIL_DENY"
+case $(jget "$TRAIL_DENY" .reason) in *prefix*) ;; *) fail "trail reason: $TRAIL_DENY" ;; esac
+rm -f "${TMPDIR:-/tmp}/16-trail.$$"
+[ "$(decisions STRATA_DECISION=allow | wc -l)" = 0 ] ||
+    fail "allow entries in the journal: allowed requests go to the trail only"
 pass

@@ -137,6 +137,24 @@ wait_synced() {
     log "$1: fs synced with identity after $(( $(date +%s) - t0 )) s"
 }
 
+# trail_head_seq DIR: the seq of the last record of the audit trail in DIR
+# (0 when there is none yet), to tell a scenario's records from earlier ones.
+trail_head_seq() {
+    local seq
+    seq=$(tail -n 1 "$1/audit.jsonl" 2>/dev/null | jq -r '.seq // 0' 2>/dev/null) || seq=0
+    printf '%s\n' "${seq:-0}"
+}
+
+# trail_records DIR SEQ: the records of the audit trail in DIR (rotated
+# files, then audit.jsonl) whose seq is above SEQ, one JSON object a line.
+trail_records() {
+    local f
+    [ -s "$1/audit.jsonl" ] || fail "no audit trail in $1: $(ls -la "$1" 2>&1)"
+    for f in "$1"/audit-*.jsonl "$1/audit.jsonl"; do
+        if [ -f "$f" ]; then cat "$f"; fi
+    done | jq -c --argjson s "$2" 'select(.seq > $s)'
+}
+
 # Test data: world-readable (fs runs as the static user strata-fs, which
 # reads what every user may read), with escapes that fs must refuse.
 make_testdata() {

@@ -173,7 +173,7 @@ pub fn prepare_named(name: &str) -> Result<Prepared, std::process::ExitCode> {
 /// The start of every service's `main`, in the order that matters:
 /// allocator settings, logging, dropping capabilities (they are per thread,
 /// so before any thread exists), the service's own settings (`config`),
-/// then the limits and the listener (before the runtime, so that no thread
+/// the audit trail ([`crate::audit::open_trail`]), then the limits and the listener (before the runtime, so that no thread
 /// can race for fd 3). Returns the settings, what [`prepare`] returns, and
 /// where logs go.
 ///
@@ -216,6 +216,16 @@ fn start_with<C, E: std::fmt::Display>(
         eprintln!("{binary}: bad configuration: {e}");
         std::process::ExitCode::from(2)
     })?;
+    // The audit trail before any request: its `start` event continues the
+    // chain of what an earlier run (or a crash) left. The supervisor
+    // decides nothing, so it has none.
+    if service != "supervisor" {
+        crate::audit::open_trail(service).map_err(|e| {
+            tracing::error!("bad configuration: {e}");
+            eprintln!("{binary}: bad configuration: {e}");
+            std::process::ExitCode::from(2)
+        })?;
+    }
     let prepared = prepare(service)?;
     Ok((config, prepared, sink))
 }

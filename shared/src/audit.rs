@@ -1,26 +1,44 @@
-//! One log entry per authorization decision.
+//! One record per request: the audit trail, and journald.
 //!
-//! Field names become journald fields (`STRATA_DECISION=deny`,
-//! `STRATA_UID=…`), so that `journalctl -u strata-fs STRATA_DECISION=deny`
-//! lists every refusal with who asked, for what, and why.
+//! [`record`] is the one entry point: a dispatcher calls it once per
+//! request, with the outcome it is about to send, and refuses the request
+//! with code 5 when it returns [`Unwritable`] (fail closed). Where a record
+//! goes:
+//!
+//! - the **trail** ([`trail`]): every decision, allowed or refused, one
+//!   hash-chained JSON line each, written with one `write(2)` before
+//!   `record` returns, so before the answer is sent (docs/audit.md);
+//! - **journald**: refusals (`STRATA_DECISION=deny`), refusal summaries
+//!   (`deny-summary`) and the trail's own events. Allowed requests go to
+//!   journald only when no trail is configured (unit tests, a developer's
+//!   shell): one journald datagram per allowed request cost three quarters
+//!   of the throughput (issue 12).
+//!
+//! Refusals are counted per uid ([`summary`]): a uid's first [`summary::BURST`]
+//! refusals, then one every [`summary::REFILL_EVERY`], are records of their
+//! own; the rest are counted and written as one summary record per uid
+//! (`"kind":"summary","count":N`, exact) to the trail and journald. So a
+//! flood of refusals from one user neither takes the trail's lock from
+//! others nor pushes their records out through rotation.
 //!
 //! What a client controls — method, cap_id, path, and a reason that may
 //! quote them — is [escaped and bounded](crate::logging::escape) here,
 //! before any sink sees it: journald stores values as given, so a newline
 //! in a path would otherwise print as a forged line under
 //! `journalctl -o cat`, and a megabyte path would be a megabyte entry. A
-//! request without a valid token gets tighter bounds ([`unauthenticated`]).
-//!
-//! Allowed requests are one entry each. Refusals are one entry each up to a
-//! rate per uid; past it they are counted and summarised
-//! (`STRATA_DECISION=deny-summary`, `STRATA_COUNT=N`), exactly — see
-//! [`summary`].
+//! request without a valid token gets tighter bounds.
 
+pub mod chain;
 pub mod summary;
+pub mod trail;
+pub mod verify;
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
+use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -28,6 +46,7 @@ use crate::logging::escape::escape;
 use crate::peer::PeerCred;
 use crate::wire::ErrorCode;
 use summary::{Summariser, Summary, Verdict, Who};
+use trail::Trail;
 
 /// Longest path kept in an entry for a request with a valid token.
 pub const PATH_MAX: usize = 1024;
@@ -115,33 +134,204 @@ impl std::fmt::Display for Unwritable {
     }
 }
 
-/// Records one request's decision.
+/// Records one request's decision: in the trail when there is one (see the
+/// module documentation for what goes to journald), before returning.
 ///
 /// # Errors
 /// [`Unwritable`] when the record could not be kept; the request must then
 /// be refused with code 5.
 pub fn record(r: &Record<'_>) -> Result<(), Unwritable> {
-    let bounds = if r.authenticated {
-        &AUTHENTICATED
-    } else {
-        &UNAUTHENTICATED
+    record_to(TRAIL.get(), r)
+}
+
+/// The trail of this process, once [`open_trail`] has found one.
+static TRAIL: OnceLock<Trail> = OnceLock::new();
+
+/// Opens this service's trail from the environment (`STRATA_AUDIT_DIR`, or
+/// systemd's `$LOGS_DIRECTORY`; see [`trail::Settings::from_env`]), once,
+/// at start. Without either, records go to journald only. A directory that
+/// cannot be written does not stop the start: the trail is then failing
+/// ([`trail_status`]) and every [`record`] refuses until it recovers.
+///
+/// # Errors
+/// A message naming the bad setting (`STRATA_AUDIT_MAX_BYTES`, …).
+pub fn open_trail(service: &str) -> Result<(), String> {
+    let Some(settings) = trail::Settings::from_env()? else {
+        tracing::info!(
+            target: "strata::audit",
+            "no audit trail configured (STRATA_AUDIT_DIR or LOGS_DIRECTORY): decisions go to journald only"
+        );
+        return Ok(());
     };
-    let reason = match (r.code, r.outcome()) {
-        (Some(_), Outcome::Allow) => {
-            std::borrow::Cow::Owned(format!("allowed, then failed: {}", r.reason))
+    let dir = settings.dir.clone();
+    let mut opened = false;
+    TRAIL.get_or_init(|| {
+        opened = true;
+        Trail::open(settings, service)
+    });
+    if opened {
+        match trail_status() {
+            TrailStatus::Failing { error, .. } => tracing::error!(
+                target: "strata::audit",
+                "the audit trail in {} cannot be written ({error}); refusing requests until it can",
+                dir.display()
+            ),
+            _ => {
+                tracing::info!(target: "strata::audit", "audit trail: {}", dir.join(trail::CURRENT).display())
+            }
         }
-        _ => std::borrow::Cow::Borrowed(r.reason),
-    };
-    log(
-        r.peer,
-        r.method,
-        r.cap_id,
-        r.path,
-        r.outcome(),
-        &reason,
-        bounds,
-    );
+    }
     Ok(())
+}
+
+/// The state of this process's trail, for `fs.health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrailStatus {
+    /// No trail configured: every decision goes to journald.
+    JournaldOnly,
+    /// Records are written to this file.
+    Ok(PathBuf),
+    /// The trail cannot be written: every request is refused (code 5).
+    Failing {
+        error: String,
+        /// Records refused since the failure began.
+        refused: u64,
+    },
+}
+
+impl TrailStatus {
+    /// `"ok"`, `"failing"` or `"journald-only"`, as `fs.health` says it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrailStatus::JournaldOnly => "journald-only",
+            TrailStatus::Ok(_) => "ok",
+            TrailStatus::Failing { .. } => "failing",
+        }
+    }
+}
+
+/// Whether this process's records are being kept, and where.
+pub fn trail_status() -> TrailStatus {
+    match TRAIL.get() {
+        None => TrailStatus::JournaldOnly,
+        Some(t) => match t.status() {
+            trail::Status::Ok(p) => TrailStatus::Ok(p),
+            trail::Status::Failing { error, refused } => TrailStatus::Failing { error, refused },
+        },
+    }
+}
+
+/// Client-controlled values of one record, escaped and bounded.
+struct Escaped<'a> {
+    method: Cow<'a, str>,
+    cap_id: Option<Cow<'a, str>>,
+    path: Option<Cow<'a, str>>,
+    reason: Cow<'a, str>,
+}
+
+impl<'a> Escaped<'a> {
+    fn new(r: &Record<'a>) -> Self {
+        let bounds = if r.authenticated {
+            &AUTHENTICATED
+        } else {
+            &UNAUTHENTICATED
+        };
+        Escaped {
+            method: escape(r.method, METHOD_MAX),
+            cap_id: r.cap_id.map(|c| escape(c, CAP_ID_MAX)),
+            path: r.path.map(|p| escape(p, bounds.path)),
+            reason: escape(r.reason, bounds.reason),
+        }
+    }
+}
+
+/// The body of a decision record (see [`chain`] for the line around it).
+#[derive(Serialize)]
+struct DecisionBody<'a> {
+    time: &'a str,
+    kind: &'static str,
+    decision: &'static str,
+    uid: u32,
+    gid: u32,
+    pid: i32,
+    method: &'a str,
+    cap_id: Option<&'a str>,
+    path: Option<&'a str>,
+    code: Option<u16>,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reads: Option<ReadsBody>,
+}
+
+#[derive(Serialize)]
+struct ReadsBody {
+    count: u64,
+    bytes: u64,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// Serializes `value` as the body of a record: its JSON object without the
+/// opening brace (the line's chain fields come first).
+fn body_of(value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(384);
+    // Plain structs of strings and numbers: serializing cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    if !out.is_empty() {
+        out.remove(0);
+    }
+    out
+}
+
+fn decision_body(r: &Record<'_>, e: &Escaped<'_>, decision: &'static str) -> Vec<u8> {
+    let time = now_rfc3339();
+    body_of(&DecisionBody {
+        time: &time,
+        kind: "decision",
+        decision,
+        uid: r.peer.uid,
+        gid: r.peer.gid,
+        pid: r.peer.pid.unwrap_or(0),
+        method: &e.method,
+        cap_id: e.cap_id.as_deref(),
+        path: e.path.as_deref(),
+        code: r.code.map(ErrorCode::as_u16),
+        reason: &e.reason,
+        reads: r.reads.map(|s| ReadsBody {
+            count: s.reads,
+            bytes: s.bytes,
+            from: s.offsets.map(|o| o.0),
+            to: s.offsets.map(|o| o.1),
+        }),
+    })
+}
+
+/// [`record`], into `trail` (or journald only when `None`).
+fn record_to(trail: Option<&Trail>, r: &Record<'_>) -> Result<(), Unwritable> {
+    let e = Escaped::new(r);
+    match r.outcome() {
+        Outcome::Allow => match trail {
+            Some(t) => t.append(&decision_body(r, &e, "allow")),
+            None => {
+                journal_allow(r, &e);
+                Ok(())
+            }
+        },
+        Outcome::Deny => {
+            let (verdict, due) = count_refusal(r.peer.uid, &e.method);
+            // Summaries first: they cover refusals made before this one.
+            for s in &due {
+                write_summary(trail, s);
+            }
+            if verdict == Verdict::Log {
+                journal_deny(r, &e);
+                if let Some(t) = trail {
+                    t.append(&decision_body(r, &e, "deny"))?;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 struct Bounds {
@@ -158,10 +348,9 @@ const UNAUTHENTICATED: Bounds = Bounds {
     reason: REASON_MAX_UNAUTHENTICATED,
 };
 
-/// Logs one authorization decision: allows at `info`, denials at `warn`. An
-/// operator who wants only denials on a busy host sets
-/// `STRATA_LOG=info,strata::decision=warn`: denials are logged at `warn`
-/// for exactly that reason.
+/// Records one authorization decision, for callers that cannot refuse the
+/// request when the record cannot be kept: prefer [`record`], which can.
+/// A record that cannot be written is logged as an error.
 pub fn decision(
     peer: &PeerCred,
     method: &str,
@@ -170,10 +359,23 @@ pub fn decision(
     outcome: Outcome,
     reason: &str,
 ) {
-    log(peer, method, cap_id, path, outcome, reason, &AUTHENTICATED);
+    let code = match outcome {
+        Outcome::Allow => None,
+        Outcome::Deny => Some(ErrorCode::PermissionDenied),
+    };
+    best_effort(&Record {
+        peer,
+        method,
+        cap_id,
+        path,
+        authenticated: true,
+        code,
+        reason,
+        reads: None,
+    });
 }
 
-/// Logs the refusal of a request that carried no valid token (missing,
+/// Records the refusal of a request that carried no valid token (missing,
 /// forged, expired, revoked): as [`decision`], with the tighter
 /// [`PATH_MAX_UNAUTHENTICATED`] and [`REASON_MAX_UNAUTHENTICATED`].
 pub fn unauthenticated(
@@ -183,68 +385,65 @@ pub fn unauthenticated(
     path: Option<&str>,
     reason: &str,
 ) {
-    log(
+    best_effort(&Record {
         peer,
         method,
         cap_id,
         path,
-        Outcome::Deny,
+        authenticated: false,
+        code: Some(ErrorCode::AuthenticationRequired),
         reason,
-        &UNAUTHENTICATED,
+        reads: None,
+    });
+}
+
+fn best_effort(r: &Record<'_>) {
+    if let Err(e) = record(r) {
+        tracing::error!(target: "strata::audit", "{e}");
+    }
+}
+
+/// An allowed request, to journald (only when there is no trail), at
+/// `info`.
+fn journal_allow(r: &Record<'_>, e: &Escaped<'_>) {
+    let cap_id = e.cap_id.as_deref().unwrap_or("-");
+    let path = e.path.as_deref().unwrap_or("-");
+    tracing::info!(
+        target: "strata::decision",
+        strata_decision = "allow",
+        strata_uid = r.peer.uid,
+        strata_gid = r.peer.gid,
+        strata_pid = r.peer.pid.unwrap_or(0),
+        strata_method = &*e.method,
+        strata_cap_id = cap_id,
+        strata_path = path,
+        strata_reason = &*e.reason,
+        "allow {} uid={} cap={cap_id} path={path}",
+        e.method,
+        r.peer.uid
     );
 }
 
-fn log(
-    peer: &PeerCred,
-    method: &str,
-    cap_id: Option<&str>,
-    path: Option<&str>,
-    outcome: Outcome,
-    reason: &str,
-    bounds: &Bounds,
-) {
-    let pid = peer.pid.unwrap_or(0);
-    let method = escape(method, METHOD_MAX);
-    let cap_id = escape(cap_id.unwrap_or("-"), CAP_ID_MAX);
-    let path = escape(path.unwrap_or("-"), bounds.path);
-    let reason = escape(reason, bounds.reason);
-    match outcome {
-        Outcome::Allow => tracing::info!(
-            target: "strata::decision",
-            strata_decision = "allow",
-            strata_uid = peer.uid,
-            strata_gid = peer.gid,
-            strata_pid = pid,
-            strata_method = &*method,
-            strata_cap_id = &*cap_id,
-            strata_path = &*path,
-            strata_reason = &*reason,
-            "allow {method} uid={} cap={cap_id} path={path}",
-            peer.uid
-        ),
-        Outcome::Deny => {
-            let (verdict, due) = count_refusal(peer.uid, &method);
-            // Summaries first: they cover refusals made before this one.
-            for s in &due {
-                log_summary(s);
-            }
-            if verdict == Verdict::Log {
-                tracing::warn!(
-                    target: "strata::decision",
-                    strata_decision = "deny",
-                    strata_uid = peer.uid,
-                    strata_gid = peer.gid,
-                    strata_pid = pid,
-                    strata_method = &*method,
-                    strata_cap_id = &*cap_id,
-                    strata_path = &*path,
-                    strata_reason = &*reason,
-                    "deny {method} uid={} cap={cap_id} path={path}: {reason}",
-                    peer.uid
-                );
-            }
-        }
-    }
+/// A refusal, to journald, at `warn`: an operator who wants only refusals
+/// there sets `STRATA_LOG=info,strata::decision=warn`.
+fn journal_deny(r: &Record<'_>, e: &Escaped<'_>) {
+    let cap_id = e.cap_id.as_deref().unwrap_or("-");
+    let path = e.path.as_deref().unwrap_or("-");
+    tracing::warn!(
+        target: "strata::decision",
+        strata_decision = "deny",
+        strata_uid = r.peer.uid,
+        strata_gid = r.peer.gid,
+        strata_pid = r.peer.pid.unwrap_or(0),
+        strata_method = &*e.method,
+        strata_cap_id = cap_id,
+        strata_path = path,
+        strata_reason = &*e.reason,
+        "deny {} uid={} cap={cap_id} path={path}: {}",
+        e.method,
+        r.peer.uid,
+        e.reason
+    );
 }
 
 fn summariser() -> MutexGuard<'static, Summariser> {
@@ -273,13 +472,30 @@ fn count_refusal(uid: u32, method: &str) -> (Verdict, Vec<Summary>) {
     (verdict, due)
 }
 
-/// Logs the summaries of every refusal counted and not yet summarised.
-/// Services call it when they stop, so that no count is lost; a thread
-/// does it every [`summary::SUMMARY_EVERY`] otherwise.
+/// Writes the summaries of every refusal counted and not yet summarised,
+/// and the trail's `stop` event. Services call it when they stop, so that
+/// no count is lost; a thread does it every [`summary::SUMMARY_EVERY`]
+/// otherwise.
 pub fn flush() {
     let due = summariser().summarise(Instant::now());
     for s in &due {
-        log_summary(s);
+        write_summary(TRAIL.get(), s);
+    }
+    if let Some(t) = TRAIL.get() {
+        let time = now_rfc3339();
+        let mut body = Vec::with_capacity(96);
+        body.extend_from_slice(b"\"time\":");
+        trail::push_json(&mut body, &time);
+        body.extend_from_slice(
+            format!(
+                ",\"kind\":\"event\",\"event\":\"stop\",\"pid\":{}}}",
+                std::process::id()
+            )
+            .as_bytes(),
+        );
+        if let Err(e) = t.append(&body) {
+            tracing::error!(target: "strata::audit", "{e}");
+        }
     }
 }
 
@@ -304,7 +520,7 @@ fn start_summary_thread() {
                     }
                 };
                 for s in &due {
-                    log_summary(s);
+                    write_summary(TRAIL.get(), s);
                 }
             });
         if let Err(e) = spawned {
@@ -318,6 +534,47 @@ fn rfc3339(t: SystemTime) -> String {
     OffsetDateTime::from(t)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "?".into())
+}
+
+/// The wall clock now, as records give it.
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+#[derive(Serialize)]
+struct SummaryBody<'a> {
+    time: &'a str,
+    kind: &'static str,
+    /// A uid, or `"other"` for the uids past [`summary::MAX_UIDS`].
+    uid: serde_json::Value,
+    count: u64,
+    methods: &'a str,
+    first: &'a str,
+    last: &'a str,
+}
+
+/// One summary, to journald and to the trail. A summary the trail cannot
+/// take is still in journald, with its exact count.
+fn write_summary(trail: Option<&Trail>, s: &Summary) {
+    log_summary(s);
+    if let Some(t) = trail {
+        let time = now_rfc3339();
+        let body = body_of(&SummaryBody {
+            time: &time,
+            kind: "summary",
+            uid: match s.who {
+                Who::Uid(u) => u.into(),
+                Who::Others => "other".into(),
+            },
+            count: s.count,
+            methods: &s.methods,
+            first: &rfc3339(s.first),
+            last: &rfc3339(s.last),
+        });
+        if let Err(e) = t.append(&body) {
+            tracing::error!(target: "strata::audit", "{e}: the summary above is in journald only");
+        }
+    }
 }
 
 fn log_summary(s: &Summary) {
@@ -503,8 +760,12 @@ mod tests {
     /// Past the burst a uid's refusals are counted, not logged; the
     /// summary at flush has the exact count, and another uid's refusals
     /// are still logged one by one meanwhile.
+    /// Tests that summarise take every uid's counts: one at a time.
+    static SUMMARISING: Mutex<()> = Mutex::new(());
+
     #[test]
     fn refusals_past_the_burst_are_summarised_exactly() {
+        let _one = SUMMARISING.lock().unwrap_or_else(PoisonError::into_inner);
         let flood = 3_000_000_010;
         let other = 3_000_000_011;
         let sent = 500u64;
@@ -534,5 +795,175 @@ mod tests {
         assert_eq!(field(summaries[0], "strata_methods"), "fs.stat");
         assert_eq!(of(other, "deny").len(), 1);
         assert!(of(other, "deny-summary").is_empty());
+    }
+
+    fn trail_in(dir: &std::path::Path) -> Trail {
+        Trail::open(
+            trail::Settings {
+                dir: dir.to_path_buf(),
+                max_bytes: trail::DEFAULT_MAX_BYTES,
+                keep: 0,
+            },
+            "fs",
+        )
+    }
+
+    fn trail_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join(trail::CURRENT))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn request<'a>(
+        peer: &'a PeerCred,
+        path: &'a str,
+        code: Option<ErrorCode>,
+        reason: &'a str,
+    ) -> Record<'a> {
+        Record {
+            peer,
+            method: "fs.open",
+            cap_id: Some("0123456789abcdef0123456789abcdef"),
+            path: Some(path),
+            authenticated: true,
+            code,
+            reason,
+            reads: None,
+        }
+    }
+
+    /// The performance fix of issue 12: with a trail, an allowed request
+    /// is no journald entry at all; a refusal is in both.
+    #[test]
+    fn allowed_requests_go_to_the_trail_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = trail_in(tmp.path());
+        let p = peer(3_000_000_020);
+        let got = entries(|| {
+            record_to(Some(&t), &request(&p, "/srv/a", None, "ok")).unwrap();
+            record_to(
+                Some(&t),
+                &request(
+                    &p,
+                    "/etc/passwd",
+                    Some(ErrorCode::PermissionDenied),
+                    "outside the prefix",
+                ),
+            )
+            .unwrap();
+        });
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(field(&got[0], "strata_decision"), "deny");
+        assert_eq!(field(&got[0], "strata_path"), "/etc/passwd");
+        let v = trail_records(tmp.path());
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1]["kind"], "decision");
+        assert_eq!(v[1]["decision"], "allow");
+        assert_eq!(v[1]["uid"], 3_000_000_020u32);
+        assert_eq!(v[1]["method"], "fs.open");
+        assert_eq!(v[1]["path"], "/srv/a");
+        assert_eq!(v[1]["code"], serde_json::Value::Null);
+        assert_eq!(v[2]["decision"], "deny");
+        assert_eq!(v[2]["code"], 3);
+        assert_eq!(v[2]["reason"], "outside the prefix");
+        // Without a trail, the allow goes to journald.
+        let got = entries(|| record_to(None, &request(&p, "/srv/b", None, "ok")).unwrap());
+        assert_eq!(field(&got[0], "strata_decision"), "allow");
+    }
+
+    /// An internal error after an allow, and the reads of a handle, as
+    /// the trail keeps them.
+    #[test]
+    fn codes_and_reads_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = trail_in(tmp.path());
+        let p = peer(3_000_000_021);
+        let mut r = request(&p, "/srv/a", Some(ErrorCode::Internal), "I/O error");
+        r.method = "fs.close";
+        r.reads = Some(ReadSummary {
+            reads: 3,
+            bytes: 12288,
+            offsets: Some((0, 12288)),
+        });
+        record_to(Some(&t), &r).unwrap();
+        let v = &trail_records(tmp.path())[1];
+        assert_eq!(v["decision"], "allow");
+        assert_eq!(v["code"], 5);
+        assert_eq!(
+            v["reads"],
+            serde_json::json!({"count": 3, "bytes": 12288, "from": 0, "to": 12288})
+        );
+    }
+
+    /// A flood of refusals from one uid: BURST records of its own, the
+    /// rest in summary records whose counts add up exactly; another
+    /// uid's refusal meanwhile is a record of its own.
+    #[test]
+    fn a_refusal_flood_is_summarised_in_the_trail_exactly() {
+        let _one = SUMMARISING.lock().unwrap_or_else(PoisonError::into_inner);
+        let tmp = tempfile::tempdir().unwrap();
+        let t = trail_in(tmp.path());
+        let (flood, other) = (peer(3_000_000_022), peer(3_000_000_023));
+        let sent = 300u64;
+        entries(|| {
+            for _ in 0..sent {
+                record_to(
+                    Some(&t),
+                    &request(
+                        &flood,
+                        "/x",
+                        Some(ErrorCode::AuthenticationRequired),
+                        "no token",
+                    ),
+                )
+                .unwrap();
+            }
+            record_to(
+                Some(&t),
+                &request(&other, "/y", Some(ErrorCode::PermissionDenied), "outside"),
+            )
+            .unwrap();
+            for s in &summariser().summarise(Instant::now()) {
+                write_summary(Some(&t), s);
+            }
+        });
+        let v = trail_records(tmp.path());
+        let of = |uid: u32, kind: &str| {
+            v.iter()
+                .filter(|r| r["uid"] == uid && r["kind"] == kind)
+                .collect::<Vec<_>>()
+        };
+        let one_by_one = of(flood.uid, "decision").len() as u64;
+        let summarised: u64 = of(flood.uid, "summary")
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(one_by_one, u64::from(summary::BURST));
+        assert_eq!(one_by_one + summarised, sent);
+        assert_eq!(of(other.uid, "decision").len(), 1);
+        verify::verify(&[tmp.path().join(trail::CURRENT)]).unwrap();
+    }
+
+    /// What one allowed request costs in `record` with a trail: escaping,
+    /// the clock, JSON, both hashes and the write (run with --nocapture).
+    #[test]
+    fn a_record_costs_microseconds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = trail_in(tmp.path());
+        let p = peer(3_000_000_024);
+        let r = request(&p, "/srv/data/reports/2026/q4.csv", None, "ok");
+        let n = 20_000u32;
+        let start = Instant::now();
+        for _ in 0..n {
+            record_to(Some(&t), &r).unwrap();
+        }
+        let per = start.elapsed() / n;
+        eprintln!(
+            "record() with a trail: {} ns per allowed request",
+            per.as_nanos()
+        );
+        assert!(per.as_micros() < 200, "{per:?} per record");
     }
 }

@@ -384,9 +384,25 @@ impl FsService {
             uptime_seconds: u64,
             handles: usize,
             identity: &'static str,
+            /// The audit trail: "ok", "failing" (every request is refused
+            /// with code 5) or "journald-only".
+            audit: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            audit_error: Option<String>,
         }
+        let trail = audit::trail_status();
+        let audit_error = match &trail {
+            audit::TrailStatus::Failing { error, refused } => {
+                Some(format!("{error} ({refused} records refused so far)"))
+            }
+            _ => None,
+        };
         out.write_result(&Health {
-            status: "ok",
+            status: if audit_error.is_some() {
+                "degraded"
+            } else {
+                "ok"
+            },
             service: "fs",
             uptime_seconds: self.started.elapsed().as_secs(),
             handles: self.handles.len(),
@@ -395,6 +411,8 @@ impl FsService {
             } else {
                 "unavailable"
             },
+            audit: trail.as_str(),
+            audit_error,
         })
     }
 }

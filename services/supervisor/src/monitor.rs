@@ -89,6 +89,9 @@ pub enum Outcome {
     ProbeFailed(String),
     /// The probe was answered with code 6.
     Busy(String),
+    /// The service answered that it refuses every request for a reason a
+    /// restart would not fix (its audit trail cannot be written).
+    Refusing(String),
     /// Not running, socket listening.
     Idle(String),
     /// Not running and no socket listening, or crashed and being restarted
@@ -146,6 +149,15 @@ impl ServiceHealth {
                 // were, so busy probes never add up to a restart.
                 self.state = State::Busy;
                 self.detail = format!("{why} (at a limit; not restarted for it)");
+                false
+            }
+            Outcome::Refusing(why) => {
+                // Unhealthy, and counted, but never a restart: a restart
+                // would drop every client's handles and free no disk.
+                self.state = State::Unhealthy;
+                self.consecutive_failures += 1;
+                self.failed_probes = 0;
+                self.detail = format!("{why} (not restarted for it)");
                 false
             }
             Outcome::Down(detail) => {
@@ -311,6 +323,7 @@ impl Monitor {
                         Ok(Ok(probed)) => Outcome::Healthy { probed, context },
                         Ok(Err(ProbeError::Failed(why))) => Outcome::ProbeFailed(why),
                         Ok(Err(ProbeError::Busy(why))) => Outcome::Busy(why),
+                        Ok(Err(ProbeError::Refusing(why))) => Outcome::Refusing(why),
                         Err(_) => Outcome::ProbeFailed(format!(
                             "{}.health did not answer within {:?}",
                             self.services[i].0, self.probe_deadline
@@ -759,6 +772,29 @@ mod tests {
         m.check_once(11);
         m.check_once(12);
         assert_eq!(sd.restarts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_service_whose_audit_trail_fails_is_unhealthy_but_never_restarted() {
+        let (sd, pr, mut m) = setup(2);
+        sd.set("identity", "active", "running", "active");
+        sd.set("fs", "active", "running", "active");
+        pr.answer("identity", ok(0));
+        pr.answer(
+            "fs",
+            Err(ProbeError::Refusing(
+                "fs refuses every request: its audit trail cannot be written (No space left on device)"
+                    .into(),
+            )),
+        );
+        for t in 0..10 {
+            m.check_once(t);
+        }
+        assert!(sd.restarts.lock().unwrap().is_empty());
+        let fs = state(&m, 1);
+        assert_eq!((fs.state, fs.consecutive_failures), (State::Unhealthy, 10));
+        assert!(fs.detail.contains("No space left"), "{}", fs.detail);
+        assert!(fs.detail.contains("not restarted"), "{}", fs.detail);
     }
 
     #[test]

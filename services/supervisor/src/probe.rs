@@ -23,6 +23,10 @@ pub enum ProbeError {
     /// memory), which a restart would not fix and would make worse by
     /// dropping every client's handles. Never counts towards a restart.
     Busy(String),
+    /// The service answered, and refuses every request for a reason a
+    /// restart would not fix (fs: its audit trail cannot be written, e.g.
+    /// a full disk). Unhealthy, but never a reason to restart.
+    Refusing(String),
     /// Anything else: no answer, a wrong answer, an error other than 6.
     Failed(String),
 }
@@ -74,22 +78,37 @@ impl Prober for HealthProber {
                 ProbeError::Failed(why)
             }
         })?;
-        judge(service, &result)
-            .map(|note| Probed { latency, note })
-            .map_err(ProbeError::Failed)
+        judge(service, &result).map(|note| Probed { latency, note })
     }
 }
 
 /// Reads a health result: `status` must be `"ok"`. Returns a note for
 /// anything else the operator should see.
-pub fn judge(service: &str, result: &Value) -> Result<Option<String>, String> {
+///
+/// # Errors
+/// [`ProbeError::Refusing`] when the service says its audit trail is
+/// failing, [`ProbeError::Failed`] for any other status but `"ok"`.
+pub fn judge(service: &str, result: &Value) -> Result<Option<String>, ProbeError> {
+    if result.get("audit").and_then(Value::as_str) == Some("failing") {
+        let why = result
+            .get("audit_error")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        return Err(ProbeError::Refusing(format!(
+            "{service} refuses every request: its audit trail cannot be written ({why})"
+        )));
+    }
     match result.get("status").and_then(Value::as_str) {
         Some("ok") => {}
-        Some(other) => return Err(format!("{service}.health reported status {other:?}")),
+        Some(other) => {
+            return Err(ProbeError::Failed(format!(
+                "{service}.health reported status {other:?}"
+            )))
+        }
         None => {
-            return Err(format!(
+            return Err(ProbeError::Failed(format!(
                 "{service}.health answered without a status: {result}"
-            ))
+            )))
         }
     }
     // fs says whether it can reach identity for revocations. It still
@@ -117,6 +136,16 @@ mod tests {
             Ok(None)
         );
         assert!(judge("fs", &json!({"status":"degraded"})).is_err());
+        assert_eq!(
+            judge(
+                "fs",
+                &json!({"status":"degraded","audit":"failing","audit_error":"No space left on device"})
+            ),
+            Err(ProbeError::Refusing(
+                "fs refuses every request: its audit trail cannot be written (No space left on device)"
+                    .into()
+            ))
+        );
         assert!(judge("fs", &json!({})).is_err());
     }
 

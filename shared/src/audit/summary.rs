@@ -20,8 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 pub const BURST: u32 = 20;
 /// After a burst, one more refusal per uid is logged one by one this often.
 pub const REFILL_EVERY: Duration = Duration::from_secs(10);
-/// Counted refusals are summarised this often (and at shutdown).
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// Counted refusals are summarised this often (and at shutdown). Short
+/// enough that a SIGKILL loses little of a flood's counts (they are in
+/// memory until summarised), long enough that a flood from one uid is a
+/// handful of entries a minute.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// Uids with a bucket of their own; past it, one shared bucket.
 pub const MAX_UIDS: usize = 1024;
 /// Distinct methods a summary names (the rest as `…`).
