@@ -152,67 +152,46 @@ pub fn run(budget: Duration) -> Vec<Micro> {
             },
         ),
     ];
-    rows.extend(decision_logging(budget));
+    rows.extend(audit_record(budget));
     rows
 }
 
-/// One authorization decision logged to a file through `tracing`, with
-/// `tracing_subscriber::fmt` and with the services' own [`LineLayer`], side
-/// by side: every request pays this once.
-fn decision_logging(budget: Duration) -> Vec<Micro> {
-    use strata_shared::audit::{self, Outcome};
-    use strata_shared::logging::LineLayer;
+/// One request's audit record appended to a trail in a temporary
+/// directory (escaping, JSON, the hash chain and one `write(2)`): every
+/// request but a read through an open handle pays this once, before its
+/// answer.
+fn audit_record(budget: Duration) -> Vec<Micro> {
+    use strata_shared::audit::{self, Record};
     use strata_shared::peer::PeerCred;
-    use tracing_subscriber::layer::SubscriberExt;
 
     let peer = PeerCred {
         uid: 1000,
         gid: 1000,
         pid: Some(4242),
     };
-    let Ok(file) = tempfile::tempfile() else {
+    let Ok(dir) = tempfile::tempdir() else {
         return Vec::new();
     };
-    let run = |name: &str, dispatch: tracing::Dispatch| {
-        let mut n = 0u32;
-        tracing::dispatcher::with_default(&dispatch, || {
-            bench(name, budget, || {
-                audit::decision(
-                    &peer,
-                    "fs.list",
-                    Some("3f9a1c0e5b7d4a2f9e8d7c6b5a493827"),
-                    Some(black_box("/srv/data/list21")),
-                    Outcome::Allow,
-                    "allowed",
-                );
-                // Keep the file small; the same for both rows.
-                n += 1;
-                if n.is_multiple_of(8192) {
-                    let _ = file.set_len(0);
-                }
-            })
-        })
+    // The trail is per process and opened once; the bench opens its own.
+    std::env::set_var("STRATA_AUDIT_DIR", dir.path());
+    if audit::open_trail("strata-bench").is_err() || audit::trail_status().as_str() != "ok" {
+        return Vec::new();
+    }
+    let record = Record {
+        peer: &peer,
+        method: "fs.list",
+        cap_id: Some("3f9a1c0e5b7d4a2f9e8d7c6b5a493827"),
+        path: Some("/srv/data/list21"),
+        authenticated: true,
+        code: None,
+        reason: "ok",
+        reads: None,
     };
-    let clone = || file.try_clone().expect("dup the log file");
-    let fmt = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::sync::Mutex::new(clone()))
-                .with_ansi(false)
-                .with_target(false),
-        );
-    let line = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(LineLayer::to_file(clone()));
-    vec![
-        run(
-            "decision logged to a file (tracing_subscriber::fmt)",
-            tracing::Dispatch::new(fmt),
-        ),
-        run(
-            "decision logged to a file (logging::LineLayer)",
-            tracing::Dispatch::new(line),
-        ),
-    ]
+    vec![bench(
+        "audit record appended to a trail (audit::record)",
+        budget,
+        || {
+            audit::record(black_box(&record)).expect("the trail takes the record");
+        },
+    )]
 }

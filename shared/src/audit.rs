@@ -348,61 +348,6 @@ const UNAUTHENTICATED: Bounds = Bounds {
     reason: REASON_MAX_UNAUTHENTICATED,
 };
 
-/// Records one authorization decision, for callers that cannot refuse the
-/// request when the record cannot be kept: prefer [`record`], which can.
-/// A record that cannot be written is logged as an error.
-pub fn decision(
-    peer: &PeerCred,
-    method: &str,
-    cap_id: Option<&str>,
-    path: Option<&str>,
-    outcome: Outcome,
-    reason: &str,
-) {
-    let code = match outcome {
-        Outcome::Allow => None,
-        Outcome::Deny => Some(ErrorCode::PermissionDenied),
-    };
-    best_effort(&Record {
-        peer,
-        method,
-        cap_id,
-        path,
-        authenticated: true,
-        code,
-        reason,
-        reads: None,
-    });
-}
-
-/// Records the refusal of a request that carried no valid token (missing,
-/// forged, expired, revoked): as [`decision`], with the tighter
-/// [`PATH_MAX_UNAUTHENTICATED`] and [`REASON_MAX_UNAUTHENTICATED`].
-pub fn unauthenticated(
-    peer: &PeerCred,
-    method: &str,
-    cap_id: Option<&str>,
-    path: Option<&str>,
-    reason: &str,
-) {
-    best_effort(&Record {
-        peer,
-        method,
-        cap_id,
-        path,
-        authenticated: false,
-        code: Some(ErrorCode::AuthenticationRequired),
-        reason,
-        reads: None,
-    });
-}
-
-fn best_effort(r: &Record<'_>) {
-    if let Err(e) = record(r) {
-        tracing::error!(target: "strata::audit", "{e}");
-    }
-}
-
 /// An allowed request, to journald (only when there is no trail), at
 /// `info`.
 fn journal_allow(r: &Record<'_>, e: &Escaped<'_>) {
@@ -612,6 +557,59 @@ fn log_summary(s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// One record from loose values, as the tests below build them.
+    fn decision(
+        peer: &PeerCred,
+        method: &str,
+        cap_id: Option<&str>,
+        path: Option<&str>,
+        outcome: Outcome,
+        reason: &str,
+    ) {
+        let code = match outcome {
+            Outcome::Allow => None,
+            Outcome::Deny => Some(ErrorCode::PermissionDenied),
+        };
+        best_effort(&Record {
+            peer,
+            method,
+            cap_id,
+            path,
+            authenticated: true,
+            code,
+            reason,
+            reads: None,
+        });
+    }
+
+    /// Records the refusal of a request that carried no valid token (missing,
+    /// forged, expired, revoked): as [`decision`], with the tighter
+    /// `PATH_MAX_UNAUTHENTICATED` and `REASON_MAX_UNAUTHENTICATED`.
+    fn unauthenticated(
+        peer: &PeerCred,
+        method: &str,
+        cap_id: Option<&str>,
+        path: Option<&str>,
+        reason: &str,
+    ) {
+        best_effort(&Record {
+            peer,
+            method,
+            cap_id,
+            path,
+            authenticated: false,
+            code: Some(ErrorCode::AuthenticationRequired),
+            reason,
+            reads: None,
+        });
+    }
+
+    fn best_effort(r: &Record<'_>) {
+        if let Err(e) = record(r) {
+            tracing::error!(target: "strata::audit", "{e}");
+        }
+    }
+
     use std::fmt;
     use std::sync::Arc;
     use tracing::field::{Field, Visit};

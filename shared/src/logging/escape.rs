@@ -3,9 +3,8 @@
 //! journald stores field values as given (newlines and all) and
 //! `journalctl -o cat` prints them raw, so escaping cannot be left to a
 //! sink: a client's path must be escaped before it is logged at all. This
-//! is the one escaper — the audit entries ([`crate::audit`]) apply it to
-//! every client-controlled value, and the stderr [`LineLayer`] uses it for
-//! every value it has to quote.
+//! is the one escaper: the audit records ([`crate::audit`]) and every log
+//! line that quotes a client's value apply it before the event is emitted.
 //!
 //! The escaped form is the inside of a double-quoted string, unambiguous:
 //! `\` → `\\`, `"` → `\"`, newline, carriage return and tab → `\n`, `\r`,
@@ -15,8 +14,6 @@
 //! longer than its bound is cut (at a character boundary of the escaped
 //! text) and ends with [`…[+N bytes]`](write_marker), N the bytes of the
 //! original left out.
-//!
-//! [`LineLayer`]: super::LineLayer
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -88,11 +85,11 @@ fn write_marker(out: &mut Vec<u8>, dropped: usize) {
     let _ = write!(out, "…[+{dropped} bytes]");
 }
 
-/// Whether `text` is already in the form [`escape`] writes: no character
-/// that needs escaping except `\`, and every `\` the start of one of its
-/// escapes. Such text is passed through by the stderr formatter rather
-/// than escaped a second time.
-pub fn is_escaped(text: &str) -> bool {
+/// Whether `text` is in the form [`escape`] writes: no character that
+/// needs escaping except `\`, and every `\` the start of one of its
+/// escapes. The tests' oracle for `escape`.
+#[cfg(test)]
+fn is_escaped(text: &str) -> bool {
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
         match c {

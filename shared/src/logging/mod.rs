@@ -1,14 +1,15 @@
 //! Structured logs: to journald when the service runs under systemd (its
-//! stderr is the journal stream), to stderr otherwise. `STRATA_LOG` sets the
-//! filter, with `tracing`'s directive syntax (`info`, `debug`,
-//! `info,strata::decision=warn`, …). The stderr line format is in [`line`].
-//! Neither sink is trusted to make client text safe: [`escape`] does that
-//! before an event is logged.
+//! stderr is the journal stream), to stderr otherwise, in
+//! `tracing_subscriber`'s own line format. `STRATA_LOG` sets the filter,
+//! with `tracing`'s directive syntax (`info`, `debug`,
+//! `info,strata::decision=warn`, …). Neither sink is trusted to make client
+//! text safe: [`escape`] does that before an event is logged.
+//!
+//! Stderr is not the production path: under systemd the journald layer is
+//! used, and allowed requests go to the audit trail, not to a log. So the
+//! stock formatter is used there rather than a faster hand-written one.
 
 pub mod escape;
-mod line;
-
-pub use line::LineLayer;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,7 +43,11 @@ pub fn init(name: &str) -> &'static str {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(LineLayer::stderr())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
         .init();
     "stderr"
 }
