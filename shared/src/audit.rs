@@ -140,8 +140,50 @@ impl std::fmt::Display for Unwritable {
 /// # Errors
 /// [`Unwritable`] when the record could not be kept; the request must then
 /// be refused with code 5.
-pub fn record(r: &Record<'_>) -> Result<(), Unwritable> {
+pub fn record(r: &Record<'_>) -> Result<Recorded, Unwritable> {
     record_to(TRAIL.get(), r)
+}
+
+/// Where a request's records go: [`record`], or a test's own.
+pub type Writer = std::sync::Arc<dyn Fn(&Record<'_>) -> Result<Recorded, Unwritable> + Send + Sync>;
+
+/// What [`record`] did with a record.
+#[must_use = "a counted refusal may be answered only once `written()` returns"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written (to the trail, or to journald when there is none).
+    Written,
+    /// A refusal past its uid's burst, counted in the summary of this
+    /// generation, which is not written yet.
+    Counted(u64),
+}
+
+impl Recorded {
+    /// Returns once the record is kept: at once when it was written, else
+    /// when the summary that counts it has been (within about
+    /// [`summary::SUMMARY_EVERY`]). Answering a counted refusal only then
+    /// is what makes a SIGKILL lose no refusal that was answered, and it
+    /// slows only the uid that is past its burst.
+    pub async fn written(self) {
+        let Recorded::Counted(generation) = self else {
+            return;
+        };
+        let mut rx = summaries_written().subscribe();
+        let wait = rx.wait_for(|&written| written >= generation);
+        if tokio::time::timeout(summary::SUMMARY_EVERY * 3, wait)
+            .await
+            .is_err()
+        {
+            // The summary thread is missing or stuck: write it here.
+            write_summaries(true);
+        }
+    }
+}
+
+/// The generation of the last summaries written, for [`Recorded::written`].
+fn summaries_written() -> &'static tokio::sync::watch::Sender<u64> {
+    static WRITTEN: OnceLock<tokio::sync::watch::Sender<u64>> = OnceLock::new();
+    WRITTEN.get_or_init(|| tokio::sync::watch::Sender::new(0))
 }
 
 /// The trail of this process, once [`open_trail`] has found one.
@@ -307,30 +349,28 @@ fn decision_body(r: &Record<'_>, e: &Escaped<'_>, decision: &'static str) -> Vec
 }
 
 /// [`record`], into `trail` (or journald only when `None`).
-fn record_to(trail: Option<&Trail>, r: &Record<'_>) -> Result<(), Unwritable> {
+fn record_to(trail: Option<&Trail>, r: &Record<'_>) -> Result<Recorded, Unwritable> {
     let e = Escaped::new(r);
     match r.outcome() {
         Outcome::Allow => match trail {
-            Some(t) => t.append(&decision_body(r, &e, "allow")),
+            Some(t) => t
+                .append(&decision_body(r, &e, "allow"))
+                .map(|()| Recorded::Written),
             None => {
                 journal_allow(r, &e);
-                Ok(())
+                Ok(Recorded::Written)
             }
         },
-        Outcome::Deny => {
-            let (verdict, due) = count_refusal(r.peer.uid, &e.method);
-            // Summaries first: they cover refusals made before this one.
-            for s in &due {
-                write_summary(trail, s);
-            }
-            if verdict == Verdict::Log {
+        Outcome::Deny => match count_refusal(r.peer.uid, &e.method) {
+            Verdict::Log => {
                 journal_deny(r, &e);
                 if let Some(t) = trail {
                     t.append(&decision_body(r, &e, "deny"))?;
                 }
+                Ok(Recorded::Written)
             }
-            Ok(())
-        }
+            Verdict::Counted => Ok(Recorded::Counted(summariser().next_generation())),
+        },
     }
 }
 
@@ -400,21 +440,51 @@ fn summariser() -> MutexGuard<'static, Summariser> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Counts one refusal; returns whether to log it, and the summaries due.
-fn count_refusal(uid: u32, method: &str) -> (Verdict, Vec<Summary>) {
-    let now = Instant::now();
-    let mut s = summariser();
-    let verdict = s.refusal(uid, method, now, SystemTime::now());
-    let due = if s.due(now) {
-        s.summarise(now)
-    } else {
-        Vec::new()
-    };
-    drop(s);
+/// Counts one refusal; returns whether to log it one by one. Root's and
+/// the service's own user's refusals always are: they can read or stop the
+/// trail anyway, so counting them protects nothing, and their answers
+/// never wait for a summary.
+fn count_refusal(uid: u32, method: &str) -> Verdict {
+    if uid == 0 || uid == rustix::process::geteuid().as_raw() {
+        return Verdict::Log;
+    }
+    let verdict = summariser().refusal(uid, method, Instant::now(), SystemTime::now());
     if verdict == Verdict::Counted {
         start_summary_thread();
     }
-    (verdict, due)
+    verdict
+}
+
+/// Held while summaries are taken and written (see [`write_summaries`]).
+static SUMMARIES_WRITING: Mutex<()> = Mutex::new(());
+
+/// Writes the summaries of the refusals counted since the last ones, when
+/// they are due or `now_anyway`, and then says so to the waiting answers
+/// ([`Recorded::written`]). One writer at a time, so that a generation is
+/// announced only after every earlier one is written.
+fn write_summaries(now_anyway: bool) {
+    let _one = SUMMARIES_WRITING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let (due, generation) = {
+        let mut s = summariser();
+        if !now_anyway && !s.due(now) {
+            return;
+        }
+        let due = s.summarise(now);
+        (due, s.generation())
+    };
+    for s in &due {
+        write_summary(TRAIL.get(), s);
+    }
+    summaries_written().send_if_modified(|written| {
+        let newer = generation > *written;
+        if newer {
+            *written = generation;
+        }
+        newer
+    });
 }
 
 /// Writes the summaries of every refusal counted and not yet summarised,
@@ -422,10 +492,7 @@ fn count_refusal(uid: u32, method: &str) -> (Verdict, Vec<Summary>) {
 /// no count is lost; a thread does it every [`summary::SUMMARY_EVERY`]
 /// otherwise.
 pub fn flush() {
-    let due = summariser().summarise(Instant::now());
-    for s in &due {
-        write_summary(TRAIL.get(), s);
-    }
+    write_summaries(true);
     if let Some(t) = TRAIL.get() {
         let time = now_rfc3339();
         let mut body = Vec::with_capacity(96);
@@ -444,9 +511,9 @@ pub fn flush() {
     }
 }
 
-/// Starts, once, the thread that writes summaries when no refusal comes to
-/// write them. A thread rather than a task: decisions are logged from
-/// runtime workers and from tests that have no runtime.
+/// Starts, once, the thread that writes summaries when they are due. A
+/// thread rather than a task: decisions are recorded from runtime workers
+/// and from tests that have no runtime.
 fn start_summary_thread() {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
@@ -455,21 +522,10 @@ fn start_summary_thread() {
             .spawn(|| loop {
                 let wait = summariser().until_due(Instant::now());
                 std::thread::sleep(wait);
-                let now = Instant::now();
-                let due = {
-                    let mut s = summariser();
-                    if s.due(now) {
-                        s.summarise(now)
-                    } else {
-                        Vec::new()
-                    }
-                };
-                for s in &due {
-                    write_summary(TRAIL.get(), s);
-                }
+                write_summaries(false);
             });
         if let Err(e) = spawned {
-            // Counts are still written by the next refusal and at shutdown.
+            // Waiting answers then write the summaries themselves.
             tracing::warn!("cannot start the audit summary thread: {e}");
         }
     });
@@ -767,13 +823,16 @@ mod tests {
         let flood = 3_000_000_010;
         let other = 3_000_000_011;
         let sent = 500u64;
-        let got = entries(|| {
+        let global = global_entries();
+        let mut got = entries(|| {
             for _ in 0..sent {
                 unauthenticated(&peer(flood), "fs.stat", None, Some("/x"), "no token");
             }
             unauthenticated(&peer(other), "fs.open", None, Some("/y"), "no token");
             flush();
         });
+        // The summary thread may have written some of them meanwhile.
+        got.extend(global.lock().unwrap().iter().cloned());
         let of = |uid: u32, decision: &str| {
             got.iter()
                 .filter(|e| {
@@ -793,6 +852,69 @@ mod tests {
         assert_eq!(field(summaries[0], "strata_methods"), "fs.stat");
         assert_eq!(of(other, "deny").len(), 1);
         assert!(of(other, "deny-summary").is_empty());
+    }
+
+    /// Entries logged on threads without a subscriber of their own (the
+    /// summary thread's), kept by a global one installed on first use.
+    fn global_entries() -> Entries {
+        static GLOBAL: OnceLock<Entries> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let out = Entries::default();
+                let subscriber = tracing_subscriber::registry().with(Capture(out.clone()));
+                tracing::subscriber::set_global_default(subscriber)
+                    .expect("no other global subscriber in these tests");
+                out
+            })
+            .clone()
+    }
+
+    /// A refusal past its uid's burst is only counted, so its answer must
+    /// wait until the summary that counts it is written: otherwise a
+    /// SIGKILL in between loses a refusal that was answered.
+    #[test]
+    fn a_counted_refusal_is_answered_only_once_its_summary_is_written() {
+        let _one = SUMMARISING.lock().unwrap_or_else(PoisonError::into_inner);
+        let global = global_entries();
+        let uid = 3_000_000_030;
+        let p = peer(uid);
+        let mut r = request(
+            &p,
+            "/x",
+            Some(ErrorCode::AuthenticationRequired),
+            "no token",
+        );
+        r.authenticated = false;
+        for _ in 0..summary::BURST {
+            assert_eq!(record_to(None, &r).unwrap(), Recorded::Written);
+        }
+        let counted = record_to(None, &r).unwrap();
+        let Recorded::Counted(generation) = counted else {
+            panic!(
+                "refusal {} of a burst of {} was {counted:?}",
+                summary::BURST + 1,
+                summary::BURST
+            );
+        };
+        let summarised = |g: &Entries| {
+            g.lock().unwrap().iter().any(|e| {
+                field(e, "strata_uid") == uid.to_string()
+                    && field(e, "strata_decision") == "deny-summary"
+            })
+        };
+        let start = Instant::now();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(counted.written());
+        let waited = start.elapsed();
+        assert!(*summaries_written().borrow() >= generation);
+        assert!(
+            summarised(&global),
+            "written() returned before the summary was"
+        );
+        assert!(waited < summary::SUMMARY_EVERY * 3, "waited {waited:?}");
     }
 
     fn trail_in(dir: &std::path::Path) -> Trail {
@@ -840,8 +962,8 @@ mod tests {
         let t = trail_in(tmp.path());
         let p = peer(3_000_000_020);
         let got = entries(|| {
-            record_to(Some(&t), &request(&p, "/srv/a", None, "ok")).unwrap();
-            record_to(
+            let _ = record_to(Some(&t), &request(&p, "/srv/a", None, "ok")).unwrap();
+            let _ = record_to(
                 Some(&t),
                 &request(
                     &p,
@@ -867,7 +989,10 @@ mod tests {
         assert_eq!(v[2]["code"], 3);
         assert_eq!(v[2]["reason"], "outside the prefix");
         // Without a trail, the allow goes to journald.
-        let got = entries(|| record_to(None, &request(&p, "/srv/b", None, "ok")).unwrap());
+        let got = entries(|| {
+            let recorded = record_to(None, &request(&p, "/srv/b", None, "ok")).unwrap();
+            assert_eq!(recorded, Recorded::Written);
+        });
         assert_eq!(field(&got[0], "strata_decision"), "allow");
     }
 
@@ -885,7 +1010,7 @@ mod tests {
             bytes: 12288,
             offsets: Some((0, 12288)),
         });
-        record_to(Some(&t), &r).unwrap();
+        let _ = record_to(Some(&t), &r).unwrap();
         let v = &trail_records(tmp.path())[1];
         assert_eq!(v["decision"], "allow");
         assert_eq!(v["code"], 5);
@@ -905,9 +1030,14 @@ mod tests {
         let t = trail_in(tmp.path());
         let (flood, other) = (peer(3_000_000_022), peer(3_000_000_023));
         let sent = 300u64;
+        // Keep the summary thread from taking this flood's counts to the
+        // process's trail (none here) instead of `t`.
+        let _thread_waits = SUMMARIES_WRITING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         entries(|| {
             for _ in 0..sent {
-                record_to(
+                let _ = record_to(
                     Some(&t),
                     &request(
                         &flood,
@@ -918,7 +1048,7 @@ mod tests {
                 )
                 .unwrap();
             }
-            record_to(
+            let _ = record_to(
                 Some(&t),
                 &request(&other, "/y", Some(ErrorCode::PermissionDenied), "outside"),
             )
@@ -959,7 +1089,7 @@ mod tests {
             .map(|_| {
                 let start = Instant::now();
                 for _ in 0..n {
-                    record_to(Some(&t), &r).unwrap();
+                    let _ = record_to(Some(&t), &r).unwrap();
                 }
                 start.elapsed() / n
             })

@@ -67,7 +67,7 @@ use crate::prefixes::PrefixDirs;
 
 /// Where audit records go: [`audit::record`] in the service; tests put
 /// their own here to see every record, or to make the trail fail.
-pub type Trail = Arc<dyn Fn(&audit::Record<'_>) -> Result<(), audit::Unwritable> + Send + Sync>;
+pub type Trail = audit::Writer;
 
 /// The service `strata_shared::server::run` drives.
 pub struct FsService {
@@ -340,7 +340,7 @@ impl FsService {
     /// Writes the request's one record from its outcome, and returns the
     /// outcome to send — code 5 instead when the record cannot be written:
     /// fs never serves a request it could not record.
-    fn answer(
+    async fn answer(
         &self,
         ctx: &CallContext,
         method: &str,
@@ -363,15 +363,20 @@ impl FsService {
             reason,
             reads,
         };
-        if let Err(unwritable) = (self.trail)(&record) {
-            if let Ok(Done::Opened(id)) = served.result {
-                // The client never learns this handle: end it now rather
-                // than leave it to idle out.
-                if let Some(h) = self.handles.remove(id) {
-                    h.end();
+        match (self.trail)(&record) {
+            // Only refusals are ever counted rather than written: the
+            // answer waits until their count is kept.
+            Ok(recorded) => recorded.written().await,
+            Err(unwritable) => {
+                if let Ok(Done::Opened(id)) = served.result {
+                    // The client never learns this handle: end it now
+                    // rather than leave it to idle out.
+                    if let Some(h) = self.handles.remove(id) {
+                        h.end();
+                    }
                 }
+                return Err(Error::internal(unwritable.to_string()));
             }
-            return Err(Error::internal(unwritable.to_string()));
         }
         served.result.map(drop)
     }
@@ -441,9 +446,9 @@ impl Service for FsService {
                 let named = match call.object() {
                     Object::Path(p) | Object::Handle(p) => p,
                 };
-                self.answer(ctx, method, Some(named), served)
+                self.answer(ctx, method, Some(named), served).await
             }
-            Err(e) => self.answer(ctx, method, None, Served::refused(e)),
+            Err(e) => self.answer(ctx, method, None, Served::refused(e)).await,
         }
     }
 }
@@ -463,6 +468,7 @@ pub fn record_ended(trail: &Trail, handle: &Handle, why: Ended) {
         reason: why.reason(),
         reads: Some(handle.end()),
     };
+    // Never a refusal, so never only counted: nothing to wait for.
     if let Err(e) = trail(&record) {
         tracing::error!("cannot record the end of a handle ({}): {e}", why.reason());
     }

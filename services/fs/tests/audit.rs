@@ -13,7 +13,7 @@ use strata_fs::auth::Authority;
 use strata_fs::config::FsConfig;
 use strata_fs::handles::Ended;
 use strata_fs::FsService;
-use strata_shared::audit::{ReadSummary, Record, Unwritable};
+use strata_shared::audit::{ReadSummary, Record, Recorded, Unwritable};
 use strata_shared::capability::{self, Grant};
 use strata_shared::peer::PeerCred;
 use strata_shared::server::{CallContext, Service};
@@ -98,7 +98,7 @@ impl Fixture {
                     reason: r.reason.to_string(),
                     reads: r.reads,
                 });
-                Ok(())
+                Ok(Recorded::Written)
             },
         ));
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -195,7 +195,7 @@ async fn answer(id: &Identity, stream: UnixStream) {
     let (ask, grant) = match decide(id, &peer, address.as_deref()) {
         Ok(pair) => pair,
         Err(reason) => {
-            refuse(id, &peer, &reason);
+            refuse(id, &peer, &reason).await;
             return;
         }
     };
@@ -228,8 +228,9 @@ async fn answer(id: &Identity, stream: UnixStream) {
     }
 }
 
-/// The audit record of a refused connection.
-fn refuse(id: &Identity, peer: &PeerCred, reason: &str) {
+/// The audit record of a refused connection; the connection is closed
+/// (by the caller) only once it is kept.
+async fn refuse(id: &Identity, peer: &PeerCred, reason: &str) {
     let record = Record {
         peer,
         method: METHOD,
@@ -240,8 +241,9 @@ fn refuse(id: &Identity, peer: &PeerCred, reason: &str) {
         reason,
         reads: None,
     };
-    if let Err(e) = (id.trail)(&record) {
-        tracing::error!("credential refused ({reason}), and not audited: {e}");
+    match (id.trail)(&record) {
+        Ok(recorded) => recorded.written().await,
+        Err(e) => tracing::error!("credential refused ({reason}), and not audited: {e}"),
     }
 }
 

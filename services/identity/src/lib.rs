@@ -42,7 +42,7 @@ const TOKEN_CACHE_ENTRIES: usize = 4096;
 
 /// Where audit records go: [`audit::record`] in the service; tests put
 /// their own here to see every record, or to make the trail fail.
-pub type Trail = Arc<dyn Fn(&audit::Record<'_>) -> Result<(), audit::Unwritable> + Send + Sync>;
+pub type Trail = audit::Writer;
 
 /// The identity service's state.
 pub struct Identity {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use strata_identity::config::{Admins, Config};
 use strata_identity::Identity;
-use strata_shared::audit::{Record, Unwritable};
+use strata_shared::audit::{Record, Recorded, Unwritable};
 use strata_shared::peer::PeerCred;
 use strata_shared::server::{CallContext, Service};
 use strata_shared::wire::{Request, ResponseBuf};
@@ -77,7 +77,7 @@ impl Fixture {
                     code: r.code.map(|c| c.as_u16()),
                     reason: r.reason.to_string(),
                 });
-                Ok(())
+                Ok(Recorded::Written)
             }));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 pub const BURST: u32 = 20;
 /// After a burst, one more refusal per uid is logged one by one this often.
 pub const REFILL_EVERY: Duration = Duration::from_secs(10);
-/// Counted refusals are summarised this often (and at shutdown). Short
-/// enough that a SIGKILL loses little of a flood's counts (they are in
-/// memory until summarised), long enough that a flood from one uid is a
-/// handful of entries a minute.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Counted refusals are summarised this often (and at shutdown). A counted
+/// refusal is answered only once its summary is written (see
+/// [`super::Recorded`]), so this bounds both what a flooding uid waits for
+/// each such answer and how many summary records its flood writes: at most
+/// four a second, however many refusals they count.
+pub const SUMMARY_EVERY: Duration = Duration::from_millis(250);
 /// Uids with a bucket of their own; past it, one shared bucket.
 pub const MAX_UIDS: usize = 1024;
 /// Distinct methods a summary names (the rest as `…`).
@@ -139,6 +140,9 @@ pub struct Summariser {
     uids: HashMap<u32, Bucket>,
     others: Bucket,
     summarised: Instant,
+    /// Summaries taken so far: a refusal counted now is in summary
+    /// `generation + 1`.
+    generation: u64,
 }
 
 impl Summariser {
@@ -147,6 +151,7 @@ impl Summariser {
             uids: HashMap::new(),
             others: Bucket::new(now),
             summarised: now,
+            generation: 0,
         }
     }
 
@@ -180,6 +185,7 @@ impl Summariser {
     /// others last), and forgets the uids that have gone quiet.
     pub fn summarise(&mut self, now: Instant) -> Vec<Summary> {
         self.summarised = now;
+        self.generation += 1;
         let mut out: Vec<Summary> = self
             .uids
             .iter_mut()
@@ -192,6 +198,16 @@ impl Summariser {
         out.extend(take_summary(Who::Others, &mut self.others.pending));
         self.uids.retain(|_, b| !b.idle(now));
         out
+    }
+
+    /// The summary that will count a refusal counted now: the next one.
+    pub fn next_generation(&self) -> u64 {
+        self.generation + 1
+    }
+
+    /// Summaries taken so far (the last one is `generation()`).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Uids with a bucket of their own right now.

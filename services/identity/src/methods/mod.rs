@@ -117,10 +117,12 @@ pub async fn dispatch(
         reason,
         reads: None,
     };
-    if let Err(unwritable) = (id.trail)(&record) {
+    match (id.trail)(&record) {
+        // A refusal past its uid's burst is answered once its count is kept.
+        Ok(recorded) => recorded.written().await,
         // A token issued but never sent is useless to anyone; a revocation
         // written to disk stays in force, which errs on the safe side.
-        return Err(Error::internal(unwritable.to_string()));
+        Err(unwritable) => return Err(Error::internal(unwritable.to_string())),
     }
     result
 }
