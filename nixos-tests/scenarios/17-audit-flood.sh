@@ -3,7 +3,8 @@
 # (/var/log/strata/fs, docs/audit.md), with exact counts, and journald gets
 # only refusals. Under STRATA_FLOOD_CONNS (8) clients for
 # STRATA_FLOOD_DURATION (3) s of allowed requests on one token, plus
-# STRATA_FLOOD_REFUSALS (300) refusals from one unprivileged user:
+# STRATA_FLOOD_REFUSALS (300) refusals from one unprivileged user over 16
+# connections (past its burst each answer waits for its summary):
 #  - every allowed request strata-loadgen counted is a record of the trail,
 #    method by method (fs.read: a record of its own, or counted in the
 #    `reads` of the record that ends its handle), and none is a journald
@@ -55,7 +56,7 @@ log "allowed flood: $(jget "$R" .ok) requests in $DURATION s: $(printf '%s' "$R"
 # The refusal flood, by an unprivileged user, without a token.
 FLOOD_PREFIX=$TD/refused-$$-$RANDOM/
 as_user "$STRATA_TEST_USER" strata-loadgen refusals --count "$REFUSALS" --method fs.stat \
-    --prefix "$FLOOD_PREFIX" --bytes 80 >"$WORK/refusals.json" 2>"$WORK/stderr" ||
+    --prefix "$FLOOD_PREFIX" --bytes 80 --conns 16 >"$WORK/refusals.json" 2>"$WORK/stderr" ||
     fail "strata-loadgen refusals failed: $(cat "$WORK/refusals.json" "$WORK/stderr")"
 [ "$(jget "$(cat "$WORK/refusals.json")" .code_2)" = "$REFUSALS" ] ||
     fail "every refusal should get code 2: $(cat "$WORK/refusals.json")"

@@ -132,6 +132,9 @@ enum Command {
         /// Just under the 1 MiB frame limit by default.
         #[arg(long, default_value_t = 1_048_000)]
         bytes: usize,
+        /// Connections to spread the requests over.
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
     },
 }
 
@@ -240,6 +243,7 @@ fn main() -> ExitCode {
             method,
             prefix,
             bytes,
+            conns,
         } => {
             let socket = config::socket_path(method.split('.').next().unwrap_or("fs"));
             match refusals::run(&refusals::Options {
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
                 prefix,
                 bytes,
                 count,
+                conns,
                 timeout,
             }) {
                 Ok(r) => {
