@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # fs never serves unaudited (docs/audit.md): with its audit trail on a full
 # file system (a 256 KiB tmpfs mounted on /var/log/strata/fs, then filled),
-#  - a request is refused with code 5 (strata-ctl exits 15);
+#  - a request is refused with code 5 (strata-ctl exits 15), and so is a
+#    read through a handle opened before (reads write no record of their
+#    own, so they must not slip through);
 #  - fs.health says status "degraded", audit "failing" and why, and
 #    `strata-ctl status` shows fs unhealthy with that reason (and the
 #    supervisor does not restart it for it);
@@ -30,6 +32,9 @@ mount -t tmpfs -o size=256k,mode=0700 strata-audit-test "$TRAIL" ||
     fail "cannot mount a tmpfs on $TRAIL"
 ok strata-ctl ls "$TD"
 wait_synced "fs on a small trail"
+ok strata-ctl fs.open "{\"path\":\"$TD/hello.txt\"}"
+handle=$(jget "$OUT" .result.handle)
+ok strata-ctl fs.read "{\"handle\":\"$handle\",\"size\":5}"
 # Fill it: dd stops at ENOSPC.
 dd if=/dev/zero of="$TRAIL/filler" bs=4k status=none 2>/dev/null || true
 log "trail file system: $(df -h --output=used,avail "$TRAIL" | tail -n 1)"
@@ -48,6 +53,10 @@ H=$(strata-ctl health fs)
 case $(jget "$H" .audit_error) in *"No space left"*) ;; *) fail "audit_error: $H" ;; esac
 log "fs.health: $(printf '%s' "$H" | jq -c '{status, audit, audit_error}')"
 expect_rc 15 strata-ctl ls "$TD"
+run strata-ctl fs.read "{\"handle\":\"$handle\",\"size\":5}"
+[ "$(jget "$OUT" .error.code)" = 5 ] ||
+    fail "a read through an open handle was served while the trail is full: $OUT"
+log "a read through a handle opened before is refused too: $(jget "$OUT" .error.message)"
 
 fs_refusing() {
     strata-ctl status | jq -e '.services.fs | .state == "unhealthy" and (.detail | contains("audit trail"))'

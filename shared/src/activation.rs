@@ -95,7 +95,10 @@ pub fn take_named_listeners(primary: &str) -> io::Result<NamedListeners> {
     }
     let at = match all.iter().position(|(n, _)| n == primary) {
         Some(at) => at,
-        None if all.len() == 1 => 0,
+        // One unnamed (or otherwise named) socket is the service's own,
+        // except the credential socket: speaking the protocol there would
+        // leave systemd's credential requests hanging.
+        None if all.len() == 1 && all[0].0 != "credentials" => 0,
         None => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

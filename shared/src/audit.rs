@@ -113,11 +113,15 @@ pub struct ReadSummary {
 }
 
 impl Record<'_> {
-    /// Allow or deny, from the code sent: codes 2 and 3 refuse access;
-    /// anything else was allowed (a later failure is noted in the reason).
+    /// Allow or deny, from the code sent: codes 2 and 3 refuse access, and
+    /// so does any error to a request without a valid token (it was granted
+    /// nothing; counting it as a refusal keeps anyone's malformed requests
+    /// under the per-uid summariser instead of one trail record each).
+    /// Anything else was allowed (a later failure is noted in the reason).
     pub fn outcome(&self) -> Outcome {
         match self.code {
             Some(ErrorCode::AuthenticationRequired | ErrorCode::PermissionDenied) => Outcome::Deny,
+            Some(_) if !self.authenticated => Outcome::Deny,
             _ => Outcome::Allow,
         }
     }
@@ -867,6 +871,21 @@ mod tests {
                 out
             })
             .clone()
+    }
+
+    /// Any error to a request without a valid token is a refusal (it got
+    /// nothing), so anyone's malformed requests fall under the per-uid
+    /// summariser; with a valid token, a later failure is an allow.
+    #[test]
+    fn an_error_without_a_valid_token_is_a_refusal() {
+        let p = peer(3_000_000_040);
+        let mut r = request(&p, "/x", Some(ErrorCode::InvalidRequest), "unknown method");
+        r.authenticated = false;
+        assert_eq!(r.outcome(), Outcome::Deny);
+        r.authenticated = true;
+        assert_eq!(r.outcome(), Outcome::Allow);
+        r.code = Some(ErrorCode::PermissionDenied);
+        assert_eq!(r.outcome(), Outcome::Deny);
     }
 
     /// A refusal past its uid's burst is only counted, so its answer must

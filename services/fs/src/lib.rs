@@ -348,7 +348,15 @@ impl FsService {
         served: Served,
     ) -> Result<(), Error> {
         let (code, reason, reads) = match &served.result {
-            Ok(Done::Tallied) => return Ok(()),
+            // A read through an open handle writes no record of its own
+            // (its handle's closing record counts it), so the trail's state
+            // is checked here instead: fs serves nothing while it fails.
+            Ok(Done::Tallied) => match audit::trail_status() {
+                audit::TrailStatus::Failing { error, .. } => {
+                    return Err(Error::internal(audit::Unwritable(error).to_string()))
+                }
+                _ => return Ok(()),
+            },
             Ok(Done::Closed(summary)) => (None, "ok", Some(*summary)),
             Ok(_) => (None, "ok", None),
             Err(e) => (Some(e.code), e.message.as_str(), None),
@@ -368,6 +376,13 @@ impl FsService {
             // answer waits until their count is kept.
             Ok(recorded) => recorded.written().await,
             Err(unwritable) => {
+                if let Some(r) = reads {
+                    // The handle is gone: its reads are told here or lost.
+                    tracing::error!(
+                        "{unwritable}; {method} of {:?} not recorded: {} reads, {} bytes, offsets {:?}",
+                        record.path, r.reads, r.bytes, r.offsets
+                    );
+                }
                 if let Ok(Done::Opened(id)) = served.result {
                     // The client never learns this handle: end it now
                     // rather than leave it to idle out.
@@ -470,7 +485,15 @@ pub fn record_ended(trail: &Trail, handle: &Handle, why: Ended) {
     };
     // Never a refusal, so never only counted: nothing to wait for.
     if let Err(e) = trail(&record) {
-        tracing::error!("cannot record the end of a handle ({}): {e}", why.reason());
+        let r = record.reads.unwrap_or_default();
+        tracing::error!(
+            "cannot record the end of a handle of {} ({}): {e}; {} reads, {} bytes, offsets {:?}",
+            handle.path,
+            why.reason(),
+            r.reads,
+            r.bytes,
+            r.offsets
+        );
     }
 }
 

@@ -312,7 +312,13 @@ pub fn load_dir(
 /// Reads a regular file of at most [`MAX_FILE`] bytes.
 fn read_small(file: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(file)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking and not through a symlink: a FIFO named *.json must not
+    // hang identity at start or on reload; a regular file reads the same.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(file)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
