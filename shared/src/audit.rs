@@ -246,6 +246,19 @@ pub enum TrailStatus {
 }
 
 impl TrailStatus {
+    /// What a service's health answer says of its trail: the `audit`
+    /// field and, when failing, `audit_error` (why, and how many records
+    /// were refused so far).
+    pub fn health(&self) -> (&'static str, Option<String>) {
+        let error = match self {
+            TrailStatus::Failing { error, refused } => {
+                Some(format!("{error} ({refused} records refused so far)"))
+            }
+            _ => None,
+        };
+        (self.as_str(), error)
+    }
+
     /// `"ok"`, `"failing"` or `"journald-only"`, as `fs.health` says it.
     pub fn as_str(&self) -> &'static str {
         match self {

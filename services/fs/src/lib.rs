@@ -410,13 +410,7 @@ impl FsService {
             #[serde(skip_serializing_if = "Option::is_none")]
             audit_error: Option<String>,
         }
-        let trail = audit::trail_status();
-        let audit_error = match &trail {
-            audit::TrailStatus::Failing { error, refused } => {
-                Some(format!("{error} ({refused} records refused so far)"))
-            }
-            _ => None,
-        };
+        let (audit, audit_error) = audit::trail_status().health();
         out.write_result(&Health {
             status: if audit_error.is_some() {
                 "degraded"
@@ -431,7 +425,7 @@ impl FsService {
             } else {
                 "unavailable"
             },
-            audit: trail.as_str(),
+            audit,
             audit_error,
         })
     }

@@ -459,7 +459,13 @@ fn malformed_requests_get_code_1() {
         assert_eq!(code(r), 1);
     }
     let r = c.call("identity.health", None, &json!({})).unwrap();
-    assert_eq!(ok(r)["status"], "ok");
+    let h = ok(r);
+    assert_eq!(h["status"], "ok");
+    // It says whether its audit trail is written, as fs.health does.
+    assert!(
+        matches!(h["audit"].as_str(), Some("ok" | "journald-only")),
+        "{h}"
+    );
 
     // Unreadable frames: code 1, then the connection is closed.
     for payload in [&b"not json"[..], b"\xff\xfe\xfd", b"[1,2,3]"] {

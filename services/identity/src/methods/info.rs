@@ -25,11 +25,23 @@ pub fn health(id: &Identity, out: &mut ResponseBuf) -> Result<(), Error> {
         service: &'static str,
         uptime_seconds: u64,
         revocations: usize,
+        /// The audit trail: "ok", "failing" (issue and revoke are refused
+        /// with code 5) or "journald-only".
+        audit: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audit_error: Option<String>,
     }
+    let (audit, audit_error) = strata_shared::audit::trail_status().health();
     out.write_result(&R {
-        status: "ok",
+        status: if audit_error.is_some() {
+            "degraded"
+        } else {
+            "ok"
+        },
         service: "identity",
         uptime_seconds: id.started.elapsed().as_secs(),
         revocations: id.revocations.len(),
+        audit,
+        audit_error,
     })
 }
