@@ -269,6 +269,12 @@ impl TrailStatus {
     }
 }
 
+/// Whether this process's trail is failing: a check without a lock, for
+/// paths that write no record of their own but must not serve meanwhile.
+pub fn trail_failing() -> bool {
+    TRAIL.get().is_some_and(Trail::is_failing)
+}
+
 /// Whether this process's records are being kept, and where.
 pub fn trail_status() -> TrailStatus {
     match TRAIL.get() {

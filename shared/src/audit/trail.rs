@@ -24,6 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::chain::{self, Hash, GENESIS};
@@ -143,6 +144,10 @@ pub struct Trail {
     settings: Settings,
     service: String,
     state: Mutex<State>,
+    /// Whether the last append (or the opening) failed: read without the
+    /// lock on paths that write no record but must not serve while the
+    /// trail fails (fs's reads through an open handle).
+    failing: AtomicBool,
 }
 
 impl Trail {
@@ -165,11 +170,13 @@ impl Trail {
                 next_rotation: 1,
                 line: Vec::with_capacity(4096),
             }),
+            failing: AtomicBool::new(false),
         };
         {
             let mut st = trail.lock();
             if let Err(e) = trail.recover(&mut st) {
                 st.failure = Some((e.to_string(), 0));
+                trail.failing.store(true, Ordering::Relaxed);
             }
         }
         trail
@@ -205,6 +212,17 @@ impl Trail {
     /// [`Unwritable`] when the record is not in the file: the caller must
     /// not serve the request it records.
     pub fn append(&self, body: &[u8]) -> Result<(), Unwritable> {
+        let result = self.append_locked(body);
+        self.failing.store(result.is_err(), Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the trail is failing, without taking its lock.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    fn append_locked(&self, body: &[u8]) -> Result<(), Unwritable> {
         let digest = chain::body_digest(body);
         let mut st = self.lock();
         if st.failure.is_some() || st.file.is_none() {
