@@ -910,6 +910,45 @@ fn audit_verify_names_the_first_edited_record_and_exits_3() {
 }
 
 #[test]
+fn audit_verify_finds_records_removed_from_the_start_or_forged_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_trail(tmp.path(), 10, 64 << 20);
+    let file = tmp.path().join("audit.jsonl");
+    let dir = tmp.path().to_str().unwrap();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+
+    // The first three records deleted: nothing was rotated away, so the
+    // trail must still begin at seq 1.
+    std::fs::write(&file, lines[3..].join("\n") + "\n").unwrap();
+    let out = verify_run(&[], &[dir]).expect(3);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} line 1: seq 4: the trail's first file must begin with seq 1",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // The last two records replaced by JSON lines, then a fragment.
+    let forged = format!(
+        "{}\n{{\"seq\": 10}}\n{{\"seq\": 11}}\n{{\"seq",
+        lines[..9].join("\n")
+    );
+    std::fs::write(&file, forged).unwrap();
+    let out = verify_run(&[], &[dir]).expect(3);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} line 10: not a record of the trail's format",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn audit_verify_without_a_trail_is_a_usage_error_and_unreadable_is_1() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().to_str().unwrap();

@@ -354,7 +354,10 @@ impl Trail {
         st.next_rotation = rotated.last().map_or(1, |(n, _)| n + 1);
         let (file, id, size) = open_current(dir)?;
         let mut note = None;
-        let good_end = if st.head.is_none() || id != st.id {
+        // Whether the bytes after `good_end` are this process's own failed
+        // writes (the file is the one it wrote), not found on disk.
+        let own_bytes = st.head.is_some() && id == st.id;
+        let good_end = if !own_bytes {
             // Start, or the file was replaced or removed under us: read
             // what is there. An empty current file continues the newest
             // rotated one.
@@ -395,9 +398,25 @@ impl Trail {
         };
         let mut file = file;
         let mut cut = None;
+        // Bytes after the last good record, the newline ending them included.
+        let mut after_good = 0;
         if size > good_end {
+            // A write cut short leaves one line without its newline; only
+            // that is acknowledged as a cut. Our own bytes may also end
+            // with the newline an earlier recovery wrote before its event
+            // failed. Other complete lines after the last good record are
+            // not a cut: they stay a break for `verify`.
+            use std::os::unix::fs::FileExt;
+            let one_fragment = size - good_end <= TAIL && {
+                let mut extra = vec![0u8; (size - good_end) as usize];
+                file.read_exact_at(&mut extra, good_end)?;
+                if own_bytes && extra.last() == Some(&b'\n') {
+                    extra.pop();
+                }
+                !extra.contains(&b'\n')
+            };
             let mut last = [0u8; 1];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, size - 1)?;
+            file.read_exact_at(&mut last, size - 1)?;
             let newline = u64::from(last[0] != b'\n');
             if newline == 1 {
                 let path = dir.join(CURRENT);
@@ -417,14 +436,22 @@ impl Trail {
                     }
                 }
             }
-            cut = Some(Cut {
-                at: good_end,
-                bytes: size - good_end + newline,
-            });
+            after_good = size - good_end + newline;
+            if one_fragment {
+                cut = Some(Cut {
+                    at: good_end,
+                    bytes: after_good,
+                });
+            } else {
+                note = Some(format!(
+                    "bytes {good_end}-{size} of {CURRENT} are not records of the trail and not a \
+                     line cut short: left for verification to report"
+                ));
+            }
         }
         st.file = Some(file);
         st.id = id;
-        st.len = good_end + cut.map_or(0, |c| c.bytes);
+        st.len = good_end + after_good;
         let mut body = Vec::with_capacity(256);
         let event = if st.started { "resumed" } else { "start" };
         body.extend_from_slice(b"\"time\":");
@@ -691,6 +718,42 @@ mod tests {
     }
 
     #[test]
+    fn complete_lines_after_the_last_record_are_not_acknowledged_on_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CURRENT);
+        let t = Trail::open(settings(tmp.path(), DEFAULT_MAX_BYTES, 0), "fs");
+        for n in 0..5 {
+            t.append(&body(n)).unwrap();
+        }
+        drop(t);
+        // The last two records replaced by lines not in the trail's
+        // format, then a fragment: not what a write cut short leaves.
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text.lines().take(4).collect();
+        let forged = format!(
+            "{}\n{{\"seq\": 5, \"n\": 0}}\n{{\"seq\": 6, \"n\": 0}}\n{{\"seq\": 7",
+            kept.join("\n")
+        );
+        fs::write(&path, &forged).unwrap();
+
+        let t = Trail::open(settings(tmp.path(), DEFAULT_MAX_BYTES, 0), "fs");
+        t.append(&body(9)).unwrap();
+        // The restart writes on, but does not make the bytes a cut.
+        let text = fs::read_to_string(&path).unwrap();
+        let event: serde_json::Value = serde_json::from_str(text.lines().nth(7).unwrap()).unwrap();
+        assert_eq!(event["event"], "start");
+        assert!(event.get("cut_at").is_none(), "{event}");
+        assert!(
+            event["note"].as_str().unwrap().contains("not records"),
+            "{event}"
+        );
+        match verify_dir(tmp.path()).unwrap_err() {
+            Failure::Broken { path: p, line, .. } => assert_eq!((p, line), (path, 5)),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn an_edited_or_removed_record_is_named() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join(CURRENT);
@@ -792,6 +855,27 @@ mod tests {
             .map(String::from)
             .collect();
         assert!(v[3].contains("\"event\":\"resumed\""), "{}", v[3]);
+    }
+
+    #[test]
+    fn a_recovery_whose_event_failed_after_its_newline_is_acknowledged_later() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CURRENT);
+        let t = Trail::open(settings(tmp.path(), DEFAULT_MAX_BYTES, 0), "fs");
+        t.append(&body(1)).unwrap();
+        // A short write, then a recovery that wrote its newline but not
+        // its event: our own bytes, one line, now terminated.
+        {
+            let mut st = t.lock();
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"{\"seq\":3,\"pr\n").unwrap();
+            st.file = None;
+            st.failure = Some(("no space".into(), 1));
+        }
+        t.append(&body(2)).unwrap();
+        let r = verify_dir(tmp.path()).unwrap();
+        assert!(r.notes[0].contains("line 3: 13 bytes"), "{:?}", r.notes);
+        assert_eq!(r.head.unwrap().0, 4);
     }
 
     #[test]

@@ -3,10 +3,17 @@
 //! other, across rotated files. `strata-ctl audit verify` is this.
 //!
 //! A line cut short by a crash or a full disk is not a break when the
-//! service acknowledged it: the record after such a region is an event
+//! service acknowledged it: the record after such a line is an event
 //! (`start` or `resumed`) whose `cut_at` and `cut_bytes` name exactly the
-//! bytes of the region, and whose `prev` is the hash of the last record
-//! before it. Anything else that does not verify is a break.
+//! bytes of the line, and whose `prev` is the hash of the last record
+//! before it. A write cut short leaves one line, so a cut is always one
+//! line; unacknowledged, it is accepted only as the very last bytes of the
+//! trail, with no newline. Anything else that does not verify is a break.
+//!
+//! A trail that still has its first file (`audit.jsonl` alone, or
+//! `audit-000001.jsonl` first) must begin with seq 1 and the genesis
+//! `prev`: records removed from its start are a break. When rotation
+//! deleted older files, the chain is checked from the oldest record kept.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -64,14 +71,25 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Consecutive lines that do not verify, not yet judged.
-struct BadRegion {
+/// A line that does not verify, not yet judged: a cut if the next record
+/// acknowledges it (or, at the very end, if it has no newline).
+struct BadLine {
     path: PathBuf,
     line: u64,
     at: u64,
     why: String,
-    /// The region has a line that ends without a newline.
+    /// The line ends without a newline.
     unterminated: bool,
+}
+
+impl BadLine {
+    fn into_failure(self) -> Failure {
+        Failure::Broken {
+            path: self.path,
+            line: self.line,
+            why: self.why,
+        }
+    }
 }
 
 /// Verifies `files` as one chain, in the order given (oldest first).
@@ -88,7 +106,8 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Failure> {
         notes: Vec::new(),
     };
     let mut last: Option<(u64, Hash, PathBuf, u64)> = None;
-    let mut bad: Option<BadRegion> = None;
+    let mut bad: Option<BadLine> = None;
+    let from_the_start = files.first().is_some_and(|f| starts_the_trail(f));
     for path in files {
         let io_err = |error| Failure::Io {
             path: path.clone(),
@@ -123,29 +142,24 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Failure> {
                 Some(_) => None,
             };
             if let Some(why) = why {
-                match &mut bad {
-                    Some(region) => region.unterminated |= !terminated,
-                    None => {
-                        bad = Some(BadRegion {
-                            path: path.clone(),
-                            line: line_no,
-                            at,
-                            why,
-                            unterminated: !terminated,
-                        })
-                    }
+                // Two bad lines in a row are not one write cut short.
+                if let Some(earlier) = bad.take() {
+                    return Err(earlier.into_failure());
                 }
+                bad = Some(BadLine {
+                    path: path.clone(),
+                    line: line_no,
+                    at,
+                    why,
+                    unterminated: !terminated,
+                });
                 continue;
             }
             let p = parsed.expect("checked above");
             if let Some(region) = bad.take() {
                 let acknowledged = region.path == *path && acknowledges(p.body, region.at, at);
                 if !acknowledged {
-                    return Err(Failure::Broken {
-                        path: region.path,
-                        line: region.line,
-                        why: region.why,
-                    });
+                    return Err(region.into_failure());
                 }
                 report.notes.push(format!(
                     "{} line {}: {} bytes of a record cut short (a crash or a full disk during its \
@@ -157,7 +171,20 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Failure> {
                 ));
             }
             match &last {
-                None => report.anchor = Some((p.seq, p.prev)),
+                None => {
+                    if from_the_start && (p.seq != 1 || p.prev != chain::GENESIS) {
+                        return Err(Failure::Broken {
+                            path: path.clone(),
+                            line: line_no,
+                            why: format!(
+                                "seq {}: the trail's first file must begin with seq 1 and the \
+                                 genesis prev: records were removed from its start",
+                                p.seq
+                            ),
+                        });
+                    }
+                    report.anchor = Some((p.seq, p.prev));
+                }
                 Some((seq, hash, lpath, lline)) => {
                     if p.prev != *hash {
                         return Err(Failure::Broken {
@@ -190,11 +217,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Failure> {
     if let Some(region) = bad {
         let at_the_end = Some(&region.path) == files.last();
         if !(at_the_end && region.unterminated && region.why.starts_with("not a record")) {
-            return Err(Failure::Broken {
-                path: region.path,
-                line: region.line,
-                why: region.why,
-            });
+            return Err(region.into_failure());
         }
         report.notes.push(format!(
             "{} line {}: the last line is cut short (a crash or a full disk during its write; the \
@@ -205,6 +228,23 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Failure> {
     }
     report.head = last.map(|(seq, hash, _, _)| (seq, hash));
     Ok(report)
+}
+
+/// Whether `first` is the file a trail began with: `audit-000001.jsonl`,
+/// or `audit.jsonl` with no rotated file beside it. Rotation numbers go
+/// on when `STRATA_AUDIT_KEEP` deletes old files, so any other first file
+/// means older records were rotated away.
+fn starts_the_trail(first: &Path) -> bool {
+    let name = first.file_name().and_then(|n| n.to_str());
+    if name == Some(super::trail::rotated_name(1).as_str()) {
+        return true;
+    }
+    let dir = match first.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    name == Some(super::trail::CURRENT)
+        && super::trail::rotated_files(dir).is_ok_and(|r| r.is_empty())
 }
 
 /// Whether a record body is an event acknowledging the cut region that
@@ -229,4 +269,119 @@ fn acknowledges(body: &[u8], at: u64, next: u64) -> bool {
 /// When the directory cannot be read.
 pub fn files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     super::trail::trail_files(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::trail::{rotated_name, Settings, Trail, CURRENT};
+    use std::fs;
+
+    /// A trail in `dir` of a `start` event and `n` records (`n` + 1 lines
+    /// per trail opening), rotated past `max_bytes`.
+    fn write_trail(dir: &Path, n: u64, max_bytes: u64, keep: u32) {
+        let settings = Settings {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            keep,
+        };
+        let t = Trail::open(settings, "fs");
+        for i in 0..n {
+            t.append(format!("\"time\":\"t\",\"kind\":\"decision\",\"n\":{i}}}").as_bytes())
+                .unwrap();
+        }
+    }
+
+    fn broken(result: Result<Report, Failure>) -> (PathBuf, u64, String) {
+        match result {
+            Err(Failure::Broken { path, line, why }) => (path, line, why),
+            other => panic!("expected a break, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn complete_lines_before_a_fragment_at_the_end_are_a_break() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_trail(tmp.path(), 6, 1 << 20, 0);
+        let path = tmp.path().join(CURRENT);
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text.lines().take(5).collect();
+        // The last two records replaced by lines that look like records
+        // but are not in the trail's format, then a fragment.
+        let forged = format!(
+            "{}\n{{\"seq\": 6, \"n\": 0}}\n{{\"seq\": 7, \"n\": 0}}\n{{\"seq\": 8",
+            kept.join("\n")
+        );
+        fs::write(&path, forged).unwrap();
+        let (p, line, why) = broken(verify(&files_in(tmp.path()).unwrap()));
+        assert_eq!((p, line), (path.clone(), 6));
+        assert!(why.contains("not a record"), "{why}");
+
+        // One complete bad line before the fragment is already a break.
+        let forged = format!("{}\n{{\"seq\": 6}}\n{{\"seq\": 7", kept.join("\n"));
+        fs::write(&path, forged).unwrap();
+        assert_eq!(broken(verify(&files_in(tmp.path()).unwrap())).1, 6);
+
+        // A fragment alone at the very end is a cut, said in a note.
+        fs::write(&path, format!("{}\n{{\"seq\": 6", kept.join("\n"))).unwrap();
+        let r = verify(&files_in(tmp.path()).unwrap()).unwrap();
+        assert_eq!(r.head.unwrap().0, 5);
+        assert!(
+            r.notes[0].contains("line 6: the last line is cut short"),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn records_removed_from_the_start_of_a_trail_are_a_break() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_trail(tmp.path(), 5, 1 << 20, 0);
+        let path = tmp.path().join(CURRENT);
+        let text = fs::read_to_string(&path).unwrap();
+        let rest: Vec<&str> = text.lines().skip(2).collect();
+        fs::write(&path, rest.join("\n") + "\n").unwrap();
+        let (p, line, why) = broken(verify(&files_in(tmp.path()).unwrap()));
+        assert_eq!((p, line), (path, 1));
+        assert!(
+            why.contains("seq 3") && why.contains("removed from its start"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_trail_starts_later_only_when_its_first_file_was_rotated_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        // About 100 bytes a line: several rotated files, all kept.
+        write_trail(tmp.path(), 40, 1000, 0);
+        let first = tmp.path().join(rotated_name(1));
+        let files = files_in(tmp.path()).unwrap();
+        assert_eq!(files[0], first);
+        assert!(files.len() > 3, "{files:?}");
+        let intact = verify(&files).unwrap();
+        assert_eq!(intact.anchor, Some((1, chain::GENESIS)));
+
+        // The first file cut at its start: a break, even though its name
+        // is still there.
+        let text = fs::read_to_string(&first).unwrap();
+        let rest: Vec<&str> = text.lines().skip(1).collect();
+        fs::write(&first, rest.join("\n") + "\n").unwrap();
+        let (p, line, why) = broken(verify(&files));
+        assert_eq!((p, line), (first.clone(), 1));
+        assert!(why.contains("seq 2"), "{why}");
+
+        // The first file gone, as STRATA_AUDIT_KEEP deletes it: checked
+        // from the oldest record kept.
+        fs::remove_file(&first).unwrap();
+        let r = verify(&files_in(tmp.path()).unwrap()).unwrap();
+        let (seq, prev) = r.anchor.unwrap();
+        assert!(seq > 1 && prev != chain::GENESIS, "{seq}");
+
+        // Every rotated file gone: audit.jsonl alone must start the trail.
+        for f in &files[1..files.len() - 1] {
+            fs::remove_file(f).unwrap();
+        }
+        let (p, line, _) = broken(verify(&files_in(tmp.path()).unwrap()));
+        assert_eq!((p, line), (tmp.path().join(CURRENT), 1));
+    }
 }
