@@ -188,7 +188,8 @@ async fn answer(id: &Identity, stream: UnixStream) {
     let (stream, address) = match peer_abstract_name(stream) {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::warn!("credential socket: cannot read the peer's address: {e}");
+            let reason = format!("cannot read the peer's address: {e}");
+            refuse(id, &peer, &reason).await;
             return;
         }
     };
@@ -221,10 +222,28 @@ async fn answer(id: &Identity, stream: UnixStream) {
         stream.write_all(token.as_bytes()).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("credential for {}: write failed: {e}", ask.unit),
-        Err(_) => tracing::warn!("credential for {}: write timed out", ask.unit),
+    let failed = match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("not delivered: {e}"),
+        Err(_) => "not delivered: the write timed out".to_string(),
+    };
+    // The record above says the token was handed out: say it was not.
+    tracing::warn!("credential for {}: {failed}", ask.unit);
+    let record = Record {
+        peer: &peer,
+        method: METHOD,
+        cap_id: Some(&cap_id),
+        path: grant.path_prefix.as_deref(),
+        authenticated: true,
+        code: Some(ErrorCode::Internal),
+        reason: &failed,
+        reads: None,
+    };
+    if let Err(e) = (id.trail)(&record) {
+        tracing::error!(
+            "credential for {}: {failed}, and not audited: {e}",
+            ask.unit
+        );
     }
 }
 
