@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -13,24 +13,11 @@ use strata_fs::auth::Authority;
 use strata_fs::config::FsConfig;
 use strata_fs::handles::Ended;
 use strata_fs::FsService;
-use strata_shared::audit::{ReadSummary, Record, Recorded, Unwritable};
+use strata_shared::audit::ReadSummary;
 use strata_shared::capability::{self, Grant};
 use strata_shared::peer::PeerCred;
-use strata_shared::server::{CallContext, Service};
 use strata_shared::token::{key_id, keypair_from_seed};
-use strata_shared::wire::{Request, ResponseBuf};
-
-/// One record as the trail got it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    method: String,
-    cap_id: Option<String>,
-    path: Option<String>,
-    authenticated: bool,
-    code: Option<u16>,
-    reason: String,
-    reads: Option<ReadSummary>,
-}
+use strata_testkit::{call_in_process, CapturedRecord, RecordCapture};
 
 const PEER: PeerCred = PeerCred {
     uid: 4242,
@@ -41,9 +28,7 @@ const CAP: &str = "0123456789abcdef0123456789abcdef";
 
 struct Fixture {
     fs: Arc<FsService>,
-    records: Arc<Mutex<Vec<Rec>>>,
-    /// When set, the trail refuses every record with this message.
-    broken: Arc<Mutex<Option<String>>>,
+    records: RecordCapture,
     data: String,
     token: String,
     rt: tokio::runtime::Runtime,
@@ -77,30 +62,12 @@ impl Fixture {
                 expires: now + 600,
             },
         );
-        let records: Arc<Mutex<Vec<Rec>>> = Arc::default();
-        let broken: Arc<Mutex<Option<String>>> = Arc::default();
-        let (into, why) = (records.clone(), broken.clone());
+        let records = RecordCapture::default();
         let config = FsConfig {
             roots: vec![srv.to_str().unwrap().to_string()],
             ..FsConfig::default()
         };
-        let fs = FsService::with_authority(config, authority).with_trail(Arc::new(
-            move |r: &Record<'_>| {
-                if let Some(m) = why.lock().unwrap().clone() {
-                    return Err(Unwritable(m));
-                }
-                into.lock().unwrap().push(Rec {
-                    method: r.method.to_string(),
-                    cap_id: r.cap_id.map(str::to_string),
-                    path: r.path.map(str::to_string),
-                    authenticated: r.authenticated,
-                    code: r.code.map(|c| c.as_u16()),
-                    reason: r.reason.to_string(),
-                    reads: r.reads,
-                });
-                Ok(Recorded::Written)
-            },
-        ));
+        let fs = FsService::with_authority(config, authority).with_trail(records.writer());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -108,7 +75,6 @@ impl Fixture {
         Self {
             fs: Arc::new(fs),
             records,
-            broken,
             data,
             token,
             rt,
@@ -120,37 +86,14 @@ impl Fixture {
         format!("{}/{rel}", self.data)
     }
 
-    /// One request through the dispatcher, answered as the server would:
-    /// the result, or the error's code and message.
+    /// One request through the dispatcher, answered as the server would.
     fn call(
         &self,
         method: &str,
         token: Option<&str>,
         params: Value,
     ) -> Result<Value, (u16, String)> {
-        let mut envelope = json!({"v": 1, "req_id": 1, "method": method, "params": params});
-        if let Some(t) = token {
-            envelope["auth"] = json!({"token": t});
-        }
-        let payload = serde_json::to_vec(&envelope).unwrap();
-        let req = Request::parse(&payload).unwrap();
-        let ctx = CallContext::detached(PEER);
-        let mut out = ResponseBuf::new();
-        out.begin_ok(req.req_id);
-        match self.rt.block_on(self.fs.call(&ctx, &req, &mut out)) {
-            Ok(()) => out.finish_ok(req.req_id),
-            Err(e) => out.error(req.req_id, &e),
-        }
-        let resp: Value = serde_json::from_slice(&out.frame()[4..]).unwrap();
-        if resp["ok"] == true {
-            Ok(resp["result"].clone())
-        } else {
-            let e = &resp["error"];
-            Err((
-                e["code"].as_u64().unwrap() as u16,
-                e["message"].as_str().unwrap().to_string(),
-            ))
-        }
+        call_in_process(&self.rt, &*self.fs, PEER, method, token, params)
     }
 
     fn with_token(&self, method: &str, params: Value) -> Result<Value, (u16, String)> {
@@ -163,8 +106,8 @@ impl Fixture {
     }
 
     /// The records written since the last call.
-    fn take(&self) -> Vec<Rec> {
-        std::mem::take(&mut *self.records.lock().unwrap())
+    fn take(&self) -> Vec<CapturedRecord> {
+        self.records.take()
     }
 }
 
@@ -189,7 +132,7 @@ fn every_request_but_a_tallied_read_and_health_is_exactly_one_record() {
         ("fs.close", Some(&f.token), json!({"handle": "h-nope"})),
     ];
     for (method, token, params) in &requests {
-        let before = f.records.lock().unwrap().len();
+        let before = f.records.len();
         let answer = f.call(method, *token, params.clone());
         let got = f.take();
         assert_eq!(got.len(), 1, "{method} {params}: {got:?}");
@@ -341,7 +284,7 @@ fn a_read_that_fails_after_authorization_is_recorded_with_its_code() {
 #[test]
 fn an_unwritable_trail_refuses_the_request_with_code_5() {
     let f = Fixture::new();
-    *f.broken.lock().unwrap() = Some("disk full".into());
+    f.records.set_broken(Some("disk full"));
     let (code, message) = f
         .with_token("fs.open", json!({"path": f.path("hello.txt")}))
         .unwrap_err();
@@ -358,7 +301,7 @@ fn an_unwritable_trail_refuses_the_request_with_code_5() {
         .unwrap_err();
     assert_eq!(code, 5);
     // Back to normal once the trail takes records again.
-    *f.broken.lock().unwrap() = None;
+    f.records.set_broken(None);
     f.with_token("fs.list", json!({"path": f.data})).unwrap();
     assert_eq!(f.take().len(), 1);
 }

@@ -4,26 +4,12 @@
 //! record cannot be written.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use strata_identity::config::{Admins, Config};
 use strata_identity::Identity;
-use strata_shared::audit::{Record, Recorded, Unwritable};
 use strata_shared::peer::PeerCred;
-use strata_shared::server::{CallContext, Service};
-use strata_shared::wire::{Request, ResponseBuf};
-
-/// One record as the trail got it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    method: String,
-    cap_id: Option<String>,
-    path: Option<String>,
-    authenticated: bool,
-    code: Option<u16>,
-    reason: String,
-}
+use strata_testkit::{call_in_process, CapturedRecord, RecordCapture};
 
 const ADMIN: PeerCred = PeerCred {
     uid: 4242,
@@ -38,8 +24,7 @@ const OTHER: PeerCred = PeerCred {
 
 struct Fixture {
     id: Identity,
-    records: Arc<Mutex<Vec<Rec>>>,
-    broken: Arc<Mutex<Option<String>>>,
+    records: RecordCapture,
     rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -60,25 +45,8 @@ impl Fixture {
             grants_dir: dir.path().join("grants.d"),
             grant_roots: Vec::new(),
         };
-        let records: Arc<Mutex<Vec<Rec>>> = Arc::default();
-        let broken: Arc<Mutex<Option<String>>> = Arc::default();
-        let (into, why) = (records.clone(), broken.clone());
-        let id = Identity::open(config)
-            .unwrap()
-            .with_trail(Arc::new(move |r: &Record<'_>| {
-                if let Some(m) = why.lock().unwrap().clone() {
-                    return Err(Unwritable(m));
-                }
-                into.lock().unwrap().push(Rec {
-                    method: r.method.to_string(),
-                    cap_id: r.cap_id.map(str::to_string),
-                    path: r.path.map(str::to_string),
-                    authenticated: r.authenticated,
-                    code: r.code.map(|c| c.as_u16()),
-                    reason: r.reason.to_string(),
-                });
-                Ok(Recorded::Written)
-            }));
+        let records = RecordCapture::default();
+        let id = Identity::open(config).unwrap().with_trail(records.writer());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -86,7 +54,6 @@ impl Fixture {
         Self {
             id,
             records,
-            broken,
             rt,
             _dir: dir,
         }
@@ -99,33 +66,11 @@ impl Fixture {
         token: Option<&str>,
         params: Value,
     ) -> Result<Value, (u16, String)> {
-        let mut envelope = json!({"v": 1, "req_id": 1, "method": method, "params": params});
-        if let Some(t) = token {
-            envelope["auth"] = json!({"token": t});
-        }
-        let payload = serde_json::to_vec(&envelope).unwrap();
-        let req = Request::parse(&payload).unwrap();
-        let ctx = CallContext::detached(peer);
-        let mut out = ResponseBuf::new();
-        out.begin_ok(req.req_id);
-        match self.rt.block_on(self.id.call(&ctx, &req, &mut out)) {
-            Ok(()) => out.finish_ok(req.req_id),
-            Err(e) => out.error(req.req_id, &e),
-        }
-        let resp: Value = serde_json::from_slice(&out.frame()[4..]).unwrap();
-        if resp["ok"] == true {
-            Ok(resp["result"].clone())
-        } else {
-            let e = &resp["error"];
-            Err((
-                e["code"].as_u64().unwrap() as u16,
-                e["message"].as_str().unwrap().to_string(),
-            ))
-        }
+        call_in_process(&self.rt, &self.id, peer, method, token, params)
     }
 
-    fn take(&self) -> Vec<Rec> {
-        std::mem::take(&mut *self.records.lock().unwrap())
+    fn take(&self) -> Vec<CapturedRecord> {
+        self.records.take()
     }
 }
 
@@ -157,13 +102,14 @@ fn issue_and_revoke_are_one_record_each_whatever_the_outcome() {
     assert_eq!(got.len(), 5, "{got:?}");
     assert_eq!(
         got[0],
-        Rec {
+        CapturedRecord {
             method: "identity.issue".into(),
             cap_id: Some(cap_id.clone()),
             path: Some("/srv/data".into()),
             authenticated: true,
             code: None,
             reason: "administrator".into(),
+            reads: None,
         }
     );
     assert_eq!((got[1].code, &got[1].reason), (Some(3), &refused.1));
@@ -208,13 +154,13 @@ fn public_reads_are_recorded_only_when_refused() {
 #[test]
 fn no_token_is_issued_when_its_record_cannot_be_written() {
     let f = Fixture::new();
-    *f.broken.lock().unwrap() = Some("disk full".into());
+    f.records.set_broken(Some("disk full"));
     let (code, message) = f.call(ADMIN, "identity.issue", None, grant()).unwrap_err();
     assert_eq!(code, 5);
     assert!(message.contains("disk full"), "{message}");
     // Public reads need no record and still work.
     f.call(OTHER, "identity.pubkey", None, json!({})).unwrap();
-    *f.broken.lock().unwrap() = None;
+    f.records.set_broken(None);
     f.call(ADMIN, "identity.issue", None, grant()).unwrap();
     assert_eq!(f.take().len(), 1);
 }

@@ -476,3 +476,102 @@ pub fn child_fetch_credential() {
         Err(e) => println!("CREDENTIAL-ERROR {e}"),
     }
 }
+
+/// One audit record as [`RecordCapture`] got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedRecord {
+    pub method: String,
+    pub cap_id: Option<String>,
+    pub path: Option<String>,
+    pub authenticated: bool,
+    pub code: Option<u16>,
+    pub reason: String,
+    pub reads: Option<strata_shared::audit::ReadSummary>,
+}
+
+/// An audit writer for a service driven in process: it keeps every record
+/// it is given, or refuses them all while broken (a full disk, say).
+#[derive(Clone, Default)]
+pub struct RecordCapture {
+    records: std::sync::Arc<std::sync::Mutex<Vec<CapturedRecord>>>,
+    broken: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RecordCapture {
+    /// The writer to give the service (`with_trail`).
+    pub fn writer(&self) -> strata_shared::audit::Writer {
+        use strata_shared::audit::{Record, Recorded, Unwritable};
+        let this = self.clone();
+        std::sync::Arc::new(move |r: &Record<'_>| {
+            if let Some(why) = this.broken.lock().unwrap().clone() {
+                return Err(Unwritable(why));
+            }
+            this.records.lock().unwrap().push(CapturedRecord {
+                method: r.method.to_string(),
+                cap_id: r.cap_id.map(str::to_string),
+                path: r.path.map(str::to_string),
+                authenticated: r.authenticated,
+                code: r.code.map(|c| c.as_u16()),
+                reason: r.reason.to_string(),
+                reads: r.reads,
+            });
+            Ok(Recorded::Written)
+        })
+    }
+
+    /// The records written since the last call.
+    pub fn take(&self) -> Vec<CapturedRecord> {
+        std::mem::take(&mut *self.records.lock().unwrap())
+    }
+
+    /// How many records are waiting to be taken.
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Whether no record is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// While `Some`, every record is refused with this message.
+    pub fn set_broken(&self, why: Option<&str>) {
+        *self.broken.lock().unwrap() = why.map(str::to_string);
+    }
+}
+
+/// One request through a service's dispatcher in process, answered as the
+/// server would answer it: the result, or the error's code and message.
+pub fn call_in_process<S: strata_shared::server::Service>(
+    rt: &tokio::runtime::Runtime,
+    service: &S,
+    peer: strata_shared::peer::PeerCred,
+    method: &str,
+    token: Option<&str>,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, (u16, String)> {
+    use strata_shared::wire::{Request, ResponseBuf};
+    let mut envelope = serde_json::json!({"v": 1, "req_id": 1, "method": method, "params": params});
+    if let Some(t) = token {
+        envelope["auth"] = serde_json::json!({ "token": t });
+    }
+    let payload = serde_json::to_vec(&envelope).unwrap();
+    let req = Request::parse(&payload).unwrap();
+    let ctx = strata_shared::server::CallContext::detached(peer);
+    let mut out = ResponseBuf::new();
+    out.begin_ok(req.req_id);
+    match rt.block_on(service.call(&ctx, &req, &mut out)) {
+        Ok(()) => out.finish_ok(req.req_id),
+        Err(e) => out.error(req.req_id, &e),
+    }
+    let resp: serde_json::Value = serde_json::from_slice(&out.frame()[4..]).unwrap();
+    if resp["ok"] == true {
+        Ok(resp["result"].clone())
+    } else {
+        let e = &resp["error"];
+        Err((
+            e["code"].as_u64().unwrap() as u16,
+            e["message"].as_str().unwrap().to_string(),
+        ))
+    }
+}
