@@ -468,7 +468,8 @@ fn summariser() -> MutexGuard<'static, Summariser> {
 /// trail anyway, so counting them protects nothing, and their answers
 /// never wait for a summary.
 fn count_refusal(uid: u32, method: &str) -> Verdict {
-    if uid == 0 || uid == rustix::process::geteuid().as_raw() {
+    static OWN_UID: OnceLock<u32> = OnceLock::new();
+    if uid == 0 || uid == *OWN_UID.get_or_init(|| rustix::process::geteuid().as_raw()) {
         return Verdict::Log;
     }
     let verdict = summariser().refusal(uid, method, Instant::now(), SystemTime::now());
