@@ -59,6 +59,7 @@ pub fn run(budget: Duration) -> Vec<Micro> {
         service: "fs",
         actions: &actions,
         path_prefix: Some("/srv/data"),
+        holder: None,
         issued: now,
         expires: now + 3600,
     };

@@ -168,6 +168,13 @@ pub struct IssueArgs {
     /// Lifetime in seconds (identity's default 3600, maximum 86400 unless configured).
     #[arg(long, value_name = "SECS")]
     pub ttl: Option<u64>,
+    /// Bind the token to this systemd unit: fs honours it only for the
+    /// unit's processes, e.g. reader.service.
+    #[arg(long, value_name = "UNIT")]
+    pub holder_unit: Option<String>,
+    /// Bind the token to this uid: fs honours it only for that user.
+    #[arg(long, value_name = "UID")]
+    pub holder_uid: Option<u32>,
     /// Print only the token.
     #[arg(short, long)]
     pub quiet: bool,
@@ -441,6 +448,10 @@ mod tests {
             "/srv/x",
             "--ttl",
             "60",
+            "--holder-unit",
+            "reader.service",
+            "--holder-uid",
+            "1000",
             "--quiet",
         ])
         .unwrap();
@@ -449,6 +460,8 @@ mod tests {
         };
         assert_eq!(a.actions, ["open", "read"]);
         assert_eq!(a.ttl, Some(60));
+        assert_eq!(a.holder_unit.as_deref(), Some("reader.service"));
+        assert_eq!(a.holder_uid, Some(1000));
         assert!(a.quiet);
 
         // Global options may follow the subcommand.

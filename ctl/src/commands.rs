@@ -292,6 +292,12 @@ fn issue(ctx: &Ctx, a: IssueArgs) -> Result<(), Failure> {
     if let Some(t) = a.ttl {
         params.insert("ttl_seconds".into(), json!(t));
     }
+    if let Some(u) = a.holder_unit {
+        params.insert("holder_unit".into(), json!(u));
+    }
+    if let Some(u) = a.holder_uid {
+        params.insert("holder_uid".into(), json!(u));
+    }
     // identity.issue is decided on the caller's peer credentials: no token.
     let r = call("identity.issue", None, &Value::Object(params))?;
     if a.quiet {

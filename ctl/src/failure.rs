@@ -82,7 +82,17 @@ impl Failure {
                 message,
             } => {
                 let mut lines = vec![format!("strata-ctl: {method}: {message} (code {code})")];
-                if let Some(h) = hint(method, *code) {
+                // fs's refusal of a bound token presented by someone else
+                // (services/fs/src/policy.rs, check_holder).
+                let bound = *code == 3 && message.starts_with("token is bound to ");
+                if bound {
+                    lines.push(
+                        "hint: this token works only for the unit (or uid) it is bound to; run \
+                         strata-ctl inside that unit, or have an administrator issue a token for \
+                         this caller"
+                            .into(),
+                    );
+                } else if let Some(h) = hint(method, *code) {
                     lines.push(format!("hint: {h}"));
                 }
                 lines

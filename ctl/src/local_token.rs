@@ -50,6 +50,7 @@ mod tests {
                 service: "fs",
                 actions: &actions,
                 path_prefix: Some("/srv/data"),
+                holder: None,
                 issued: 1_000,
                 expires: 2_000,
             },

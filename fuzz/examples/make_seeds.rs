@@ -99,6 +99,7 @@ fn main() {
             service: "fs",
             actions: &actions,
             path_prefix: Some("/srv/data"),
+            holder: None,
             issued: NOW - 10,
             expires: NOW + 3600,
         },

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `systemd-analyze security` rates every service at an overall exposure of
-# 2.0 or less.
+# 1.0 or less (issue 13: each relaxation has its reason in the unit file).
 . "$(dirname "$0")/lib.sh"
 command -v systemd-analyze >/dev/null || fail "systemd-analyze not in PATH"
 
-max=2.0
+max=1.0
 bad=""
 for u in $UNITS_SERVICES; do
     run systemd-analyze security --no-pager "$u"

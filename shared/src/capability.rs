@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::holder::Holder;
 use crate::token::{self, TokenError};
 use crate::wire::Error;
 
@@ -42,6 +43,26 @@ pub struct Claims {
     pub actions: Vec<String>,
     #[serde(default, deserialize_with = "constraints_object")]
     pub constraints: Constraints,
+    /// Who may present the token ([`crate::holder`]); absent: anyone who
+    /// holds it, as in the prototype.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "holder_object"
+    )]
+    pub holder: Option<Holder>,
+}
+
+/// `holder` must be a JSON object, for the same reason as `constraints`
+/// (serde would read an array field by field).
+fn holder_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Holder>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    if !value.is_object() {
+        return Err(serde::de::Error::custom("holder is not a JSON object"));
+    }
+    Holder::deserialize(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `constraints` must be a JSON object: serde would also read
@@ -210,6 +231,9 @@ impl Verifier {
                 claims.sub
             )));
         }
+        if let Some(holder) = &claims.holder {
+            holder.validate().map_err(InvalidToken::BadClaims)?;
+        }
         let id = crate::ids::parse_cap_id(&claims.jti)
             .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?;
         let bad_time = |name: &str| InvalidToken::BadClaims(format!("{name} is not RFC 3339"));
@@ -360,6 +384,8 @@ pub struct Grant<'a> {
     pub service: &'a str,
     pub actions: &'a [String],
     pub path_prefix: Option<&'a str>,
+    /// Who may present it; `None`: whoever holds it.
+    pub holder: Option<&'a Holder>,
     pub issued: i64,
     pub expires: i64,
 }
@@ -380,6 +406,8 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         service: &'a str,
         actions: &'a [String],
         constraints: C<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        holder: Option<&'a Holder>,
     }
     let payload = serde_json::to_vec(&P {
         jti: grant.cap_id,
@@ -391,6 +419,7 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         constraints: C {
             path_prefix: grant.path_prefix,
         },
+        holder: grant.holder,
     })
     .expect("claims serialize");
     let footer = serde_json::to_vec(&Footer { kid: kid.into() }).expect("footer serializes");
@@ -410,9 +439,27 @@ mod tests {
             service: "fs",
             actions,
             path_prefix: Some("/srv/data"),
+            holder: None,
             issued,
             expires,
         }
+    }
+
+    #[test]
+    fn a_holder_round_trips() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let actions = vec!["read".to_string()];
+        let holder = Holder {
+            unit: Some("reader.service".into()),
+            uid: Some(1000),
+        };
+        let g = Grant {
+            holder: Some(&holder),
+            ..grant(&actions, now(), now() + 60)
+        };
+        let t = issue(&kp.sk, &token::key_id(&kp.pk), &g);
+        let cap = Verifier::new(kp.pk).verify(&t, now()).unwrap();
+        assert_eq!(cap.claims.holder, Some(holder));
     }
 
     #[test]
@@ -526,7 +573,27 @@ mod tests {
             format!(
                 r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":[],"x":{deep}}}"#
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            // A holder that names no one, something else, not a unit, or
+            // is not an object.
+            [
+                "{}",
+                r#"{"unit":"reader.service","pid":1}"#,
+                r#"{"unit":"reader"}"#,
+                r#"{"unit":"../x.service"}"#,
+                r#"{"uid":-1}"#,
+                r#"["reader.service",0]"#,
+                r#""reader.service""#,
+                "null",
+            ]
+            .map(|h| {
+                format!(
+                    r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":["read"],"holder":{h}}}"#
+                )
+            }),
+        ) {
             let t = token::sign(&kp.sk, payload.as_bytes(), b"");
             assert!(
                 matches!(v.verify(&t, now()), Err(InvalidToken::BadClaims(_))),

@@ -41,6 +41,15 @@ impl Client {
             path: path.to_path_buf(),
             source,
         })?;
+        Ok(Self::from_stream(stream)?)
+    }
+
+    /// A client on a stream already connected, for example one received
+    /// from another process. Reads and writes time out after 30 s.
+    ///
+    /// # Errors
+    /// When the timeout cannot be set.
+    pub fn from_stream(stream: UnixStream) -> io::Result<Self> {
         let client = Self { stream, next_id: 1 };
         client.set_timeout(Some(Duration::from_secs(30)))?;
         Ok(client)

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod capability;
 pub mod client;
 pub mod config;
+pub mod holder;
 pub mod ids;
 pub mod logging;
 pub mod memory;

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::admission::{self, Admission, Refusal, Ticket};
+use crate::holder::Opener;
 use crate::peer::{self, PeerCred};
 use crate::wire::{self, Error, FrameError, ParseError, Request, ResponseBuf};
 
@@ -130,6 +131,8 @@ pub struct CallContext {
     /// Kernel-reported credentials of the connecting process.
     pub peer: PeerCred,
     fd: RawFd,
+    /// The connecting process and its unit, found when first asked.
+    opener: OnceLock<Result<Opener, String>>,
 }
 
 impl CallContext {
@@ -137,7 +140,34 @@ impl CallContext {
     /// socket: for calling a [`Service`] in-process, as tests of a
     /// dispatcher do. Its [`Self::peer_groups`] is empty.
     pub fn detached(peer: PeerCred) -> Self {
-        Self { peer, fd: -1 }
+        Self::new(peer, -1)
+    }
+
+    fn new(peer: PeerCred, fd: RawFd) -> Self {
+        Self {
+            peer,
+            fd,
+            opener: OnceLock::new(),
+        }
+    }
+
+    /// The process that opened the connection and its unit
+    /// ([`Opener::of_socket`]), found on the first call and kept for the
+    /// connection's life: only a token bound to a unit needs it.
+    ///
+    /// # Errors
+    /// Why the process cannot be known (see [`Opener::of_socket`]).
+    pub fn opener(&self) -> Result<&Opener, &str> {
+        self.opener
+            .get_or_init(|| {
+                if self.fd < 0 {
+                    Err("the caller has no socket, so its process cannot be known".into())
+                } else {
+                    Opener::of_socket(self.fd, self.peer.pid)
+                }
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// The caller's supplementary groups, read from the socket on demand
@@ -446,10 +476,7 @@ async fn serve_connection<S: Service>(
             return;
         }
     };
-    let ctx = CallContext {
-        peer,
-        fd: stream.as_raw_fd(),
-    };
+    let ctx = CallContext::new(peer, stream.as_raw_fd());
     let mut conn = match admission.admit(peer.uid, service.privileged(&ctx)) {
         Ok(ticket) => Connection::new(stream, ticket),
         Err(refusal) => {

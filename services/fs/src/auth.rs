@@ -257,6 +257,7 @@ pub(crate) mod tests {
                 service: "fs",
                 actions: &actions,
                 path_prefix: Some(prefix),
+                holder: None,
                 issued: now,
                 expires: now + ttl,
             },

@@ -293,6 +293,7 @@ impl FsService {
         out: &mut ResponseBuf,
     ) -> Served {
         let ask = Ask {
+            caller: ctx,
             token,
             action: call.action(),
             object: call.object(),

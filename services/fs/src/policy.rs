@@ -9,7 +9,11 @@
 //!    no key from identity;
 //! 2. the service (`"fs"`) and the action (`fs.close` needs any fs
 //!    action) — code 3;
-//! 3. the object:
+//! 3. the holder: a token with a `holder` claim is honoured only for the
+//!    uid it names (`SO_PEERCRED`) and the unit it names (the cgroup of
+//!    the process that opened the connection), and only while that process
+//!    is alive ([`strata_shared::holder::Opener`]) — code 3;
+//! 4. the object:
 //!    - a handle (`fs.read`, `fs.close`) must exist (code 4) and belong to
 //!      this capability (code 3);
 //!    - a path (`fs.open`, `fs.list`, `fs.stat`) is confined to the
@@ -23,10 +27,6 @@
 //!      name, unless the operator allows hard links
 //!      (`STRATA_FS_ALLOW_HARDLINKS`) — code 3.
 //!
-//! Checks to come (binding a token to its holder, rate limits per
-//! capability) go between 2 and 3, where the capability is known and
-//! nothing has been resolved yet.
-//!
 //! What it grants, a [`Grant`], is the object already resolved as far as
 //! the action needs it — an open file, an `O_PATH` descriptor, a directory,
 //! a handle — so that the methods in [`crate::file_ops`] and
@@ -39,8 +39,10 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, OFlags};
 use rustix::io::Errno;
 use strata_shared::capability::{Capability, InvalidToken};
+use strata_shared::holder::Holder;
 use strata_shared::ids::parse_handle;
 use strata_shared::paths::{self, OpenFileError};
+use strata_shared::server::CallContext;
 use strata_shared::wire::Error;
 
 use crate::handles::{self, Handle};
@@ -81,8 +83,10 @@ pub enum Object<'a> {
 }
 
 /// One request, as the policy sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Ask<'a> {
+    /// Who is asking, as the kernel says.
+    pub caller: &'a CallContext,
     pub token: Option<&'a str>,
     pub action: Action,
     pub object: Object<'a>,
@@ -180,10 +184,13 @@ impl FsService {
             }
             None => {}
         }
-        // Checks to come — the token bound to its holder, a rate per
-        // capability — go here: the capability is known, nothing is
-        // resolved yet.
-        // 3. Which object.
+        // 3. Whether this caller may present it. (A rate per capability,
+        // to come, goes here too: the capability is known, nothing is
+        // resolved yet.)
+        if let Some(holder) = &cap.claims.holder {
+            check_holder(holder, ask.caller).map_err(refuse)?;
+        }
+        // 4. Which object.
         let target = match ask.object {
             Object::Handle(handle) => self.own_handle(&cap, handle),
             Object::Path(path) => self.confine(&cap, ask.action, path),
@@ -304,6 +311,48 @@ impl FsService {
         }
         open_dir(&at, self.list_cache.open_flags(), path).map(Dir::Open)
     }
+}
+
+/// Whether `caller` is the holder a bound token names: the connection was
+/// opened by a process of the uid and the unit it names, and that process
+/// is still alive.
+///
+/// # Errors
+/// Code 3, saying who the token is bound to and who the caller is.
+fn check_holder(holder: &Holder, caller: &CallContext) -> Result<(), Error> {
+    let bound = || match (&holder.unit, holder.uid) {
+        (Some(unit), Some(uid)) => format!("unit {unit} and uid {uid}"),
+        (Some(unit), None) => format!("unit {unit}"),
+        (None, Some(uid)) => format!("uid {uid}"),
+        (None, None) => "nobody".into(),
+    };
+    let refuse = |why: String| Error::denied(format!("token is bound to {}; {why}", bound()));
+    if let Some(uid) = holder.uid {
+        if uid != caller.peer.uid {
+            return Err(refuse(format!("the caller is uid {}", caller.peer.uid)));
+        }
+    }
+    let opener = caller.opener().map_err(|e| refuse(e.to_string()))?;
+    if let Some(unit) = &holder.unit {
+        if opener.unit.as_deref() != Some(unit.as_str()) {
+            return Err(refuse(format!(
+                "the process that opened this connection (pid {}, uid {}) is in {}",
+                opener.pid,
+                caller.peer.uid,
+                opener.unit.as_deref().unwrap_or("no unit")
+            )));
+        }
+    }
+    // Checked on every request: a connection outlives its opener when it
+    // was inherited or passed on, and then no longer speaks for the unit.
+    if opener.has_exited() {
+        return Err(refuse(format!(
+            "the process that opened this connection (pid {}) has exited; a bound token \
+             is honoured only while the process that connected is alive",
+            opener.pid
+        )));
+    }
+    Ok(())
 }
 
 impl Dir {

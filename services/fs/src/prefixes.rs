@@ -209,6 +209,7 @@ mod tests {
                 constraints: Constraints {
                     path_prefix: Some(prefix.into()),
                 },
+                holder: None,
             },
             id: n,
             expires: i64::MAX,

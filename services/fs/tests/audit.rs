@@ -58,6 +58,7 @@ impl Fixture {
                 service: "fs",
                 actions: &actions,
                 path_prefix: Some(&data),
+                holder: None,
                 issued: now,
                 expires: now + 600,
             },

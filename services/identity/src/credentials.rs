@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use strata_shared::audit::Record;
 use strata_shared::capability;
+use strata_shared::holder::Holder;
 use strata_shared::peer::PeerCred;
 use strata_shared::random;
 use strata_shared::server::CallContext;
@@ -133,6 +134,11 @@ impl Identity {
         let cap_id = random::id128();
         let issued = capability::now();
         let expires = issued + grant.ttl_seconds as i64;
+        // Always bound to the unit: a copy taken out of it is worth nothing.
+        let holder = Holder {
+            unit: Some(grant.unit.clone()),
+            uid: None,
+        };
         let token = capability::issue(
             &self.keys.sk,
             self.kid(),
@@ -141,6 +147,7 @@ impl Identity {
                 service: &grant.service,
                 actions: &grant.actions,
                 path_prefix: grant.path_prefix.as_deref(),
+                holder: Some(&holder),
                 issued,
                 expires,
             },

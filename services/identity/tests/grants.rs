@@ -161,7 +161,7 @@ fn a_socket_of_an_unknown_name_is_refused_at_start() {
 
 #[test]
 #[ignore = "needs root: only uid 0 is answered on the credential socket"]
-fn the_grants_unit_gets_a_token_that_identity_and_fs_accept() {
+fn the_grants_unit_gets_a_token_bound_to_it() {
     assert!(is_root(), "run as root");
     let f = start(0o600);
     let got = f.fetch("reader.service", "strata-reader");
@@ -187,14 +187,26 @@ fn the_grants_unit_gets_a_token_that_identity_and_fs_accept() {
         "a new cap id"
     );
 
-    // fs, verifying with identity's key, serves the prefix with it.
+    // Bound to the grant's unit: fs, verifying with identity's key,
+    // refuses it to this test, which is not reader.service (scenario 21
+    // shows the unit itself served).
+    assert_eq!(
+        v["claims"]["holder"],
+        json!({"unit": "reader.service"}),
+        "{v}"
+    );
     let fs = strata_testkit::start_fs(&f.base, &[]);
     let mut c = Client::connect(&fs.socket).unwrap();
     let r = c
         .call("fs.list", Some(&token), &json!({ "path": prefix }))
         .unwrap();
-    assert!(r.ok, "{r:?}");
-    assert!(r.result.unwrap().to_string().contains("hello.txt"));
+    let e = r.error.expect("refused");
+    assert_eq!(e.code, 3, "{e:?}");
+    assert!(
+        e.message
+            .starts_with("token is bound to unit reader.service;"),
+        "{e:?}"
+    );
 }
 
 #[test]

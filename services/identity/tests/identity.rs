@@ -391,6 +391,7 @@ fn verify_reports_expiry_and_refuses_forgeries() {
             service: "fs",
             actions: &["read".to_string()],
             path_prefix: Some("/"),
+            holder: None,
             issued: capability::now(),
             expires: capability::now() + 60,
         },

@@ -90,6 +90,11 @@ impl Stack {
         if let Some(p) = prefix {
             params["path_prefix"] = json!(p);
         }
+        self.issue_with(params)
+    }
+
+    /// Issues a token with `identity.issue` parameters `params`.
+    pub fn issue_with(&self, params: Value) -> Token {
         let r = ok(self
             .identity_client()
             .call("identity.issue", None, &params)

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use strata_shared::capability::{self, Claims, Grant, FS_ACTIONS};
+use strata_shared::holder::Holder;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 use strata_shared::{paths, random};
@@ -22,6 +23,30 @@ pub struct IssueParams {
     path_prefix: Option<String>,
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    /// Binds the token to the processes of this unit (`holder.unit`).
+    #[serde(default)]
+    holder_unit: Option<String>,
+    /// Binds the token to this uid (`holder.uid`).
+    #[serde(default)]
+    holder_uid: Option<u32>,
+}
+
+impl IssueParams {
+    /// The `holder` claim the parameters ask for, if any.
+    ///
+    /// # Errors
+    /// Code 1 for a unit name systemd would not give a unit.
+    fn holder(&self) -> Result<Option<Holder>, Error> {
+        if self.holder_unit.is_none() && self.holder_uid.is_none() {
+            return Ok(None);
+        }
+        let holder = Holder {
+            unit: self.holder_unit.clone(),
+            uid: self.holder_uid,
+        };
+        holder.validate().map_err(Error::invalid)?;
+        Ok(Some(holder))
+    }
 }
 
 /// `[a-z][a-z0-9_-]{0,31}` for services, without `-` for actions.
@@ -104,6 +129,7 @@ pub fn issue(
     let p: IssueParams = req.params()?;
     facts.path.clone_from(&p.path_prefix);
     let ttl = check_grant(&p, id)?;
+    let holder = p.holder()?;
     let cap_id = random::id128();
     let issued = capability::now();
     let expires = issued + ttl as i64;
@@ -115,6 +141,7 @@ pub fn issue(
             service: &p.service,
             actions: &p.actions,
             path_prefix: p.path_prefix.as_deref(),
+            holder: holder.as_ref(),
             issued,
             expires,
         },
