@@ -261,9 +261,9 @@ in
       ) (lib.groupBy (g: g.unit) grants)
       // {
         # identity rereads the directory on `systemctl reload` (SIGHUP), so
-        # a switch that changes the grants reloads it. Not a restart: that
-        # would forget which tokens identity minted for which unit, and so
-        # their revocation when the unit stops.
+        # a switch that changes the grants reloads it. Not a restart, which
+        # would drop identity's connections for nothing (the record of the
+        # tokens it minted is on disk and would survive it).
         strata-identity.reloadTriggers = [
           (builtins.hashString "sha256" (builtins.toJSON (lib.mapAttrs (_: grantFile) cfg.grants)))
         ];

@@ -11,7 +11,8 @@
 # 18-audit-forgery, 19-connection-cap (faults);
 # 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
 # NixOS machine's read-only unit directories allow); 21-grants is done
-# through services.strata.grants instead of hand-written units (grants).
+# through services.strata.grants instead of hand-written units (grants);
+# 23-grants-identity-restart runs in the container only so far.
 #
 # Called by package.nix (passthru.tests, which flake.nix's checks take), with
 # the very package under test.

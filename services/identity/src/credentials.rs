@@ -128,9 +128,14 @@ pub fn decide(
 
 impl Identity {
     /// Mints a token for `grant` and remembers its cap id under the unit,
-    /// for the revocation when the unit stops. Returns the token and its
-    /// cap id.
-    pub fn mint_for_grant(&self, grant: &Grant) -> (String, String) {
+    /// on disk, for the revocation when the unit stops. Returns the token
+    /// and its cap id.
+    ///
+    /// # Errors
+    /// The cap id cannot be remembered (see [`grants::GrantBook::remember`]):
+    /// the token must not be handed out, since the unit's stop could not
+    /// revoke it.
+    pub fn mint_for_grant(&self, grant: &Grant) -> std::io::Result<(String, String)> {
         let cap_id = random::id128();
         let issued = capability::now();
         let expires = issued + grant.ttl_seconds as i64;
@@ -159,8 +164,8 @@ impl Identity {
                 expires,
             },
             issued,
-        );
-        (token, cap_id)
+        )?;
+        Ok((token, cap_id))
     }
 }
 
@@ -207,7 +212,33 @@ async fn answer(id: &Identity, stream: UnixStream) {
             return;
         }
     };
-    let (token, cap_id) = id.mint_for_grant(&grant);
+    let (token, cap_id) = match id.mint_for_grant(&grant) {
+        Ok(pair) => pair,
+        Err(e) => {
+            // Closed with nothing written: a token its unit's stop could
+            // not revoke is not handed out.
+            let reason = format!(
+                "grant {} for {}: no token, the record of it cannot be kept: {e}",
+                grant.name, ask.unit
+            );
+            tracing::error!("credential {reason}");
+            let record = Record {
+                peer: &peer,
+                method: METHOD,
+                cap_id: None,
+                path: grant.path_prefix.as_deref(),
+                authenticated: true,
+                code: Some(ErrorCode::Internal),
+                reason: &reason,
+                reads: None,
+            };
+            match (id.trail)(&record) {
+                Ok(recorded) => recorded.written().await,
+                Err(e) => tracing::error!("credential {reason}; and not audited: {e}"),
+            }
+            return;
+        }
+    };
     let reason = format!("grant {} for {}", grant.name, ask.unit);
     let record = Record {
         peer: &peer,
@@ -323,24 +354,37 @@ pub async fn revoke_unit(
         )));
     }
     let now = capability::now();
-    let mut minted = id.grants.take_minted(&p.unit, now);
+    // Forgotten (in minted.json too) only once revoked on disk: identity
+    // restarting in between revokes them at the next call.
+    let minted = id.grants.minted_for(&p.unit, now);
     let mut revoked = Vec::with_capacity(minted.len());
-    while let Some(cap) = minted.pop() {
+    let mut failed = None;
+    for cap in minted {
         if let Err(e) = id.revocations.revoke(&cap.cap_id, cap.expires).await {
             tracing::error!(
                 "cannot persist revocation of {} ({}): {e}",
                 cap.cap_id,
                 p.unit
             );
-            minted.push(cap);
-            for cap in minted {
-                id.grants.remember(&p.unit, cap, now);
-            }
-            return Err(Error::internal(format!(
-                "a revocation could not be written to disk ({e}); the unit's tokens are NOT all revoked, retry"
-            )));
+            failed = Some(e);
+            break;
         }
         revoked.push(cap.cap_id);
+    }
+    // The revoked ones are revoked whatever happens here; kept on the list
+    // when this fails, a later call revokes them again, which changes
+    // nothing.
+    if let Err(e) = id.grants.forget(&p.unit, &revoked, now) {
+        tracing::warn!(
+            "revoked {} token(s) of {} but cannot update the record of minted tokens: {e}",
+            revoked.len(),
+            p.unit
+        );
+    }
+    if let Some(e) = failed {
+        return Err(Error::internal(format!(
+            "a revocation could not be written to disk ({e}); the unit's tokens are NOT all revoked, retry"
+        )));
     }
     facts.note = Some(format!(
         "unit {} stopped; revoked {}",

@@ -8,13 +8,16 @@
 //! the file and the field, and the other files still load. The set is read
 //! at start and again on SIGHUP (`systemctl reload strata-identity`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use strata_shared::capability::FS_ACTIONS;
-use strata_shared::paths;
+use strata_shared::{ids, paths};
+
+use crate::store::write_atomic;
 
 /// Longest grant name: the credential id `strata-<name>` stays short.
 pub const MAX_GRANT_NAME: usize = 64;
@@ -333,12 +336,123 @@ fn read_small(file: &Path) -> std::io::Result<Vec<u8>> {
     Ok(text)
 }
 
+/// The file in identity's state directory that lists the capabilities
+/// minted from grants, per unit: what `identity.revoke_unit` must revoke.
+pub const MINTED_FILE: &str = "minted.json";
+/// Most live minted capabilities remembered at once. Each is one unit start
+/// whose stop has not revoked it yet and that has not expired; far more
+/// than a host runs, so reaching it means units start without their
+/// `ExecStopPost=` revoking, and it bounds the file (a few MiB) that is
+/// rewritten at every start and stop.
+pub const MAX_MINTED: usize = 65_536;
+
 /// A capability minted from a grant, remembered so that it can be revoked
 /// when its unit stops.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Minted {
     pub cap_id: String,
     pub expires: i64,
+}
+
+/// The minted capabilities, per unit.
+pub type MintedMap = BTreeMap<String, Vec<Minted>>;
+
+/// [`MINTED_FILE`] as written (`M` is a reference to the map when writing).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintedOnDisk<M> {
+    units: M,
+}
+
+/// What [`load_minted`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MintedFile {
+    /// The live entries (expired ones dropped); empty when there is no file.
+    Read(MintedMap),
+    /// The file does not parse, or lists something that is not a unit and
+    /// a cap id. `cap_ids` are the capability ids still recognizable in
+    /// it (every run of exactly 32 lowercase hex digits), for the caller to
+    /// revoke: see [`load_minted`].
+    Corrupt {
+        reason: String,
+        cap_ids: Vec<String>,
+    },
+}
+
+/// Reads `path` (identity's [`MINTED_FILE`]) and drops the entries expired
+/// at `now`. A missing file is an empty map.
+///
+/// A corrupt file is not an error: forgetting its entries silently would
+/// leave their tokens valid until they expire, with nobody to revoke them,
+/// and refusing to start would stop every token and revocation over
+/// bookkeeping. So the caller gets every cap id still recognizable in the
+/// bytes and revokes them all (see `Identity::open`): a running unit's
+/// token may die early, which is the safe side.
+///
+/// # Errors
+/// The file exists but cannot be read (permissions, I/O error): nothing
+/// can be recovered from it, so identity does not start (the message says
+/// what to do).
+pub fn load_minted(path: &Path, now: i64) -> Result<MintedFile, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(MintedFile::Read(MintedMap::new()))
+        }
+        Err(e) => {
+            return Err(format!(
+                "{}: {e}; fix its permissions or the disk. Removing it lets identity start, \
+                 but the tokens it lists are then not revoked when their units stop",
+                path.display()
+            ))
+        }
+    };
+    let checked = serde_json::from_slice::<MintedOnDisk<MintedMap>>(&bytes)
+        .map_err(|e| format!("not the expected JSON: {e}"))
+        .and_then(|disk| {
+            for (unit, caps) in &disk.units {
+                if !is_service_unit(unit) {
+                    return Err(format!("{unit:?} is not a service unit name"));
+                }
+                if let Some(bad) = caps.iter().find(|c| !ids::is_cap_id(&c.cap_id)) {
+                    return Err(format!("{:?} is not a capability id", bad.cap_id));
+                }
+            }
+            Ok(disk.units)
+        });
+    match checked {
+        Ok(mut units) => {
+            prune(&mut units, now);
+            Ok(MintedFile::Read(units))
+        }
+        Err(reason) => Ok(MintedFile::Corrupt {
+            reason,
+            cap_ids: cap_ids_in(&bytes),
+        }),
+    }
+}
+
+/// Every run of exactly 32 lowercase hex digits in `bytes`, once each: the
+/// capability ids a damaged [`MINTED_FILE`] still shows. A run that is no
+/// real cap id (a unit name of hex digits) costs one needless revocation.
+fn cap_ids_in(bytes: &[u8]) -> Vec<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for run in bytes.split(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if run.len() == 32 {
+            // Only hex digits: always UTF-8.
+            found.insert(String::from_utf8_lossy(run).into_owned());
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Drops the entries expired at `now`, and the units left with none.
+fn prune(map: &mut MintedMap, now: i64) {
+    map.retain(|_, caps| {
+        caps.retain(|c| c.expires > now);
+        !caps.is_empty()
+    });
 }
 
 /// The loaded grants and the capabilities minted from them, per unit.
@@ -346,17 +460,28 @@ pub struct GrantBook {
     dir: PathBuf,
     rules: Rules,
     grants: RwLock<Arc<BTreeMap<String, Grant>>>,
-    minted: Mutex<HashMap<String, Vec<Minted>>>,
+    /// Always what [`MINTED_FILE`] says (less what expired): a change is
+    /// made here only once it is on disk, under this lock, so that two
+    /// changes reach the file in the order they reach the map.
+    minted: Mutex<MintedMap>,
+    /// Where the map is kept: `<state dir>/minted.json`.
+    minted_file: PathBuf,
+    /// [`MAX_MINTED`]; smaller in tests.
+    max_minted: usize,
 }
 
 impl GrantBook {
     /// An empty book reading `dir`; call [`GrantBook::reload`] to fill it.
-    pub fn new(dir: PathBuf, rules: Rules) -> Self {
+    /// `minted` is what [`load_minted`] read from `minted_file`, where every
+    /// change is written.
+    pub fn new(dir: PathBuf, rules: Rules, minted_file: PathBuf, minted: MintedMap) -> Self {
         Self {
             dir,
             rules,
             grants: RwLock::new(Arc::new(BTreeMap::new())),
-            minted: Mutex::new(HashMap::new()),
+            minted: Mutex::new(minted),
+            minted_file,
+            max_minted: MAX_MINTED,
         }
     }
 
@@ -412,33 +537,76 @@ impl GrantBook {
         self.current().get(name).cloned()
     }
 
-    /// Remembers a capability minted for `unit`; forgets the ones already
-    /// expired while at it, so that the map stays as small as what is live.
-    pub fn remember(&self, unit: &str, minted: Minted, now: i64) {
+    /// Remembers a capability minted for `unit`, on disk before in memory;
+    /// forgets the ones already expired while at it, so that the file stays
+    /// as small as what is live. Written from the caller's thread: a unit
+    /// start is rare and the file small.
+    ///
+    /// # Errors
+    /// [`MAX_MINTED`] live capabilities are remembered already, or the file
+    /// cannot be written. Nothing is remembered then, and the token must
+    /// not be handed out: its unit's stop could not revoke it.
+    pub fn remember(&self, unit: &str, minted: Minted, now: i64) -> std::io::Result<()> {
         let mut map = self.minted.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, caps| {
-            caps.retain(|c| c.expires > now);
-            !caps.is_empty()
-        });
-        map.entry(unit.to_string()).or_default().push(minted);
+        let mut next = map.clone();
+        prune(&mut next, now);
+        let live: usize = next.values().map(Vec::len).sum();
+        if live >= self.max_minted {
+            return Err(std::io::Error::other(format!(
+                "{live} unexpired tokens minted from grants are not revoked yet, the most identity \
+                 keeps track of; do the consuming units run `strata-ctl revoke-unit %n` from \
+                 ExecStopPost= (docs/grants.md)?"
+            )));
+        }
+        next.entry(unit.to_string()).or_default().push(minted);
+        self.persist(&next)?;
+        *map = next;
+        Ok(())
     }
 
-    /// Takes the capabilities minted for `unit` that have not expired:
-    /// what must be revoked when it stops.
-    pub fn take_minted(&self, unit: &str, now: i64) -> Vec<Minted> {
+    /// Forgets `cap_ids` of `unit` (and whatever has expired), once their
+    /// revocations are on disk: what `identity.revoke_unit` does last.
+    ///
+    /// # Errors
+    /// The file cannot be written; nothing is forgotten then, so that the
+    /// map stays what the file says (a later revoke-unit revokes them
+    /// again, which changes nothing).
+    pub fn forget(&self, unit: &str, cap_ids: &[String], now: i64) -> std::io::Result<()> {
         let mut map = self.minted.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut caps = map.remove(unit).unwrap_or_default();
-        caps.retain(|c| c.expires > now);
-        caps
+        let mut next = map.clone();
+        if let Some(caps) = next.get_mut(unit) {
+            caps.retain(|c| !cap_ids.contains(&c.cap_id));
+        }
+        prune(&mut next, now);
+        if next != *map {
+            self.persist(&next)?;
+            *map = next;
+        }
+        Ok(())
     }
 
-    /// The capabilities minted for `unit` and not expired, without taking
-    /// them.
+    /// The capabilities minted for `unit` and not expired: what must be
+    /// revoked when it stops.
     pub fn minted_for(&self, unit: &str, now: i64) -> Vec<Minted> {
         let map = self.minted.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(unit)
             .map(|caps| caps.iter().filter(|c| c.expires > now).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// How many minted capabilities are remembered, expired or not.
+    pub fn minted_len(&self) -> usize {
+        let map = self.minted.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().map(Vec::len).sum()
+    }
+
+    /// Writes `map` as [`MINTED_FILE`], atomically and durably.
+    fn persist(&self, map: &MintedMap) -> std::io::Result<()> {
+        let bytes =
+            serde_json::to_vec(&MintedOnDisk { units: map }).map_err(std::io::Error::other)?;
+        write_atomic(&self.minted_file, &bytes, 0o600).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", self.minted_file.display()))
+        })
     }
 }
 
@@ -630,9 +798,9 @@ mod tests {
     }
 
     #[test]
-    fn reload_replaces_the_set_and_minted_caps_are_kept_per_unit() {
+    fn reload_replaces_the_set() {
         let d = tempfile::tempdir().unwrap();
-        let book = GrantBook::new(d.path().to_path_buf(), rules());
+        let book = book_in(d.path(), MintedMap::new());
         assert_eq!(book.reload(), (0, 0));
         let good = r#"{"service":"fs","actions":["list"],"path_prefix":"/srv/data"}"#;
         std::fs::write(d.path().join("reader.json"), good).unwrap();
@@ -645,17 +813,129 @@ mod tests {
         std::fs::remove_file(d.path().join("reader.json")).unwrap();
         assert_eq!(book.reload(), (0, 0));
         assert!(book.by_credential("strata-reader").is_none());
+    }
 
-        let cap = |id: &str, expires| Minted {
-            cap_id: id.into(),
+    /// A book whose grants and `minted.json` are both in `dir`.
+    fn book_in(dir: &Path, minted: MintedMap) -> GrantBook {
+        GrantBook::new(dir.to_path_buf(), rules(), dir.join(MINTED_FILE), minted)
+    }
+
+    fn cap(n: u8, expires: i64) -> Minted {
+        Minted {
+            cap_id: format!("{n:032x}"),
             expires,
-        };
-        book.remember("a.service", cap("1", 100), 0);
-        book.remember("a.service", cap("2", 50), 0);
-        book.remember("b.service", cap("3", 100), 0);
-        assert_eq!(book.minted_for("a.service", 60), [cap("1", 100)]);
-        assert_eq!(book.take_minted("a.service", 10).len(), 2);
-        assert!(book.take_minted("a.service", 10).is_empty());
-        assert_eq!(book.minted_for("b.service", 10), [cap("3", 100)]);
+        }
+    }
+
+    fn read_back(dir: &Path, now: i64) -> MintedMap {
+        match load_minted(&dir.join(MINTED_FILE), now).unwrap() {
+            MintedFile::Read(map) => map,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn minted_caps_are_kept_per_unit_and_survive_a_new_book() {
+        let d = tempfile::tempdir().unwrap();
+        // No file yet: nothing minted.
+        assert_eq!(read_back(d.path(), 0), MintedMap::new());
+        let book = book_in(d.path(), MintedMap::new());
+        book.remember("a.service", cap(1, 100), 0).unwrap();
+        book.remember("a.service", cap(2, 50), 0).unwrap();
+        book.remember("b.service", cap(3, 100), 0).unwrap();
+        assert_eq!(book.minted_for("a.service", 60), [cap(1, 100)]);
+
+        // A restart: the file gives the same, less what expired by then.
+        let map = read_back(d.path(), 60);
+        assert_eq!(map["a.service"], [cap(1, 100)]);
+        assert_eq!(map["b.service"], [cap(3, 100)]);
+        let again = book_in(d.path(), map);
+        assert_eq!(again.minted_len(), 2);
+        assert_eq!(again.minted_for("b.service", 60), [cap(3, 100)]);
+        // All expired: the units are gone too.
+        assert!(read_back(d.path(), 100).is_empty());
+
+        // Forgetting what was revoked reaches the file; the rest stays.
+        again
+            .forget("a.service", &[cap(1, 100).cap_id], 60)
+            .unwrap();
+        assert!(again.minted_for("a.service", 60).is_empty());
+        let map = read_back(d.path(), 60);
+        assert!(!map.contains_key("a.service"), "{map:?}");
+        assert_eq!(map["b.service"], [cap(3, 100)]);
+        let mode = std::fs::metadata(d.path().join(MINTED_FILE))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn nothing_is_remembered_that_is_not_on_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let mut book = book_in(d.path(), MintedMap::new());
+        book.max_minted = 2;
+        book.remember("a.service", cap(1, 100), 0).unwrap();
+        book.remember("a.service", cap(2, 100), 0).unwrap();
+        let full = book.remember("b.service", cap(3, 100), 0).unwrap_err();
+        assert!(full.to_string().contains("ExecStopPost="), "{full}");
+        assert!(book.minted_for("b.service", 0).is_empty());
+        // Expired entries make room.
+        book.remember("b.service", cap(3, 200), 100).unwrap();
+        assert_eq!(book.minted_len(), 1);
+
+        // The file cannot be written: neither a new entry nor a forgotten
+        // one changes the map.
+        let unwritable = GrantBook::new(
+            d.path().to_path_buf(),
+            rules(),
+            d.path().join("absent/minted.json"),
+            read_back(d.path(), 100),
+        );
+        assert!(unwritable.remember("c.service", cap(4, 300), 100).is_err());
+        assert!(unwritable.minted_for("c.service", 100).is_empty());
+        let ids = [cap(3, 200).cap_id];
+        assert!(unwritable.forget("b.service", &ids, 100).is_err());
+        assert_eq!(unwritable.minted_for("b.service", 100), [cap(3, 200)]);
+    }
+
+    #[test]
+    fn a_corrupt_file_gives_the_cap_ids_still_readable_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let book = book_in(d.path(), MintedMap::new());
+        book.remember("a.service", cap(1, 100), 0).unwrap();
+        book.remember("b.service", cap(2, 100), 0).unwrap();
+        let path = d.path().join(MINTED_FILE);
+        let whole = std::fs::read(&path).unwrap();
+        // Cut short in the middle of the second id.
+        let cut = whole.len() - 20;
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        match load_minted(&path, 0).unwrap() {
+            MintedFile::Corrupt { reason, cap_ids } => {
+                assert!(reason.contains("JSON"), "{reason}");
+                assert_eq!(cap_ids, [cap(1, 100).cap_id]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Valid JSON that is not a record of units and cap ids.
+        for bad in [
+            r#"{"units":{"../x":[]}}"#,
+            r#"{"units":{"a.service":[{"cap_id":"x","expires":1}]}}"#,
+            r#"{"units":{},"more":1}"#,
+            "[]",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                matches!(load_minted(&path, 0), Ok(MintedFile::Corrupt { .. })),
+                "{bad}"
+            );
+        }
+        // Runs of hex digits longer or shorter than an id are not ids.
+        let text = format!("{}0 {} {}", "a".repeat(32), "b".repeat(31), "c".repeat(32));
+        assert_eq!(cap_ids_in(text.as_bytes()), ["c".repeat(32)]);
+        // Unreadable (here: a directory): an error, nothing to recover.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(load_minted(&path, 0).is_err());
     }
 }

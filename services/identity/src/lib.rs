@@ -67,7 +67,9 @@ impl Identity {
             Err(e) => tracing::warn!("cannot clean {}: {e}", config.state_dir.display()),
         }
         let (keys, created) = keys::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
-        let revocations = RevocationStore::open(&config.state_dir, config.max_ttl)?;
+        let mut revocations = RevocationStore::open(&config.state_dir, config.max_ttl)?;
+        let minted_file = config.state_dir.join(grants::MINTED_FILE);
+        let minted = load_minted(&minted_file, &mut revocations)?;
         let verifier = Verifier::new(keys.pk);
         let grants = grants::GrantBook::new(
             config.grants_dir.clone(),
@@ -76,12 +78,15 @@ impl Identity {
                 max_ttl: config.max_ttl,
                 roots: config.grant_roots.clone(),
             },
+            minted_file,
+            minted,
         );
         grants.reload();
         tracing::info!(
             kid = verifier.kid(),
             state_dir = %config.state_dir.display(),
             revocations = revocations.len(),
+            minted = grants.minted_len(),
             "{} signing key",
             if created { "created a new" } else { "loaded the" }
         );
@@ -133,6 +138,50 @@ impl Identity {
                 "cannot publish {} ({e}); verifiers can still use identity.pubkey",
                 path.display()
             ),
+        }
+    }
+}
+
+/// The capabilities minted from grants before this start, from `path`
+/// (see [`grants::load_minted`]), so that a unit started before identity
+/// restarted still has its token revoked when it stops.
+///
+/// A damaged file is set aside as `minted.json.corrupt` and every cap id
+/// still recognizable in it is revoked at once, for as long as any token of
+/// this state can live: the units whose tokens they are lose access before
+/// their stop (a restart of the unit gets a fresh token), instead of
+/// keeping a token nobody would revoke.
+///
+/// # Errors
+/// The file cannot be read, or those revocations cannot be written:
+/// identity does not start then, rather than start without the record.
+fn load_minted(
+    path: &std::path::Path,
+    revocations: &mut RevocationStore,
+) -> Result<grants::MintedMap, String> {
+    let now = strata_shared::capability::now();
+    match grants::load_minted(path, now)? {
+        grants::MintedFile::Read(map) => Ok(map),
+        grants::MintedFile::Corrupt { reason, cap_ids } => {
+            tracing::error!(
+                "{} is corrupt ({reason}); revoking the {} capability id(s) still readable in it, \
+                 since which unit holds them is lost",
+                path.display(),
+                cap_ids.len()
+            );
+            let until = revocations.keep_unknown_until(now);
+            revocations
+                .revoke_at_start(&cap_ids, until)
+                .map_err(|e| format!("{}: cannot revoke what it lists: {e}", path.display()))?;
+            let aside = path.with_extension("json.corrupt");
+            if let Err(e) = std::fs::rename(path, &aside) {
+                // Harmless: the next write replaces it, and its ids are
+                // revoked already.
+                tracing::warn!("cannot move {} aside: {e}", path.display());
+            } else {
+                tracing::warn!("kept the damaged file as {}", aside.display());
+            }
+            Ok(grants::MintedMap::new())
         }
     }
 }

@@ -202,6 +202,40 @@ impl RevocationStore {
         Ok(())
     }
 
+    /// Revokes every id in `cap_ids` until `expires`, in one write, before
+    /// the store is shared (identity's start: the ids a damaged
+    /// `minted.json` still shows). Ids already revoked are left as they are.
+    ///
+    /// # Errors
+    /// The list cannot be written; nothing is revoked then.
+    pub fn revoke_at_start(&mut self, cap_ids: &[String], expires: i64) -> io::Result<()> {
+        let st = self.state.get_mut().expect("revocation lock");
+        let mut next = st.disk.clone();
+        let now = capability::now();
+        next.revocations.retain(|e| e.expires >= now);
+        let mut known = st.ids.clone();
+        for cap_id in cap_ids {
+            if !known.insert(cap_id.clone()) {
+                continue;
+            }
+            next.seq += 1;
+            next.revocations.push(Entry {
+                cap_id: cap_id.clone(),
+                expires,
+                seq: next.seq,
+            });
+        }
+        if next.seq == st.disk.seq {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&next).map_err(io::Error::other)?;
+        write_atomic(&self.path, &bytes, 0o600)?;
+        st.ids = next.revocations.iter().map(|e| e.cap_id.clone()).collect();
+        st.disk = next;
+        self.changed.send_replace(st.disk.seq);
+        Ok(())
+    }
+
     /// The entries newer than `since` (all of them if `epoch` is not ours).
     /// With `wait`, blocks until there is something new or `wait` passes.
     pub async fn delta(&self, since: u64, epoch: Option<&str>, wait: Duration) -> Delta {
@@ -281,6 +315,22 @@ mod tests {
         assert!(again.is_revoked(A));
         assert!(!again.is_revoked(B), "expired entries are dropped");
         assert_eq!(again.epoch(), epoch);
+    }
+
+    #[tokio::test]
+    async fn revocations_at_start_are_written_once_and_skip_known_ids() {
+        let d = tempfile::tempdir().unwrap();
+        let mut store = RevocationStore::open(d.path(), 3600).unwrap();
+        store.revoke(A, capability::now() + 60).await.unwrap();
+        let ids = [A.to_string(), B.to_string()];
+        store
+            .revoke_at_start(&ids, capability::now() + 3600)
+            .unwrap();
+        assert!(store.is_revoked(B));
+        let all = store.delta(0, None, Duration::ZERO).await;
+        assert_eq!(all.seq, 2, "A is not revoked twice");
+        let again = RevocationStore::open(d.path(), 3600).unwrap();
+        assert!(again.is_revoked(A) && again.is_revoked(B));
     }
 
     #[tokio::test]

@@ -352,3 +352,90 @@ fn a_units_tokens_are_revoked_when_it_stops() {
         .unwrap();
     assert_eq!(r.result.unwrap()["cap_ids"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+#[ignore = "needs root: only uid 0 is answered on the credential socket"]
+fn a_token_minted_before_identity_restarted_is_revoked_when_its_unit_stops() {
+    assert!(is_root(), "run as root");
+    let mut f = start(0o600);
+    let token = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    assert_eq!(verify(&f, &token)["valid"], true);
+    // Killed, as by a crash or `systemctl restart`, while reader.service runs.
+    f.identity.restart().unwrap();
+    f.identity
+        .wait_notify("READY=1", Duration::from_secs(15))
+        .expect("READY=1 after the restart");
+    // reader.service stops: its ExecStopPost= calls revoke-unit.
+    let mut c = Client::connect(&f.identity.socket).unwrap();
+    let r = c
+        .call(
+            "identity.revoke_unit",
+            None,
+            &json!({"unit": "reader.service"}),
+        )
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        r.result.unwrap()["cap_ids"].as_array().unwrap().len(),
+        1,
+        "the token minted before the restart"
+    );
+    let v = verify(&f, &token);
+    assert_eq!(v["revoked"], true, "{v}");
+    // Forgotten once revoked, across a restart too.
+    f.identity.restart().unwrap();
+    f.identity
+        .wait_notify("READY=1", Duration::from_secs(15))
+        .expect("READY=1 after the second restart");
+    let mut c = Client::connect(&f.identity.socket).unwrap();
+    let r = c
+        .call(
+            "identity.revoke_unit",
+            None,
+            &json!({"unit": "reader.service"}),
+        )
+        .unwrap();
+    assert_eq!(r.result.unwrap()["cap_ids"], json!([]));
+}
+
+#[test]
+#[ignore = "needs root: only uid 0 is answered on the credential socket"]
+fn a_damaged_record_of_minted_tokens_revokes_them_at_start() {
+    assert!(is_root(), "run as root");
+    let mut f = start(0o600);
+    let token = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    f.identity.kill();
+    // Cut off the end: the JSON no longer parses, the cap id is still there.
+    let file = f.base.join("state/minted.json");
+    let whole = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &whole[..whole.len() - 4]).unwrap();
+    f.identity.start_again().unwrap();
+    f.identity
+        .wait_notify("READY=1", Duration::from_secs(15))
+        .expect("identity starts despite the damaged file");
+    let v = verify(&f, &token);
+    assert_eq!(v["revoked"], true, "{v}");
+    assert!(f.base.join("state/minted.json.corrupt").exists());
+    // And grants are handed out again, recorded afresh.
+    let fresh = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    assert_eq!(verify(&f, &fresh)["valid"], true);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("reader.service"));
+}
+
+#[test]
+#[ignore = "needs root: only uid 0 is answered on the credential socket"]
+fn a_token_whose_record_cannot_be_written_is_not_handed_out() {
+    assert!(is_root(), "run as root");
+    let f = start(0o600);
+    // A directory where minted.json goes: the atomic rename onto it fails
+    // (root passes any permission check, so a mode would not do).
+    let file = f.base.join("state/minted.json");
+    let _ = std::fs::remove_file(&file);
+    std::fs::create_dir(&file).unwrap();
+    assert!(f.fetch("reader.service", "strata-reader").is_empty());
+    std::fs::remove_dir(&file).unwrap();
+    let token = String::from_utf8(f.fetch("reader.service", "strata-reader")).unwrap();
+    assert_eq!(verify(&f, &token)["valid"], true);
+}
