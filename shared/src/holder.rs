@@ -71,10 +71,15 @@ fn is_unit_stem(stem: &str) -> bool {
 /// `/proc/<pid>/cgroup`), as systemd reads it: the first component that is
 /// not a slice. `None` for the root cgroup and for slices themselves.
 /// Cgroups below a unit (a unit with `Delegate=`) belong to that unit.
+/// A path with `..` is a process outside the reader's cgroup namespace
+/// (a container's host, or a process that entered it without its cgroup
+/// namespace): no unit of this system.
 pub fn unit_of_cgroup(path: &str) -> Option<&str> {
-    path.split('/')
-        .filter(|c| !c.is_empty())
-        .find(|c| !c.ends_with(".slice"))
+    let mut parts = path.split('/').filter(|c| !c.is_empty());
+    if path.split('/').any(|c| c == "..") {
+        return None;
+    }
+    parts.find(|c| !c.ends_with(".slice"))
 }
 
 /// The process that opened a connection, as fs found it when a bound token
@@ -238,6 +243,7 @@ mod tests {
             Some("user@1000.service")
         );
         assert_eq!(unit_of_cgroup("/"), None);
+        assert_eq!(unit_of_cgroup("/../../system.slice/x.service"), None);
         assert_eq!(unit_of_cgroup("/system.slice"), None);
     }
 
