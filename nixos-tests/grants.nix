@@ -2,7 +2,9 @@
 # done through services.strata.grants (docs/grants.md). A DynamicUser
 # consumer lists its prefix with plain strata-ctl and the credential the
 # module declared; a second unit that declares the same credential by hand
-# gets no token and fails, and identity records why; stopping the consumer
+# gets no token and fails, and identity records why; the consumer's token,
+# copied out, is refused to root's shell and to another unit (it is bound
+# to the consumer), with fs's audit records; stopping the consumer
 # revokes its token (fs refuses it within the usual 100 ms, checked here
 # within 5 s: a VM's clock is not the container's); a restart gets a fresh
 # token; a switch that adds a grant reloads identity without restarting it
@@ -137,7 +139,22 @@ testers.runNixOSTest {
         assert verdict["service"] == "fs", verdict
         assert verdict["actions"] == ["list", "stat", "open", "read"], verdict
         assert verdict["constraints"]["path_prefix"] == "/srv/granted", verdict
+        assert verdict["holder"] == {"unit": "reader.service"}, verdict
         print(f"reader.service holds capability {verdict['jti']}, expiring {verdict['exp']}")
+
+    with subtest("copied out, the token is refused to root's shell and to another unit"):
+        out = ctl("ls /srv/granted 2>&1", token=token, expect=13)
+        assert "token is bound to unit reader.service" in out, out
+        out = machine.fail(
+            "systemd-run --quiet --wait --pipe --collect -p DynamicUser=yes "
+            f"-E STRATA_TOKEN={shlex.quote(token)} $(command -v strata-ctl) ls /srv/granted 2>&1"
+        )
+        assert "token is bound to unit reader.service" in out and "is in run-" in out, out
+        refusals = machine.succeed(
+            "jq -c 'select(.code == 3 and (.reason | contains(\"bound to unit\")))' "
+            "/var/log/strata/fs/audit.jsonl | wc -l"
+        ).strip()
+        assert refusals == "2", f"fs's trail holds {refusals} refusals of the copied token"
 
     with subtest("stopping the consumer revokes its token"):
         # fs refuses it as revoked (code 2, exit 12) once the ExecStopPost=
