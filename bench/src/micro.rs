@@ -60,6 +60,7 @@ pub fn run(budget: Duration) -> Vec<Micro> {
         actions: &actions,
         path_prefix: Some("/srv/data"),
         holder: None,
+        chain: &[],
         issued: now,
         expires: now + 3600,
     };

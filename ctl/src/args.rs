@@ -81,6 +81,15 @@ pub enum Command {
     ///   export STRATA_TOKEN=$(strata-ctl issue --service fs --actions open,read,list,stat --path-prefix /srv/data --quiet)
     Issue(IssueArgs),
 
+    /// Delegate a narrower token from the current one (identity.delegate).
+    ///
+    /// The current token (--token-file, $STRATA_TOKEN or the unit's
+    /// credential) must allow the "delegate" action. Every option narrows it;
+    /// anything wider is refused (code 3). Prints
+    /// {"token","cap_id","expires","chain"}, or only the token with --quiet:
+    ///   strata-ctl delegate --actions read --path-prefix /srv/data/reports --ttl 60 --quiet
+    Delegate(DelegateArgs),
+
     /// Revoke a capability (identity.revoke).
     ///
     /// An administrator may revoke any capability; the holder of a token may
@@ -173,6 +182,28 @@ pub struct IssueArgs {
     #[arg(long, value_name = "UNIT")]
     pub holder_unit: Option<String>,
     /// Bind the token to this uid: fs honours it only for that user.
+    #[arg(long, value_name = "UID")]
+    pub holder_uid: Option<u32>,
+    /// Print only the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DelegateArgs {
+    /// Comma-separated actions, a subset of the current token's (default: all of them).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub actions: Option<Vec<String>>,
+    /// The current token's prefix or a directory beneath it (default: the same).
+    #[arg(long, value_name = "DIR")]
+    pub path_prefix: Option<String>,
+    /// Lifetime in seconds, at most what the current token has left.
+    #[arg(long, value_name = "SECS")]
+    pub ttl: Option<u64>,
+    /// Bind the child to this systemd unit (default: the current token's binding).
+    #[arg(long, value_name = "UNIT")]
+    pub holder_unit: Option<String>,
+    /// Bind the child to this uid (default: the current token's binding).
     #[arg(long, value_name = "UID")]
     pub holder_uid: Option<u32>,
     /// Print only the token.
@@ -462,6 +493,24 @@ mod tests {
         assert_eq!(a.ttl, Some(60));
         assert_eq!(a.holder_unit.as_deref(), Some("reader.service"));
         assert_eq!(a.holder_uid, Some(1000));
+
+        let cli = parse(&[
+            "strata-ctl",
+            "delegate",
+            "--actions",
+            "read",
+            "--path-prefix",
+            "/srv/data/reports",
+            "--ttl",
+            "60",
+        ])
+        .unwrap();
+        let Command::Delegate(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.actions, Some(vec!["read".to_string()]));
+        assert_eq!(d.path_prefix.as_deref(), Some("/srv/data/reports"));
+        assert_eq!(d.ttl, Some(60));
         assert!(a.quiet);
 
         // Global options may follow the subcommand.

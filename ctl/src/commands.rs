@@ -15,7 +15,7 @@ use strata_shared::config;
 use strata_shared::ids::is_cap_id;
 use strata_shared::wire::{self, Response};
 
-use crate::args::{self, AuditCommand, Cli, Command, IssueArgs, RawCall, RevokeArgs};
+use crate::args::{self, AuditCommand, Cli, Command, DelegateArgs, IssueArgs, RawCall, RevokeArgs};
 use crate::failure::{service_exit_code, Failure};
 use crate::{credentials, local_token};
 
@@ -147,6 +147,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => print_line(RAW_HELP),
         },
         Command::Issue(a) => issue(&ctx, a),
+        Command::Delegate(a) => delegate(&ctx, a),
         Command::Revoke(a) => revoke(&ctx, a),
         Command::RevokeUnit { unit } => {
             // Decided on the caller's peer credentials: no token.
@@ -305,6 +306,46 @@ fn issue(ctx: &Ctx, a: IssueArgs) -> Result<(), Failure> {
             .get("token")
             .and_then(Value::as_str)
             .ok_or_else(|| protocol("identity.issue", "no token in the result"))?;
+        print_line(token)
+    } else {
+        print_json(&r, ctx.pretty)
+    }
+}
+
+fn delegate(ctx: &Ctx, a: DelegateArgs) -> Result<(), Failure> {
+    let token = ctx.require_token("delegate")?;
+    let mut params = Map::new();
+    if let Some(actions) = a.actions {
+        let actions: Vec<&str> = actions
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if actions.is_empty() {
+            return Err(Failure::Usage(
+                "--actions needs at least one action, e.g. --actions read".into(),
+            ));
+        }
+        params.insert("actions".into(), json!(actions));
+    }
+    if let Some(p) = a.path_prefix {
+        params.insert("path_prefix".into(), json!(absolute(&p)?));
+    }
+    if let Some(t) = a.ttl {
+        params.insert("ttl_seconds".into(), json!(t));
+    }
+    if let Some(u) = a.holder_unit {
+        params.insert("holder_unit".into(), json!(u));
+    }
+    if let Some(u) = a.holder_uid {
+        params.insert("holder_uid".into(), json!(u));
+    }
+    let r = call("identity.delegate", Some(token), &Value::Object(params))?;
+    if a.quiet {
+        let token = r
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol("identity.delegate", "no token in the result"))?;
         print_line(token)
     } else {
         print_json(&r, ctx.pretty)

@@ -51,6 +51,7 @@ mod tests {
                 actions: &actions,
                 path_prefix: Some("/srv/data"),
                 holder: None,
+                chain: &[],
                 issued: 1_000,
                 expires: 2_000,
             },

@@ -100,6 +100,7 @@ fn main() {
             actions: &actions,
             path_prefix: Some("/srv/data"),
             holder: None,
+            chain: &[],
             issued: NOW - 10,
             expires: NOW + 3600,
         },

@@ -29,6 +29,18 @@ pub const CLOCK_SKEW_SECS: i64 = 60;
 pub const MAX_CLAIM_DEPTH: usize = 16;
 /// The actions fs understands.
 pub const FS_ACTIONS: &[&str] = &["open", "read", "list", "stat", "close"];
+/// The action that lets a holder delegate a narrower token
+/// (`identity.delegate`), for any service.
+pub const DELEGATE: &str = "delegate";
+/// Whether `action` is one a token for fs may carry: an fs action, or
+/// [`DELEGATE`].
+pub fn is_fs_action(action: &str) -> bool {
+    action == DELEGATE || FS_ACTIONS.contains(&action)
+}
+
+/// The most ancestors a token may have: a chain longer than this cannot
+/// be made, and a token that claims one is refused.
+pub const MAX_CHAIN: usize = 8;
 
 /// The claims of a Strata capability token, as the prototype defined them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +63,10 @@ pub struct Claims {
         deserialize_with = "holder_object"
     )]
     pub holder: Option<Holder>,
+    /// The `jti`s of the tokens this one was delegated from, root first
+    /// (`identity.delegate`); absent on a token issued directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<String>>,
 }
 
 /// `holder` must be a JSON object, for the same reason as `constraints`
@@ -124,6 +140,9 @@ pub struct Capability {
     pub issued: i64,
     /// `nbf` as Unix seconds, if present.
     pub not_before: Option<i64>,
+    /// The ids of `chain`, root first: revoking any of them revokes this
+    /// one, so every revocation check looks at [`Self::lineage`] too.
+    pub ancestors: Box<[u128]>,
 }
 
 /// Why a token is not a capability (all code 2).
@@ -236,6 +255,8 @@ impl Verifier {
         }
         let id = crate::ids::parse_cap_id(&claims.jti)
             .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?;
+        let ancestors = parse_chain(claims.chain.as_deref().unwrap_or_default(), id)
+            .map_err(InvalidToken::BadClaims)?;
         let bad_time = |name: &str| InvalidToken::BadClaims(format!("{name} is not RFC 3339"));
         let expires = parse_time(&claims.exp).ok_or_else(|| bad_time("exp"))?;
         let issued = parse_time(&claims.iat).ok_or_else(|| bad_time("iat"))?;
@@ -249,6 +270,7 @@ impl Verifier {
             expires,
             issued,
             not_before,
+            ancestors,
         })
     }
 
@@ -260,7 +282,33 @@ impl Verifier {
     }
 }
 
+/// The ids of a `chain` claim: at most [`MAX_CHAIN`] capability ids, each
+/// once, none of them the token's own `id`.
+fn parse_chain(chain: &[String], id: u128) -> Result<Box<[u128]>, String> {
+    if chain.len() > MAX_CHAIN {
+        return Err(format!(
+            "chain has {} links; at most {MAX_CHAIN}",
+            chain.len()
+        ));
+    }
+    let mut ids = Vec::with_capacity(chain.len());
+    for link in chain {
+        let a = crate::ids::parse_cap_id(link)
+            .ok_or_else(|| "chain holds something that is not a capability id".to_string())?;
+        if a == id || ids.contains(&a) {
+            return Err("chain names a capability twice".into());
+        }
+        ids.push(a);
+    }
+    Ok(ids.into())
+}
+
 impl Capability {
+    /// This capability and its ancestors: revoking any of them revokes it.
+    pub fn lineage(&self) -> impl Iterator<Item = u128> + '_ {
+        std::iter::once(self.id).chain(self.ancestors.iter().copied())
+    }
+
     /// The capability id.
     pub fn cap_id(&self) -> &str {
         &self.claims.jti
@@ -386,6 +434,9 @@ pub struct Grant<'a> {
     pub path_prefix: Option<&'a str>,
     /// Who may present it; `None`: whoever holds it.
     pub holder: Option<&'a Holder>,
+    /// The ancestors' `jti`s, root first; empty for a token issued
+    /// directly.
+    pub chain: &'a [String],
     pub issued: i64,
     pub expires: i64,
 }
@@ -408,6 +459,8 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         constraints: C<'a>,
         #[serde(skip_serializing_if = "Option::is_none")]
         holder: Option<&'a Holder>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        chain: &'a [String],
     }
     let payload = serde_json::to_vec(&P {
         jti: grant.cap_id,
@@ -420,6 +473,7 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
             path_prefix: grant.path_prefix,
         },
         holder: grant.holder,
+        chain: grant.chain,
     })
     .expect("claims serialize");
     let footer = serde_json::to_vec(&Footer { kid: kid.into() }).expect("footer serializes");
@@ -440,8 +494,45 @@ mod tests {
             actions,
             path_prefix: Some("/srv/data"),
             holder: None,
+            chain: &[],
             issued,
             expires,
+        }
+    }
+
+    #[test]
+    fn a_chain_must_be_short_distinct_ids_other_than_the_token() {
+        let kp = keypair_from_seed(&[5; 32]);
+        let v = Verifier::new(kp.pk);
+        let id = |i: u32| format!("\"{i:032x}\"");
+        let nine: Vec<String> = (1..=9).map(id).collect();
+        let eight = &nine[..8];
+        let claims = |chain: &str| {
+            format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":["read"],"chain":{chain}}}"#
+            )
+        };
+        let sign = |chain: &str| token::sign(&kp.sk, claims(chain).as_bytes(), b"");
+        let cap = v
+            .verify(&sign(&format!("[{}]", eight.join(","))), now())
+            .unwrap();
+        assert_eq!(cap.ancestors.len(), 8);
+        assert_eq!(cap.lineage().count(), 9);
+        for bad in [
+            format!("[{}]", nine.join(",")),
+            format!("[{},{}]", id(1), id(1)),
+            format!("[\"{CAP}\"]"),
+            r#"["NOTHEX"]"#.to_string(),
+            "[1]".to_string(),
+            r#""0123""#.to_string(),
+        ] {
+            assert!(
+                matches!(
+                    v.verify(&sign(&bad), now()),
+                    Err(InvalidToken::BadClaims(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

@@ -13,6 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::CallContext;
+use crate::wire::Error;
+
 /// Longest unit name systemd accepts (`UNIT_NAME_MAX`, 255, less the NUL).
 pub const MAX_UNIT_NAME: usize = 255;
 
@@ -170,6 +173,49 @@ impl Opener {
         // taken as exited, so that the check fails closed.
         n != 0
     }
+}
+
+/// Whether `caller` is the holder a bound token names (api/protocol.md,
+/// "Tokens"), for each service's policy step: the connection was
+/// opened by a process of the uid and the unit it names, and that process
+/// is still alive.
+///
+/// # Errors
+/// Code 3, saying who the token is bound to and who the caller is.
+pub fn admits(holder: &Holder, caller: &CallContext) -> Result<(), Error> {
+    let bound = || match (&holder.unit, holder.uid) {
+        (Some(unit), Some(uid)) => format!("unit {unit} and uid {uid}"),
+        (Some(unit), None) => format!("unit {unit}"),
+        (None, Some(uid)) => format!("uid {uid}"),
+        (None, None) => "nobody".into(),
+    };
+    let refuse = |why: String| Error::denied(format!("token is bound to {}; {why}", bound()));
+    if let Some(uid) = holder.uid {
+        if uid != caller.peer.uid {
+            return Err(refuse(format!("the caller is uid {}", caller.peer.uid)));
+        }
+    }
+    let opener = caller.opener().map_err(|e| refuse(e.to_string()))?;
+    if let Some(unit) = &holder.unit {
+        if opener.unit.as_deref() != Some(unit.as_str()) {
+            return Err(refuse(format!(
+                "the process that opened this connection (pid {}, uid {}) is in {}",
+                opener.pid,
+                caller.peer.uid,
+                opener.unit.as_deref().unwrap_or("no unit")
+            )));
+        }
+    }
+    // Checked on every request: a connection outlives its opener when it
+    // was inherited or passed on, and then no longer speaks for the unit.
+    if opener.has_exited() {
+        return Err(refuse(format!(
+            "the process that opened this connection (pid {}) has exited; a bound token \
+             is honoured only while the process that connected is alive",
+            opener.pid
+        )));
+    }
+    Ok(())
 }
 
 #[allow(unsafe_code)]

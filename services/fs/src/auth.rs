@@ -64,6 +64,13 @@ impl Revocations {
         self.ids.read().expect("revocation lock").contains_key(&id)
     }
 
+    /// The first of `lineage` (a capability, then its ancestors) that is
+    /// revoked: revoking a token revokes everything delegated from it.
+    pub fn revoked_in(&self, mut lineage: impl Iterator<Item = u128>) -> Option<u128> {
+        let ids = self.ids.read().expect("revocation lock");
+        lineage.find(|id| ids.contains_key(id))
+    }
+
     /// Records a revocation. True when it was not known before.
     pub fn insert(&self, id: u128, expires: i64) -> bool {
         self.ids
@@ -87,6 +94,20 @@ impl Revocations {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The code-2 refusal of `cap` because `revoked`, itself or an ancestor, is
+/// revoked.
+pub fn revoked_error(cap: &Capability, revoked: u128) -> Error {
+    let own = cap.cap_id().to_string();
+    if revoked == cap.id {
+        InvalidToken::Revoked(own).into()
+    } else {
+        Error::unauthenticated(format!(
+            "capability {own} was delegated from {}, which has been revoked",
+            strata_shared::ids::format_cap_id(revoked)
+        ))
     }
 }
 
@@ -219,11 +240,8 @@ impl Authority {
         let cap = key
             .decode(token)
             .map_err(|e| AuthFailure::new(e.into(), None))?;
-        if self.revocations.contains(cap.id) {
-            return Err(AuthFailure::new(
-                InvalidToken::Revoked(cap.cap_id().to_string()).into(),
-                Some(cap),
-            ));
+        if let Some(revoked) = self.revocations.revoked_in(cap.lineage()) {
+            return Err(AuthFailure::new(revoked_error(&cap, revoked), Some(cap)));
         }
         if let Err(e) = cap.check_time(now) {
             if matches!(e, InvalidToken::Expired(_)) {
@@ -258,6 +276,7 @@ pub(crate) mod tests {
                 actions: &actions,
                 path_prefix: Some(prefix),
                 holder: None,
+                chain: &[],
                 issued: now,
                 expires: now + ttl,
             },

@@ -47,6 +47,8 @@ pub struct Handle {
     pub file: File,
     /// The capability that opened it.
     pub cap: u128,
+    /// That capability's ancestors: revoking one ends the handle too.
+    pub ancestors: Box<[u128]>,
     /// When that capability's token expires (Unix seconds); the sweep drops
     /// the handle then.
     pub cap_expires: i64,
@@ -232,6 +234,7 @@ impl HandleTable {
         let handle = Arc::new(Handle {
             file,
             cap: cap.id,
+            ancestors: cap.ancestors.clone(),
             cap_expires: cap.expires,
             path: path.into(),
             opener,
@@ -292,12 +295,17 @@ impl HandleTable {
         removed
     }
 
-    /// Removes every handle of `cap` (it was revoked) and returns them.
+    /// Removes every handle of `cap` and of the capabilities delegated from
+    /// it (it was revoked) and returns them.
     pub fn drop_cap(&self, cap: u128) -> Vec<Arc<Handle>> {
-        self.retain(|h| (h.cap != cap).then_some(()).ok_or(Ended::Revoked))
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect()
+        self.retain(|h| {
+            (h.cap != cap && !h.ancestors.contains(&cap))
+                .then_some(())
+                .ok_or(Ended::Revoked)
+        })
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect()
     }
 
     /// Removes handles idle for longer than the limit, and those of
@@ -307,7 +315,8 @@ impl HandleTable {
         let now_ms = self.now_ms();
         let idle_ms = self.idle_ms;
         self.retain(|h| {
-            if revoked.contains(h.cap) {
+            let lineage = std::iter::once(h.cap).chain(h.ancestors.iter().copied());
+            if revoked.revoked_in(lineage).is_some() {
                 Err(Ended::Revoked)
             } else if h.cap_expires <= now {
                 Err(Ended::Expired)

@@ -38,8 +38,8 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 use rustix::io::Errno;
-use strata_shared::capability::{Capability, InvalidToken};
-use strata_shared::holder::Holder;
+use strata_shared::capability::Capability;
+use strata_shared::holder;
 use strata_shared::ids::parse_handle;
 use strata_shared::paths::{self, OpenFileError};
 use strata_shared::server::CallContext;
@@ -188,7 +188,7 @@ impl FsService {
         // to come, goes here too: the capability is known, nothing is
         // resolved yet.)
         if let Some(holder) = &cap.claims.holder {
-            check_holder(holder, ask.caller).map_err(refuse)?;
+            holder::admits(holder, ask.caller).map_err(refuse)?;
         }
         // 4. Which object.
         let target = match ask.object {
@@ -207,10 +207,10 @@ impl FsService {
             // identity_sync also ends the handles of a capability revoked
             // after this request authenticated: say that (code 2), not "no
             // such handle" (code 4).
-            Err(_) if self.authority.revocations.contains(cap.id) => {
-                Err(InvalidToken::Revoked(cap.cap_id().to_string()).into())
-            }
-            Err(e) => Err(e),
+            Err(e) => match self.authority.revocations.revoked_in(cap.lineage()) {
+                Some(revoked) => Err(crate::auth::revoked_error(cap, revoked)),
+                None => Err(e),
+            },
         }
     }
 
@@ -311,48 +311,6 @@ impl FsService {
         }
         open_dir(&at, self.list_cache.open_flags(), path).map(Dir::Open)
     }
-}
-
-/// Whether `caller` is the holder a bound token names: the connection was
-/// opened by a process of the uid and the unit it names, and that process
-/// is still alive.
-///
-/// # Errors
-/// Code 3, saying who the token is bound to and who the caller is.
-fn check_holder(holder: &Holder, caller: &CallContext) -> Result<(), Error> {
-    let bound = || match (&holder.unit, holder.uid) {
-        (Some(unit), Some(uid)) => format!("unit {unit} and uid {uid}"),
-        (Some(unit), None) => format!("unit {unit}"),
-        (None, Some(uid)) => format!("uid {uid}"),
-        (None, None) => "nobody".into(),
-    };
-    let refuse = |why: String| Error::denied(format!("token is bound to {}; {why}", bound()));
-    if let Some(uid) = holder.uid {
-        if uid != caller.peer.uid {
-            return Err(refuse(format!("the caller is uid {}", caller.peer.uid)));
-        }
-    }
-    let opener = caller.opener().map_err(|e| refuse(e.to_string()))?;
-    if let Some(unit) = &holder.unit {
-        if opener.unit.as_deref() != Some(unit.as_str()) {
-            return Err(refuse(format!(
-                "the process that opened this connection (pid {}, uid {}) is in {}",
-                opener.pid,
-                caller.peer.uid,
-                opener.unit.as_deref().unwrap_or("no unit")
-            )));
-        }
-    }
-    // Checked on every request: a connection outlives its opener when it
-    // was inherited or passed on, and then no longer speaks for the unit.
-    if opener.has_exited() {
-        return Err(refuse(format!(
-            "the process that opened this connection (pid {}) has exited; a bound token \
-             is honoured only while the process that connected is alive",
-            opener.pid
-        )));
-    }
-    Ok(())
 }
 
 impl Dir {

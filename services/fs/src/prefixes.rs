@@ -210,11 +210,13 @@ mod tests {
                     path_prefix: Some(prefix.into()),
                 },
                 holder: None,
+                chain: None,
             },
             id: n,
             expires: i64::MAX,
             issued: 0,
             not_before: None,
+            ancestors: Box::new([]),
         }
     }
 

@@ -59,6 +59,7 @@ impl Fixture {
                 actions: &actions,
                 path_prefix: Some(&data),
                 holder: None,
+                chain: &[],
                 issued: now,
                 expires: now + 600,
             },

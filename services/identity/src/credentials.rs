@@ -153,6 +153,7 @@ impl Identity {
                 actions: &grant.actions,
                 path_prefix: grant.path_prefix.as_deref(),
                 holder: Some(&holder),
+                chain: &[],
                 issued,
                 expires,
             },

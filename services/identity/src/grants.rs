@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use strata_shared::capability::FS_ACTIONS;
+use strata_shared::capability::{self, FS_ACTIONS};
 use strata_shared::{ids, paths};
 
 use crate::store::write_atomic;
@@ -188,11 +188,11 @@ pub fn parse(name: &str, text: &[u8], rules: &Rules) -> Result<Grant, (String, S
         if !seen.insert(a.as_str()) {
             return fail("actions", format!("{a:?} is listed twice"));
         }
-        if service == "fs" && !FS_ACTIONS.contains(&a.as_str()) {
+        if service == "fs" && !capability::is_fs_action(a) {
             return fail(
                 "actions",
                 format!(
-                    "fs has no action {a:?}; fs actions are {}",
+                    "fs has no action {a:?}; fs actions are {} (and delegate)",
                     FS_ACTIONS.join(", ")
                 ),
             );

@@ -13,7 +13,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::{capability, random};
+use strata_shared::capability::{self, Capability};
+use strata_shared::random;
 use tokio::sync::{watch, Mutex};
 
 use crate::store::write_atomic;
@@ -140,6 +141,15 @@ impl RevocationStore {
             .disk
             .max_ttl_seen;
         now + seen as i64
+    }
+
+    /// The first of `cap` and its ancestors (its `chain`) that is revoked:
+    /// revoking a token revokes everything delegated from it.
+    pub fn revoked_lineage<'c>(&self, cap: &'c Capability) -> Option<&'c str> {
+        let state = self.state.read().expect("revocation lock");
+        std::iter::once(cap.cap_id())
+            .chain(cap.claims.chain.iter().flatten().map(String::as_str))
+            .find(|id| state.ids.contains(*id))
     }
 
     pub fn is_revoked(&self, cap_id: &str) -> bool {

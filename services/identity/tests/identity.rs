@@ -392,6 +392,7 @@ fn verify_reports_expiry_and_refuses_forgeries() {
             actions: &["read".to_string()],
             path_prefix: Some("/"),
             holder: None,
+            chain: &[],
             issued: capability::now(),
             expires: capability::now() + 60,
         },

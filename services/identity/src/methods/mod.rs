@@ -1,14 +1,17 @@
 //! identity's methods, one module per family: `tokens` (issue, verify),
+//! `delegate`,
 //! `revocation` (revoke, revocations) and `info` (pubkey, health), and the
 //! dispatcher that writes each request's audit record.
 //!
-//! What is recorded: every `identity.issue` and `identity.revoke`, whatever
+//! What is recorded: every `identity.issue`, `identity.delegate` and
+//! `identity.revoke`, whatever
 //! the outcome (they grant or take away access). The other methods read
 //! public data — the public key, the revocation list, health, the claims of
 //! a token the caller already holds — and fs long-polls
 //! `identity.revocations` all day: they are recorded only when the answer
 //! refuses (code 2 or 3) or fails inside identity (code 5).
 
+mod delegate;
 mod info;
 mod revocation;
 mod tokens;
@@ -25,6 +28,7 @@ pub use tokens::{IssueParams, VerifyParams};
 /// Every method identity serves, for the unknown-method message.
 pub const METHODS: &[&str] = &[
     "identity.issue",
+    "identity.delegate",
     "identity.revoke",
     "identity.verify",
     "identity.pubkey",
@@ -65,6 +69,7 @@ pub async fn dispatch(
     let run = async {
         match method {
             "identity.issue" => (tokens::issue(id, ctx, req, out, &mut facts), true),
+            "identity.delegate" => (delegate::delegate(id, ctx, req, out, &mut facts), true),
             "identity.revoke" => (
                 revocation::revoke(id, ctx, req, out, &mut facts).await,
                 true,

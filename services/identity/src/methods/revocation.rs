@@ -54,10 +54,15 @@ pub async fn revoke(
             ));
         };
         let cap = id.tokens.decode(token)?;
+        // A copy of a bound token is no more use here than at fs.
+        if let Some(h) = &cap.claims.holder {
+            strata_shared::holder::admits(h, ctx)?;
+        }
         facts.authenticated = true;
         if cap.cap_id() != p.cap_id {
             return Err(Error::denied(
-                "the token presented is for another capability; a holder may revoke only its own",
+                "the token presented is for another capability; a holder may revoke only its own \
+                 (which revokes every token delegated from it)",
             ));
         }
         keep_until = cap.expires;

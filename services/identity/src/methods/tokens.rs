@@ -81,9 +81,9 @@ fn check_grant(p: &IssueParams, id: &Identity) -> Result<u64, Error> {
         if !seen.insert(a.as_str()) {
             return Err(Error::invalid(format!("action {a:?} is listed twice")));
         }
-        if p.service == "fs" && !FS_ACTIONS.contains(&a.as_str()) {
+        if p.service == "fs" && !capability::is_fs_action(a) {
             return Err(Error::invalid(format!(
-                "fs has no action {a:?}; fs actions are {}",
+                "fs has no action {a:?}; fs actions are {} (and delegate)",
                 FS_ACTIONS.join(", ")
             )));
         }
@@ -142,6 +142,7 @@ pub fn issue(
             actions: &p.actions,
             path_prefix: p.path_prefix.as_deref(),
             holder: holder.as_ref(),
+            chain: &[],
             issued,
             expires,
         },
@@ -173,7 +174,8 @@ pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result
     let cap = id.tokens.decode(&p.token)?;
     let now = capability::now();
     let timely = cap.check_time(now);
-    let revoked = id.revocations.is_revoked(cap.cap_id());
+    let revoked_by = id.revocations.revoked_lineage(&cap);
+    let revoked = revoked_by.is_some();
     #[derive(Serialize)]
     struct R<'a> {
         valid: bool,
@@ -185,7 +187,13 @@ pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result
     }
     let expired = now >= cap.expires;
     let reason = match (&timely, revoked) {
-        (_, true) => Some(format!("capability {} has been revoked", cap.cap_id())),
+        (_, true) => Some(match revoked_by {
+            Some(r) if r != cap.cap_id() => format!(
+                "capability {} was delegated from {r}, which has been revoked",
+                cap.cap_id()
+            ),
+            _ => format!("capability {} has been revoked", cap.cap_id()),
+        }),
         (Err(e), false) => Some(e.to_string()),
         (Ok(()), false) => None,
     };
