@@ -4,7 +4,8 @@
 #   out    the daemons (strata-identity, strata-fs, strata-supervisor), the
 #          unit files from systemd/, tmpfiles.d and sysusers.d: what a host
 #          needs, and what the NixOS module's systemd.packages takes;
-#   tools  strata-bench and strata-loadgen, for the VM tests and benchmarks.
+#   tools  strata-bench, strata-loadgen and strata-v032 (a client of the
+#          prototype's v0.3.2 protocol), for the VM tests and benchmarks.
 # Called by flake.nix and by the NixOS module's default
 # (`pkgs.callPackage ./package.nix { }`).
 {
@@ -31,6 +32,7 @@ let
     ./tests/adversarial
     ./tests/testkit
     ./tools/loadgen
+    ./tools/v032-client
     ./systemd
   ];
 in
@@ -68,6 +70,7 @@ rustPlatform.buildRustPackage (finalAttrs: {
     moveToOutput bin/strata-ctl "$bin"
     moveToOutput bin/strata-bench "$tools"
     moveToOutput bin/strata-loadgen "$tools"
+    moveToOutput bin/strata-v032 "$tools"
     # strata-bench starts the daemons it measures from its own directory by
     # default; they are in out. (tools may refer to out; bin must not.)
     wrapProgram "$tools/bin/strata-bench" --add-flags "--bin-dir $out/bin"
@@ -96,7 +99,7 @@ rustPlatform.buildRustPackage (finalAttrs: {
     runHook preInstallCheck
 
     for prog in $out/bin/strata-identity $out/bin/strata-fs $out/bin/strata-supervisor \
-      $bin/bin/strata-ctl $tools/bin/strata-bench $tools/bin/strata-loadgen; do
+      $bin/bin/strata-ctl $tools/bin/strata-bench $tools/bin/strata-loadgen $tools/bin/strata-v032; do
       test -x "$prog" || { echo "$prog was not installed" >&2; exit 1; }
     done
     # Only strata-ctl is meant for PATH.

@@ -137,7 +137,8 @@ fi
 # ------------------------------------------------------------- binaries ----
 # strata-loadgen: the load and fault-injection client of the fault
 # scenarios (13-15), which run it inside the machine like strata-ctl.
-BINS=(strata-identity strata-fs strata-supervisor strata-ctl strata-loadgen)
+# strata-v032: a client of the prototype's v0.3.2 protocol (scenario 25).
+BINS=(strata-identity strata-fs strata-supervisor strata-ctl strata-loadgen strata-v032)
 [ "$BENCH" -eq 0 ] || BINS+=(strata-bench)
 if [ "$BUILD" -eq 1 ]; then
     log "cargo build --release --workspace"

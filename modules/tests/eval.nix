@@ -473,7 +473,10 @@ let
           "tools"
         ]
         && srcSub "tests" == [ "adversarial" ]
-        && srcSub "tools" == [ "loadgen" ]
+        && srcSub "tools" == [
+          "loadgen"
+          "v032-client"
+        ]
       )
       srcEntries
     )
