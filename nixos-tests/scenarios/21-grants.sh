@@ -31,7 +31,7 @@ fresh_start
 make_testdata
 mkdir -p "$GRANTS"
 cat >"$GRANTS/reader.json" <<JSON
-{"unit": "$READER", "service": "fs", "actions": ["list", "stat", "open", "read"],
+{"unit": "$READER", "service": "fs", "actions": ["list", "stat", "open", "read", "delegate"],
  "path_prefix": "$TD", "ttl_seconds": 600}
 JSON
 # A bad file is refused, naming the file and the field; the good one loads.
@@ -67,6 +67,9 @@ ExecStart=$CTL ls $TD
 RuntimeDirectory=%N
 RuntimeDirectoryPreserve=yes
 ExecStart=/bin/sh -c 'cat "\$\$CREDENTIALS_DIRECTORY/strata-reader" >"\$\$RUNTIME_DIRECTORY/token"'
+# Delegation from the bound token (identity checks the unit's binding): a
+# child for one subdirectory, handed to root.
+ExecStart=/bin/sh -c '$CTL delegate --actions list --path-prefix $TD/sub --holder-uid 0 --quiet >"\$\$RUNTIME_DIRECTORY/child"'
 # What the NixOS module and docs/grants.md add: the unit's tokens die with it.
 ExecStopPost=+$CTL revoke-unit %n
 UNIT
@@ -101,6 +104,17 @@ refusals=$(trail_records /var/log/strata/fs "$SEQ" |
     jq -c --arg cap "$CAP" 'select(.cap_id == $cap and .code == 3 and (.reason | contains("token is bound to unit")))' | wc -l)
 [ "$refusals" = 2 ] || fail "fs's trail should hold 2 refusals of $CAP, holds $refusals"
 
+# The child the unit delegated to root: narrower, and usable by root.
+CHILD=$(cat "/run/${READER%.service}/child")
+[ -n "$CHILD" ] || fail "$READER delegated no child"
+# (Its parent is the unit's credential as that ExecStart= saw it: systemd 252
+# fetches the credential anew for each command, so it may not be $CAP.)
+[ "$(STRATA_TOKEN=$CHILD strata-ctl whoami | jq -c '[(.chain | length), .holder]')" = '[1,{"uid":0}]' ] ||
+    fail "the child's chain or holder: $(STRATA_TOKEN=$CHILD strata-ctl whoami)"
+STRATA_TOKEN=$CHILD ok strata-ctl ls "$TD/sub"
+STRATA_TOKEN=$CHILD expect_rc 13 strata-ctl ls "$TD"
+log "$READER delegated a child for $TD/sub to uid 0, which lists it and nothing more"
+
 # Stopping the unit revokes its token (ExecStopPost=+strata-ctl revoke-unit)
 # before `systemctl stop` returns; fs learns it within 100 ms. Revocation
 # is checked before the holder, so root's shell now gets code 2, revoked.
@@ -114,6 +128,8 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 log "token $CAP refused by fs as revoked ${ms} ms after 'systemctl stop' returned"
 [ "$ms" -le 100 ] || fail "the revocation took ${ms} ms to reach fs (bound: 100 ms)"
 [ "$(STRATA_TOKEN=$TOKEN strata-ctl whoami | jq -r .revoked)" = true ] || fail "identity does not list $CAP as revoked"
+# ... and with it the child delegated from it.
+STRATA_TOKEN=$CHILD expect_rc 12 strata-ctl ls "$TD/sub"
 
 # A restart gets a fresh token, bound again, that works in the unit (its
 # ExecStart= lists again); the old one stays revoked.
