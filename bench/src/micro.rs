@@ -62,6 +62,7 @@ pub fn run(budget: Duration) -> Vec<Micro> {
         holder: None,
         issued: now,
         expires: now + 3600,
+        rate_limit: None,
     };
     let tok = capability::issue(&kp.sk, &kid, &grant);
     let payload = br#"{"jti":"0123456789abcdef0123456789abcdef","sub":"capability"}"#;

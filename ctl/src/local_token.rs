@@ -53,6 +53,7 @@ mod tests {
                 holder: None,
                 issued: 1_000,
                 expires: 2_000,
+                rate_limit: None,
             },
         )
     }

@@ -102,6 +102,7 @@ fn main() {
             holder: None,
             issued: NOW - 10,
             expires: NOW + 3600,
+            rate_limit: None,
         },
     );
     write("token", "issued", good.as_bytes());

@@ -260,6 +260,7 @@ pub(crate) mod tests {
                 holder: None,
                 issued: now,
                 expires: now + ttl,
+                rate_limit: None,
             },
         )
     }

@@ -208,8 +208,10 @@ mod tests {
                 actions: vec!["list".into()],
                 constraints: Constraints {
                     path_prefix: Some(prefix.into()),
+                    rate_limit: None,
                 },
                 holder: None,
+                rights: Vec::new(),
             },
             id: n,
             expires: i64::MAX,

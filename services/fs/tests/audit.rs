@@ -61,6 +61,7 @@ impl Fixture {
                 holder: None,
                 issued: now,
                 expires: now + 600,
+                rate_limit: None,
             },
         );
         let records = RecordCapture::default();

@@ -155,6 +155,7 @@ impl Identity {
                 holder: Some(&holder),
                 issued,
                 expires,
+                rate_limit: None,
             },
         );
         self.grants.remember(
