@@ -247,6 +247,24 @@ impl Verifier {
         }
         let claims: Claims = serde_json::from_slice(&verified.payload)
             .map_err(|e| InvalidToken::BadClaims(e.to_string()))?;
+        // `actions` may be absent when `rights` is there (v0.3.2), but a
+        // token must say what it allows in one form or the other, as
+        // v0.3.0 required `actions`. Presence, not emptiness: `[]` was and
+        // stays a token that allows nothing.
+        #[derive(Deserialize)]
+        struct Forms {
+            #[serde(default)]
+            actions: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            rights: Option<serde::de::IgnoredAny>,
+        }
+        let forms: Forms = serde_json::from_slice(&verified.payload)
+            .map_err(|e| InvalidToken::BadClaims(e.to_string()))?;
+        if forms.actions.is_none() && forms.rights.is_none() {
+            return Err(InvalidToken::BadClaims(
+                "claims have neither actions nor rights".into(),
+            ));
+        }
         if claims.sub != SUBJECT {
             return Err(InvalidToken::BadClaims(format!(
                 "sub is {:?}, not {SUBJECT:?}",
@@ -588,8 +606,12 @@ mod tests {
         assert!(both.authorize("fs", "open").is_ok());
         assert!(both.authorize("fs", "read").is_ok());
         assert!(both.authorize("fs", "stat").is_err());
-        let neither = decode_fs_claims("").unwrap();
-        assert!(neither.authorize("fs", "read").is_err());
+        let nothing = decode_fs_claims(r#","actions":[]"#).unwrap();
+        assert!(nothing.authorize("fs", "read").is_err());
+        assert!(matches!(
+            decode_fs_claims(""),
+            Err(InvalidToken::BadClaims(_))
+        ));
         for bad in [
             r#","rights":["read"]"#,
             r#","rights":["fs."]"#,
