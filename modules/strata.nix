@@ -386,6 +386,10 @@ in
               Whether `fs.list` answers are cached, each for at most
               100 ms (service default true).
             '';
+            STRATA_FS_MAX_RATE_BUCKETS = optionalKey (types.ints.between 1 4194304) ''
+              Rate-limited capabilities whose token buckets fs tracks at
+              once (service default 65536, about 100 bytes each).
+            '';
           });
 
           supervisor = section "supervisor" {

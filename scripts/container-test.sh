@@ -30,6 +30,10 @@
 #                   JSON report is copied to target/strata-bench-systemd.json
 #   --prototype DIR with --bench: also measure the Go prototype's binaries
 #                   in DIR (scripts/build-prototype.sh builds them)
+#   --prototype-ctl FILE  the prototype v0.3.2's own strata-ctl, built from
+#                   its source (docs/compat.md): installed in the container
+#                   as /opt/strata-prototype/strata-ctl, where scenario 25
+#                   drives it beside strata-v032
 #   --bench-args "ARGS"  with --bench: more strata-bench options, e.g.
 #                   "--quick" or "--secs 5 --only fs.read"
 #   --list          list the scenarios and exit
@@ -60,6 +64,7 @@ SCEN_TIMEOUT=300
 SHELL_AFTER=0
 BENCH=0
 PROTOTYPE=""
+PROTOTYPE_CTL=""
 BENCH_ARGS=""
 LIST=0
 SELECTED=()
@@ -76,6 +81,7 @@ while [ $# -gt 0 ]; do
         --bench) BENCH=1 ;;
         --prototype) shift; PROTOTYPE=${1:?--prototype needs a directory} ;;
         --bench-args) shift; BENCH_ARGS=${1?--bench-args needs a value} ;;
+        --prototype-ctl) shift; PROTOTYPE_CTL=${1:?--prototype-ctl needs a file} ;;
         --list) LIST=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "container-test: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -270,6 +276,12 @@ cp -a "$SCEN_DIR/." "$ROOT/opt/strata-tests/"
 if [ -n "$PROTOTYPE" ]; then
     mkdir -p "$ROOT/opt/strata-prototype"
     install -m 0755 "$PROTOTYPE/strata-proto-identity" "$PROTOTYPE/strata-proto-fs" "$ROOT/opt/strata-prototype/"
+fi
+rm -f "$ROOT/opt/strata-prototype/strata-ctl"
+if [ -n "$PROTOTYPE_CTL" ]; then
+    [ -x "$PROTOTYPE_CTL" ] || die "no executable $PROTOTYPE_CTL"
+    mkdir -p "$ROOT/opt/strata-prototype"
+    install -m 0755 "$PROTOTYPE_CTL" "$ROOT/opt/strata-prototype/strata-ctl"
 fi
 # A machine id of its own per run (journal files are named after it).
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$ROOT/etc/machine-id"

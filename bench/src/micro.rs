@@ -63,6 +63,7 @@ pub fn run(budget: Duration) -> Vec<Micro> {
         chain: &[],
         issued: now,
         expires: now + 3600,
+        rate_limit: None,
     };
     let tok = capability::issue(&kp.sk, &kid, &grant);
     let payload = br#"{"jti":"0123456789abcdef0123456789abcdef","sub":"capability"}"#;

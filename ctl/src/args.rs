@@ -34,7 +34,7 @@ Exit status:
   3 `audit verify` found a broken chain;
   10+code when the service answered an error: 11 invalid request,
   12 authentication required, 13 permission denied, 14 not found,
-  15 internal, 16 resource exhausted.
+  15 internal, 16 resource exhausted, 17 rate limited.
 
 See docs/cli.md for the whole reference.";
 
@@ -169,8 +169,15 @@ pub struct IssueArgs {
     #[arg(long)]
     pub service: String,
     /// Comma-separated actions, e.g. open,read,list,stat (fs: open read list stat close).
-    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "rights", num_args = 1..)]
     pub actions: Vec<String>,
+    /// Comma-separated fully qualified rights, the prototype v0.3.2's form,
+    /// e.g. fs.open,fs.read; the token grants these and --actions together.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub rights: Vec<String>,
+    /// Requests per second or minute the token may make, e.g. 50rps or 30rpm.
+    #[arg(long, value_name = "RATE")]
+    pub rate_limit: Option<String>,
     /// Directory the token is confined to (required for fs), e.g. /srv/data.
     #[arg(long, value_name = "DIR")]
     pub path_prefix: Option<String>,
@@ -483,6 +490,8 @@ mod tests {
             "reader.service",
             "--holder-uid",
             "1000",
+            "--rate-limit",
+            "5rps",
             "--quiet",
         ])
         .unwrap();
@@ -490,6 +499,8 @@ mod tests {
             panic!()
         };
         assert_eq!(a.actions, ["open", "read"]);
+        assert_eq!(a.rate_limit.as_deref(), Some("5rps"));
+        assert!(a.rights.is_empty());
         assert_eq!(a.ttl, Some(60));
         assert_eq!(a.holder_unit.as_deref(), Some("reader.service"));
         assert_eq!(a.holder_uid, Some(1000));
@@ -512,6 +523,21 @@ mod tests {
         assert_eq!(d.path_prefix.as_deref(), Some("/srv/data/reports"));
         assert_eq!(d.ttl, Some(60));
         assert!(a.quiet);
+        // Rights alone will do.
+        let cli = parse(&[
+            "strata-ctl",
+            "issue",
+            "--service",
+            "fs",
+            "--rights",
+            "fs.read,fs.open",
+        ])
+        .unwrap();
+        let Command::Issue(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.rights, ["fs.read", "fs.open"]);
+        assert!(a.actions.is_empty());
 
         // Global options may follow the subcommand.
         let cli = parse(&["strata-ctl", "ls", "/srv", "-token", "T", "--long"]).unwrap();
@@ -541,6 +567,7 @@ mod tests {
             &["strata-ctl", "revoke"],
             &["strata-ctl", "revoke", "--self", "0123"],
             &["strata-ctl", "issue", "--actions", "read"],
+            &["strata-ctl", "issue", "--service", "fs"],
             &[
                 "strata-ctl",
                 "issue",

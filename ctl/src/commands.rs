@@ -273,20 +273,31 @@ fn raw(ctx: &Ctx, call: &RawCall) -> Result<(), Failure> {
 }
 
 fn issue(ctx: &Ctx, a: IssueArgs) -> Result<(), Failure> {
-    let actions: Vec<String> = a
-        .actions
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if actions.is_empty() {
+    let words = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let (actions, rights) = (words(&a.actions), words(&a.rights));
+    if actions.is_empty() && rights.is_empty() {
         return Err(Failure::Usage(
-            "--actions needs at least one action, e.g. --actions open,read".into(),
+            "--actions needs at least one action, e.g. --actions open,read \
+             (or --rights fs.open,fs.read)"
+                .into(),
         ));
     }
     let mut params = Map::new();
     params.insert("service".into(), json!(a.service));
-    params.insert("actions".into(), json!(actions));
+    if !actions.is_empty() {
+        params.insert("actions".into(), json!(actions));
+    }
+    if !rights.is_empty() {
+        params.insert("rights".into(), json!(rights));
+    }
+    if let Some(r) = a.rate_limit {
+        params.insert("rate_limit".into(), json!(r));
+    }
     if let Some(p) = a.path_prefix {
         params.insert("path_prefix".into(), json!(p));
     }

@@ -145,6 +145,7 @@ pub fn hint_for_code(code: u16) -> Option<&'static str> {
         2 => "get a token with `strata-ctl issue …` as an admin and pass it with --token-file FILE or STRATA_TOKEN",
         3 => "the token does not allow this; ask an admin for a token with the right actions/path_prefix",
         6 => "a limit was hit; close handles or retry later",
+        7 => "the token's rate_limit allows no more requests now; slow down and retry shortly",
         _ => return None,
     })
 }
@@ -192,6 +193,8 @@ mod tests {
         assert_eq!(service_exit_code(3), 13);
         assert_eq!(service_exit_code(4), 14);
         assert_eq!(service_exit_code(6), 16);
+        assert_eq!(service_exit_code(7), 17);
+        assert!(hint_for_code(7).unwrap().contains("rate_limit"));
         // Codes that would collide with the shell's own statuses are capped.
         assert_eq!(service_exit_code(200), 125);
         assert_eq!(service_exit_code(u16::MAX), 125);

@@ -54,6 +54,7 @@ mod tests {
                 chain: &[],
                 issued: 1_000,
                 expires: 2_000,
+                rate_limit: None,
             },
         )
     }

@@ -962,3 +962,35 @@ fn audit_verify_without_a_trail_is_a_usage_error_and_unreadable_is_1() {
     let out = verify_run(&[], &[missing.to_str().unwrap()]).expect(1);
     assert!(out.stderr.contains("gone.jsonl"), "{}", out.stderr);
 }
+
+/// `--rights` alone and `--rate-limit`: the token says `fs.stat` in both
+/// forms, and a second request within the second is code 7 (exit 17) with
+/// a hint.
+#[test]
+fn issue_takes_rights_and_a_rate_limit() {
+    let s = Stack::start();
+    let out = s
+        .ctl(&[
+            "issue",
+            "--service",
+            "fs",
+            "--rights",
+            "fs.stat",
+            "--rate-limit",
+            "1rpm",
+            "--path-prefix",
+            &s.data(""),
+            "--quiet",
+        ])
+        .expect(0);
+    let tok = out.text().trim().to_string();
+    let v = s.ctl(&["verify", &tok]).expect(0).json();
+    assert_eq!(v["claims"]["actions"], json!(["stat"]));
+    assert_eq!(v["claims"]["rights"], json!(["fs.stat"]));
+    assert_eq!(v["claims"]["constraints"]["rate_limit"], "1rpm");
+    let env = [("STRATA_TOKEN", tok.as_str())];
+    s.ctl_env(&env, &["stat", &s.data("")]).expect(0);
+    let refused = s.ctl_env(&env, &["stat", &s.data("")]);
+    assert_eq!(refused.code, 17, "{}", refused.stderr);
+    assert!(refused.stderr.contains("rate_limit"), "{}", refused.stderr);
+}

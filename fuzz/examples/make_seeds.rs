@@ -103,6 +103,7 @@ fn main() {
             chain: &[],
             issued: NOW - 10,
             expires: NOW + 3600,
+            rate_limit: None,
         },
     );
     write("token", "issued", good.as_bytes());

@@ -267,7 +267,9 @@ fuzz_target!(|input: Input| {
     if let Ok(plain) = serde_json::from_slice::<Value>(&payload) {
         assert_eq!(plain["jti"], json!(cap.claims.jti));
         assert_eq!(plain["service"], json!(cap.claims.service));
-        assert_eq!(plain["actions"], json!(cap.claims.actions));
+        // A token with only `rights` has no `actions`: read as none.
+        let actions = plain.get("actions").cloned().unwrap_or(json!([]));
+        assert_eq!(actions, json!(cap.claims.actions));
         assert_eq!(plain["exp"], json!(cap.claims.exp));
         match &cap.claims.constraints.path_prefix {
             Some(p) => assert_eq!(plain["constraints"]["path_prefix"], json!(p)),
@@ -292,7 +294,10 @@ fuzz_target!(|input: Input| {
         input.action_probe.as_str(),
     ] {
         let allowed = cap.authorize("fs", action).is_ok();
-        let expect = cap.claims.service == "fs" && cap.claims.actions.iter().any(|a| a == action);
+        let right = format!("fs.{action}");
+        let expect = cap.claims.service == "fs"
+            && (cap.claims.actions.iter().any(|a| a == action)
+                || cap.claims.rights.iter().any(|r| *r == right));
         assert_eq!(allowed, expect);
     }
     assert!(cap.authorize("identity", "open").is_err() || cap.claims.service == "identity");

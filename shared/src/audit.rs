@@ -113,14 +113,21 @@ pub struct ReadSummary {
 }
 
 impl Record<'_> {
-    /// Allow or deny, from the code sent: codes 2 and 3 refuse access, and
+    /// Allow or deny, from the code sent: codes 2, 3 and 7 refuse access, and
     /// so does any error to a request without a valid token (it was granted
     /// nothing; counting it as a refusal keeps anyone's malformed requests
     /// under the per-uid summariser instead of one trail record each).
     /// Anything else was allowed (a later failure is noted in the reason).
     pub fn outcome(&self) -> Outcome {
         match self.code {
-            Some(ErrorCode::AuthenticationRequired | ErrorCode::PermissionDenied) => Outcome::Deny,
+            // Code 7 refuses a request past its capability's rate: counted
+            // per uid like any refusal, so a client hammering past its
+            // limit is summarised, not one trail record each.
+            Some(
+                ErrorCode::AuthenticationRequired
+                | ErrorCode::PermissionDenied
+                | ErrorCode::RateLimited,
+            ) => Outcome::Deny,
             Some(_) if !self.authenticated => Outcome::Deny,
             _ => Outcome::Allow,
         }
@@ -905,6 +912,8 @@ mod tests {
         r.authenticated = true;
         assert_eq!(r.outcome(), Outcome::Allow);
         r.code = Some(ErrorCode::PermissionDenied);
+        assert_eq!(r.outcome(), Outcome::Deny); // Past its rate limit, an authenticated request is refused too.
+        r.code = Some(ErrorCode::RateLimited);
         assert_eq!(r.outcome(), Outcome::Deny);
     }
 

@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::holder::Holder;
+use crate::rate::RateLimit;
 use crate::token::{self, TokenError};
 use crate::wire::Error;
 
@@ -52,6 +53,9 @@ pub struct Claims {
     pub nbf: Option<String>,
     pub exp: String,
     pub service: String,
+    /// The prototype v0.3.0's form of what the token allows: names of
+    /// actions of `service`. Absent in a token that has only `rights`.
+    #[serde(default)]
     pub actions: Vec<String>,
     #[serde(default, deserialize_with = "constraints_object")]
     pub constraints: Constraints,
@@ -67,6 +71,20 @@ pub struct Claims {
     /// (`identity.delegate`); absent on a token issued directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Vec<String>>,
+    /// The prototype v0.3.2's form: fully qualified `<service>.<action>`.
+    /// A token allows the union of `actions` and the rights for its own
+    /// `service` ([`Capability::authorize`]); Strata writes the same set in
+    /// both forms, so readers of either version understand its tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rights: Vec<String>,
+}
+
+/// A right's service and action: `fs.read` is `("fs", "read")`. `None`
+/// unless it is two non-empty names joined by one `.`.
+pub fn split_right(right: &str) -> Option<(&str, &str)> {
+    let (service, action) = right.split_once('.')?;
+    (!service.is_empty() && !action.is_empty() && !action.contains('.'))
+        .then_some((service, action))
 }
 
 /// `holder` must be a JSON object, for the same reason as `constraints`
@@ -118,6 +136,10 @@ fn constraints_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Constrai
 pub struct Constraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// How many requests the capability may make ([`crate::rate`]); fs
+    /// enforces it. A token whose limit does not parse is malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The footer of the tokens Strata issues.
@@ -244,6 +266,24 @@ impl Verifier {
         }
         let claims: Claims = serde_json::from_slice(&verified.payload)
             .map_err(|e| InvalidToken::BadClaims(e.to_string()))?;
+        // `actions` may be absent when `rights` is there (v0.3.2), but a
+        // token must say what it allows in one form or the other, as
+        // v0.3.0 required `actions`. Presence, not emptiness: `[]` was and
+        // stays a token that allows nothing.
+        #[derive(Deserialize)]
+        struct Forms {
+            #[serde(default)]
+            actions: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            rights: Option<serde::de::IgnoredAny>,
+        }
+        let forms: Forms = serde_json::from_slice(&verified.payload)
+            .map_err(|e| InvalidToken::BadClaims(e.to_string()))?;
+        if forms.actions.is_none() && forms.rights.is_none() {
+            return Err(InvalidToken::BadClaims(
+                "claims have neither actions nor rights".into(),
+            ));
+        }
         if claims.sub != SUBJECT {
             return Err(InvalidToken::BadClaims(format!(
                 "sub is {:?}, not {SUBJECT:?}",
@@ -252,6 +292,11 @@ impl Verifier {
         }
         if let Some(holder) = &claims.holder {
             holder.validate().map_err(InvalidToken::BadClaims)?;
+        }
+        if let Some(bad) = claims.rights.iter().find(|r| split_right(r).is_none()) {
+            return Err(InvalidToken::BadClaims(format!(
+                "right {bad:?} is not <service>.<action>"
+            )));
         }
         let id = crate::ids::parse_cap_id(&claims.jti)
             .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?;
@@ -319,6 +364,23 @@ impl Capability {
         self.claims.constraints.path_prefix.as_deref()
     }
 
+    /// The token's `constraints.rate_limit`, if it has one.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.claims.constraints.rate_limit
+    }
+
+    /// Whether the token allows `action` on its own service, in either
+    /// form: listed in `actions`, or as `<service>.<action>` in `rights`.
+    pub fn allows(&self, action: &str) -> bool {
+        let service = self.claims.service.as_str();
+        self.claims.actions.iter().any(|a| a == action)
+            || self
+                .claims
+                .rights
+                .iter()
+                .any(|r| split_right(r) == Some((service, action)))
+    }
+
     /// Checks the validity window.
     pub fn check_time(&self, now: i64) -> Result<(), InvalidToken> {
         if now >= self.expires {
@@ -344,10 +406,18 @@ impl Capability {
                 self.claims.service
             )));
         }
-        if !self.claims.actions.iter().any(|a| a == action) {
+        if !self.allows(action) {
+            let mut allowed: Vec<&str> = self.claims.actions.iter().map(String::as_str).collect();
+            for r in &self.claims.rights {
+                if let Some((s, a)) = split_right(r) {
+                    if s == service && !allowed.contains(&a) {
+                        allowed.push(a);
+                    }
+                }
+            }
             return Err(Error::denied(format!(
                 "token does not allow action {action:?} (it allows {})",
-                self.claims.actions.join(",")
+                allowed.join(",")
             )));
         }
         Ok(())
@@ -439,14 +509,19 @@ pub struct Grant<'a> {
     pub chain: &'a [String],
     pub issued: i64,
     pub expires: i64,
+    /// `constraints.rate_limit`; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
-/// Signs a grant into a token carrying the `kid` footer.
+/// Signs a grant into a token carrying the `kid` footer. The actions are
+/// written in both forms: `actions`, and `rights` as `<service>.<action>`.
 pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
     #[derive(Serialize)]
     struct C<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         path_prefix: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rate_limit: Option<RateLimit>,
     }
     #[derive(Serialize)]
     struct P<'a> {
@@ -461,6 +536,7 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         holder: Option<&'a Holder>,
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         chain: &'a [String],
+        rights: Vec<String>,
     }
     let payload = serde_json::to_vec(&P {
         jti: grant.cap_id,
@@ -471,9 +547,15 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         actions: grant.actions,
         constraints: C {
             path_prefix: grant.path_prefix,
+            rate_limit: grant.rate_limit,
         },
         holder: grant.holder,
         chain: grant.chain,
+        rights: grant
+            .actions
+            .iter()
+            .map(|a| format!("{}.{a}", grant.service))
+            .collect(),
     })
     .expect("claims serialize");
     let footer = serde_json::to_vec(&Footer { kid: kid.into() }).expect("footer serializes");
@@ -497,6 +579,7 @@ mod tests {
             chain: &[],
             issued,
             expires,
+            rate_limit: None,
         }
     }
 
@@ -573,6 +656,80 @@ mod tests {
         assert_eq!(e.code, crate::wire::ErrorCode::PermissionDenied);
         let e = cap.authorize("identity", "read").unwrap_err();
         assert_eq!(e.code, crate::wire::ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn issued_tokens_carry_both_forms_and_the_rate_limit() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let v = Verifier::new(kp.pk);
+        let actions = vec!["open".to_string(), "read".to_string()];
+        let limit = crate::rate::RateLimit::parse("50rps").ok();
+        let g = Grant {
+            rate_limit: limit,
+            ..grant(&actions, now(), now() + 60)
+        };
+        let cap = v.verify(&issue(&kp.sk, v.kid(), &g), now()).unwrap();
+        assert_eq!(cap.claims.actions, ["open", "read"]);
+        assert_eq!(cap.claims.rights, ["fs.open", "fs.read"]);
+        assert_eq!(cap.rate_limit(), limit);
+    }
+
+    /// Signs `claims` (a JSON object body after `jti`, `sub`, the times and
+    /// `service: fs`) and decodes it.
+    fn decode_fs_claims(extra: &str) -> Result<Capability, InvalidToken> {
+        let kp = keypair_from_seed(&[5; 32]);
+        let payload = format!(
+            r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs"{extra}}}"#
+        );
+        Verifier::new(kp.pk).verify(&token::sign(&kp.sk, payload.as_bytes(), b""), now())
+    }
+
+    #[test]
+    fn rights_alone_or_with_actions_allow_their_union_for_this_service() {
+        let cap = decode_fs_claims(r#","rights":["fs.read","identity.list"]"#).unwrap();
+        assert!(cap.claims.actions.is_empty());
+        assert!(cap.authorize("fs", "read").is_ok());
+        // A right for another service is not a right here.
+        let e = cap.authorize("fs", "list").unwrap_err();
+        assert_eq!(e.code, crate::wire::ErrorCode::PermissionDenied);
+        assert!(e.message.contains("it allows read"), "{}", e.message);
+        let both = decode_fs_claims(r#","actions":["open"],"rights":["fs.read"]"#).unwrap();
+        assert!(both.authorize("fs", "open").is_ok());
+        assert!(both.authorize("fs", "read").is_ok());
+        assert!(both.authorize("fs", "stat").is_err());
+        let nothing = decode_fs_claims(r#","actions":[]"#).unwrap();
+        assert!(nothing.authorize("fs", "read").is_err());
+        assert!(matches!(
+            decode_fs_claims(""),
+            Err(InvalidToken::BadClaims(_))
+        ));
+        for bad in [
+            r#","rights":["read"]"#,
+            r#","rights":["fs."]"#,
+            r#","rights":[".read"]"#,
+            r#","rights":["fs.read.x"]"#,
+            r#","rights":"fs.read""#,
+            r#","rights":[1]"#,
+        ] {
+            assert!(
+                matches!(decode_fs_claims(bad), Err(InvalidToken::BadClaims(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_that_does_not_parse_is_a_malformed_token() {
+        let ok =
+            decode_fs_claims(r#","actions":["read"],"constraints":{"rate_limit":"5rps"}"#).unwrap();
+        assert_eq!(ok.rate_limit().map(|r| r.count), Some(5));
+        for bad in [r#""5 rps""#, r#""0rps""#, "5", r#""fast""#, "[]"] {
+            let extra = format!(r#","actions":["read"],"constraints":{{"rate_limit":{bad}}}"#);
+            assert!(
+                matches!(decode_fs_claims(&extra), Err(InvalidToken::BadClaims(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod paths;
 pub mod peer;
 pub mod privileges;
 pub mod random;
+pub mod rate;
 pub mod server;
 pub mod token;
 pub mod wire;

@@ -70,6 +70,9 @@ pub enum ErrorCode {
     Internal = 5,
     /// A limit was hit (handles, connections).
     ResourceExhausted = 6,
+    /// A capability's `constraints.rate_limit` was exceeded (the
+    /// prototype's 7 `RESOURCE_EXHAUSTED`).
+    RateLimited = 7,
 }
 
 impl ErrorCode {
@@ -87,6 +90,7 @@ impl ErrorCode {
             4 => Self::NotFound,
             5 => Self::Internal,
             6 => Self::ResourceExhausted,
+            7 => Self::RateLimited,
             _ => return None,
         })
     }
@@ -130,6 +134,9 @@ impl Error {
     }
     pub fn exhausted(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ResourceExhausted, message)
+    }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RateLimited, message)
     }
 }
 

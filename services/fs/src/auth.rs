@@ -279,6 +279,7 @@ pub(crate) mod tests {
                 chain: &[],
                 issued: now,
                 expires: now + ttl,
+                rate_limit: None,
             },
         )
     }

@@ -14,6 +14,9 @@ use strata_shared::paths;
 /// descriptor, and the kernel's own ceiling (`fs.nr_open`) is about a million.
 pub const MAX_HANDLES_CEILING: u64 = 1 << 20;
 
+/// Largest `STRATA_FS_MAX_RATE_BUCKETS` accepted: about 400 MiB of buckets.
+pub const MAX_RATE_BUCKETS_CEILING: u64 = 1 << 22;
+
 /// What fs serves and how much it may hold.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -33,6 +36,9 @@ pub struct FsConfig {
     /// Whether `fs.list` results are cached (`STRATA_FS_LIST_CACHE`, default
     /// on; see [`crate::list_cache`]).
     pub list_cache: bool,
+    /// Rate-limited capabilities tracked at once
+    /// (`STRATA_FS_MAX_RATE_BUCKETS`, see [`crate::rates`]).
+    pub max_rate_buckets: usize,
     /// Where identity answers (`$STRATA_RUNTIME_DIR/identity.sock`).
     pub identity_socket: PathBuf,
 }
@@ -46,6 +52,7 @@ impl Default for FsConfig {
             handle_idle: Duration::from_secs(300),
             allow_hardlinks: false,
             list_cache: true,
+            max_rate_buckets: crate::rates::DEFAULT_MAX_BUCKETS,
             identity_socket: config::socket_path("identity"),
         }
     }
@@ -66,6 +73,12 @@ impl FsConfig {
             1,
             MAX_HANDLES_CEILING,
         )?;
+        let max_rate_buckets = config::env_u64(
+            "STRATA_FS_MAX_RATE_BUCKETS",
+            crate::rates::DEFAULT_MAX_BUCKETS as u64,
+            1,
+            MAX_RATE_BUCKETS_CEILING,
+        )?;
         let idle = config::env_u64("STRATA_FS_HANDLE_IDLE_SECS", 300, 1, 7 * 24 * 3600)?;
         Ok(Self {
             roots,
@@ -74,6 +87,7 @@ impl FsConfig {
             handle_idle: Duration::from_secs(idle),
             allow_hardlinks: config::env_bool("STRATA_FS_ALLOW_HARDLINKS", false)?,
             list_cache: config::env_bool("STRATA_FS_LIST_CACHE", true)?,
+            max_rate_buckets: max_rate_buckets as usize,
             identity_socket: config::socket_path("identity"),
         })
     }

@@ -37,6 +37,7 @@ pub mod list_cache;
 pub mod path_ops;
 pub mod policy;
 pub mod prefixes;
+pub mod rates;
 
 /// The parameters of fs's methods, defined once: the dispatcher parses
 /// requests into these, and so does the fuzz target
@@ -64,6 +65,7 @@ use crate::list_cache::ListCache;
 use crate::params::{HandleParams, OpenParams, PathParams, ReadParams};
 use crate::policy::{Action, Ask, Object, Target};
 use crate::prefixes::PrefixDirs;
+use crate::rates::RateLimiter;
 
 /// Where audit records go: [`audit::record`] in the service; tests put
 /// their own here to see every record, or to make the trail fail.
@@ -76,6 +78,9 @@ pub struct FsService {
     pub handles: Arc<HandleTable>,
     /// Listings of recently listed directories (`STRATA_FS_LIST_CACHE`).
     pub list_cache: ListCache,
+    /// Token buckets of rate-limited capabilities
+    /// (`STRATA_FS_MAX_RATE_BUCKETS`).
+    pub rates: RateLimiter,
     prefixes: PrefixDirs,
     trail: Trail,
     started: Instant,
@@ -206,11 +211,13 @@ impl FsService {
             config.handle_idle,
         ));
         let list_cache = ListCache::new(config.list_cache);
+        let rates = RateLimiter::new(config.max_rate_buckets);
         Self {
             config: Arc::new(config),
             authority,
             handles,
             list_cache,
+            rates,
             prefixes: PrefixDirs::default(),
             trail: Arc::new(audit::record),
             started: Instant::now(),
@@ -275,6 +282,11 @@ impl FsService {
         // Expired listings are never served; this gives their memory back
         // while no fs.list comes.
         self.list_cache.sweep();
+        // Full buckets decide nothing, and expired or revoked capabilities
+        // never reach the rate check: their entries go.
+        self.rates.sweep(Instant::now(), now, |id| {
+            self.authority.revocations.contains(id)
+        });
         if self.handles.trim_after_burst() {
             tracing::debug!(
                 open = self.handles.len(),
@@ -406,6 +418,8 @@ impl FsService {
             service: &'static str,
             uptime_seconds: u64,
             handles: usize,
+            /// Rate-limited capabilities whose buckets are not full.
+            rate_buckets: usize,
             identity: &'static str,
             /// The audit trail: "ok", "failing" (every request is refused
             /// with code 5) or "journald-only".
@@ -423,6 +437,7 @@ impl FsService {
             service: "fs",
             uptime_seconds: self.started.elapsed().as_secs(),
             handles: self.handles.len(),
+            rate_buckets: self.rates.len(),
             identity: if self.authority.is_synced() {
                 "synced"
             } else {

@@ -12,7 +12,9 @@
 //! 3. the holder: a token with a `holder` claim is honoured only for the
 //!    uid it names (`SO_PEERCRED`) and the unit it names (the cgroup of
 //!    the process that opened the connection), and only while that process
-//!    is alive ([`strata_shared::holder::Opener`]) — code 3;
+//!    is alive ([`strata_shared::holder::Opener`]) — code 3; then the
+//!    capability's `constraints.rate_limit`, a token bucket per capability
+//!    ([`crate::rates`]) — code 7;
 //! 4. the object:
 //!    - a handle (`fs.read`, `fs.close`) must exist (code 4) and belong to
 //!      this capability (code 3);
@@ -156,7 +158,8 @@ impl FsService {
     /// The [`Refusal`] to answer: code 2 (token), 3 (action, prefix,
     /// another capability's handle, hard link), 4 (no such handle or
     /// path), 1 (a path that is not a regular file for `fs.open`, or not a
-    /// directory for `fs.list`), 5 (no key yet), 6 (a leased file).
+    /// directory for `fs.list`), 5 (no key yet), 6 (a leased file), 7 (the
+    /// capability's rate limit).
     pub async fn decide(&self, ask: &Ask<'_>) -> Result<Grant, Refusal> {
         // 1. Who: the token, now.
         let cap = self
@@ -184,11 +187,23 @@ impl FsService {
             }
             None => {}
         }
-        // 3. Whether this caller may present it. (A rate per capability,
-        // to come, goes here too: the capability is known, nothing is
-        // resolved yet.)
+        // 3. Whether this caller may present it, and whether the
+        // capability's rate allows one more request. The rate comes after
+        // the holder: someone else's requests with a copied bound token
+        // must not drain the holder's bucket.
         if let Some(holder) = &cap.claims.holder {
             holder::admits(holder, ask.caller).map_err(refuse)?;
+        }
+        if let Some(limit) = cap.rate_limit() {
+            self.rates
+                .take(
+                    cap.id,
+                    limit,
+                    cap.expires,
+                    std::time::Instant::now(),
+                    strata_shared::capability::now(),
+                )
+                .map_err(refuse)?;
         }
         // 4. Which object.
         let target = match ask.object {

@@ -208,9 +208,11 @@ mod tests {
                 actions: vec!["list".into()],
                 constraints: Constraints {
                     path_prefix: Some(prefix.into()),
+                    rate_limit: None,
                 },
                 holder: None,
                 chain: None,
+                rights: Vec::new(),
             },
             id: n,
             expires: i64::MAX,

@@ -62,6 +62,7 @@ impl Fixture {
                 chain: &[],
                 issued: now,
                 expires: now + 600,
+                rate_limit: None,
             },
         );
         let records = RecordCapture::default();
@@ -343,4 +344,46 @@ fn handles_that_end_without_close_get_one_record_with_their_reads() {
     );
     assert_eq!(f.fs.sweep(), 0, "ended once");
     assert!(f.take().is_empty());
+}
+
+/// A request past its capability's rate limit is refused with code 7 and
+/// recorded like any refusal, naming the capability.
+#[test]
+fn a_request_past_its_rate_limit_is_recorded_with_code_7() {
+    const LIMITED: &str = "fedcba9876543210fedcba9876543210";
+    let f = Fixture::new();
+    let kp = keypair_from_seed(&[21; 32]);
+    let actions = vec!["stat".to_string()];
+    let now = capability::now();
+    let token = capability::issue(
+        &kp.sk,
+        &key_id(&kp.pk),
+        &Grant {
+            cap_id: LIMITED,
+            service: "fs",
+            actions: &actions,
+            path_prefix: Some(&f.data),
+            holder: None,
+            chain: &[],
+            issued: now,
+            expires: now + 600,
+            rate_limit: strata_shared::rate::RateLimit::parse("1rps").ok(),
+        },
+    );
+    let stat = || f.call("fs.stat", Some(&token), json!({"path": f.data}));
+    stat().unwrap();
+    let (code, message) = stat().unwrap_err();
+    assert_eq!(code, 7, "{message}");
+    let got = f.take();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let r = &got[1];
+    assert_eq!(
+        (r.code, r.cap_id.as_deref(), r.authenticated),
+        (Some(7), Some(LIMITED), true)
+    );
+    assert_eq!(r.reason, message);
+    // The unlimited capability of the fixture is not affected.
+    for _ in 0..20 {
+        f.with_token("fs.stat", json!({"path": f.data})).unwrap();
+    }
 }

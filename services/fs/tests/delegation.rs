@@ -92,6 +92,7 @@ fn nothing_about_a_child_can_be_wider_than_its_parent() {
         (json!({"path_prefix": "/"}), "path_prefix"),
         (json!({"ttl_seconds": 601}), "outlives the parent"),
         (json!({"ttl_seconds": 86_400}), "outlives the parent"),
+        (json!({"rights": ["fs.read"]}), "action \"read\""),
     ];
     for (params, why) in widenings {
         let (code, msg) = error(delegate(&s, &parent, params.clone()));
@@ -103,7 +104,8 @@ fn nothing_about_a_child_can_be_wider_than_its_parent() {
     }
     for bad in [
         json!({"actions": []}),
-        json!({"actions": ["list", "list"]}),
+        json!({"rights": ["identity.list"]}),
+        json!({"rate_limit": "fast"}),
         json!({"path_prefix": "srv/data"}),
         json!({"path_prefix": format!("{}/../x", s.data())}),
         json!({"ttl_seconds": 0}),
@@ -111,6 +113,29 @@ fn nothing_about_a_child_can_be_wider_than_its_parent() {
     ] {
         assert_eq!(code(delegate(&s, &parent, bad.clone())), 1, "{bad}");
     }
+    // A rate limit: the parent's by default, never looser.
+    let limited = s.issue_with(
+        json!({"service": "fs", "rights": ["fs.list", "fs.delegate"],
+        "path_prefix": s.data(), "rate_limit": "10rps"}),
+    );
+    let (code, msg) = error(delegate(&s, &limited, json!({"rate_limit": "11rps"})));
+    assert_eq!(code, 3, "{msg}");
+    assert!(msg.contains("rate_limit"), "{msg}");
+    let (code, msg) = error(delegate(&s, &limited, json!({"rate_limit": "1000rpm"})));
+    assert_eq!(code, 3, "1000rpm is looser than 10rps: {msg}");
+    let kid = child(&s, &limited, json!({"rights": ["fs.list"]}));
+    let v = ok(s
+        .identity_client()
+        .call("identity.verify", None, &json!({"token": kid.token}))
+        .unwrap());
+    assert_eq!(v["claims"]["constraints"]["rate_limit"], "10rps", "{v}");
+    assert_eq!(v["claims"]["rights"], json!(["fs.list"]), "{v}");
+    let kid = child(&s, &limited, json!({"rate_limit": "2rps"}));
+    let v = ok(s
+        .identity_client()
+        .call("identity.verify", None, &json!({"token": kid.token}))
+        .unwrap());
+    assert_eq!(v["claims"]["constraints"]["rate_limit"], "2rps", "{v}");
     // Without the delegate action, nothing can be delegated at all.
     let plain = root(&s, &["list"]);
     let (code, msg) = error(delegate(&s, &plain, json!({"actions": ["list"]})));

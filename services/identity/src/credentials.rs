@@ -156,6 +156,7 @@ impl Identity {
                 chain: &[],
                 issued,
                 expires,
+                rate_limit: None,
             },
         );
         self.grants.remember(

@@ -201,7 +201,39 @@ fn issue_checks_its_parameters() {
         ),
         (
             json!({"service":"fs","path_prefix":"/srv"}),
-            "missing actions",
+            "missing actions and rights",
+        ),
+        (
+            json!({"service":"fs","rights":[],"path_prefix":"/srv"}),
+            "no rights",
+        ),
+        (
+            json!({"service":"fs","rights":["read"],"path_prefix":"/srv"}),
+            "unqualified right",
+        ),
+        (
+            json!({"service":"fs","rights":["fs.write"],"path_prefix":"/srv"}),
+            "unknown fs right",
+        ),
+        (
+            json!({"service":"fs","rights":["fs.read","identity.read"],"path_prefix":"/srv"}),
+            "right for another service",
+        ),
+        (
+            json!({"service":"fs","rights":["fs.read","fs.read"],"path_prefix":"/srv"}),
+            "duplicate right",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","rate_limit":"5 rps"}),
+            "rate limit with a space",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","rate_limit":"0rps"}),
+            "rate limit of zero",
+        ),
+        (
+            json!({"service":"fs","actions":["read"],"path_prefix":"/srv","rate_limit":50}),
+            "rate limit as a number",
         ),
         (
             json!({"service":"fs","actions":[],"path_prefix":"/srv"}),
@@ -258,6 +290,25 @@ fn issue_checks_its_parameters() {
         (r["expires"].as_i64().unwrap() - capability::now() - 50).abs() <= 2,
         "default TTL"
     );
+    // Actions and rights grant their union, written in both forms, with
+    // the rate limit in the constraints.
+    let r = ok(c
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service":"fs","actions":["read","open"],"rights":["fs.open","fs.list"],
+                    "path_prefix":"/srv","rate_limit":"50rps"}),
+        )
+        .unwrap());
+    let v = ok(c
+        .call("identity.verify", None, &json!({"token": r["token"]}))
+        .unwrap());
+    assert_eq!(v["claims"]["actions"], json!(["read", "open", "list"]));
+    assert_eq!(
+        v["claims"]["rights"],
+        json!(["fs.read", "fs.open", "fs.list"])
+    );
+    assert_eq!(v["claims"]["constraints"]["rate_limit"], "50rps");
     let r = ok(c
         .call(
             "identity.issue",
@@ -395,6 +446,7 @@ fn verify_reports_expiry_and_refuses_forgeries() {
             chain: &[],
             issued: capability::now(),
             expires: capability::now() + 60,
+            rate_limit: None,
         },
     );
     let r = c

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use strata_shared::capability::{self, Capability, Grant, DELEGATE, MAX_CHAIN};
 use strata_shared::holder::{self, Holder};
+use strata_shared::rate::{self, RateLimit};
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 use strata_shared::{paths, random};
@@ -22,9 +23,16 @@ use crate::Identity;
 
 #[derive(Deserialize)]
 pub struct DelegateParams {
-    /// A subset of the parent's; the parent's when absent.
+    /// A subset of the parent's; the parent's when absent (with `rights`).
     #[serde(default)]
     actions: Option<Vec<String>>,
+    /// The same, as `<service>.<action>` (the v0.3.2 form); joined with
+    /// `actions`.
+    #[serde(default)]
+    rights: Option<Vec<String>>,
+    /// At most the parent's rate; the parent's when absent.
+    #[serde(default)]
+    rate_limit: Option<String>,
     /// The parent's or beneath it; the parent's when absent.
     #[serde(default)]
     path_prefix: Option<String>,
@@ -78,10 +86,10 @@ pub fn delegate(
         holder::admits(h, ctx)?;
     }
     facts.authenticated = true;
-    if !parent.claims.actions.iter().any(|a| a == DELEGATE) {
+    if !parent.allows(DELEGATE) {
         return Err(Error::denied(format!(
             "token does not allow action \"{DELEGATE}\" (it allows {}); ask for a token with it",
-            parent.claims.actions.join(",")
+            allowed(&parent).join(",")
         )));
     }
     if parent.ancestors.len() >= MAX_CHAIN {
@@ -109,6 +117,7 @@ pub fn delegate(
             chain: &chain,
             issued: now,
             expires: child.expires,
+            rate_limit: child.rate_limit,
         },
     );
     #[derive(Serialize)]
@@ -134,9 +143,23 @@ pub fn delegate(
     written
 }
 
+/// Every action `cap` allows on its service, from `actions` and `rights`.
+fn allowed(cap: &Capability) -> Vec<String> {
+    let mut all: Vec<String> = cap.claims.actions.clone();
+    for r in &cap.claims.rights {
+        if let Some((s, a)) = capability::split_right(r) {
+            if s == cap.claims.service && !all.iter().any(|x| x == a) {
+                all.push(a.to_string());
+            }
+        }
+    }
+    all
+}
+
 /// What the child may have, from the parent and what was asked.
 struct Child {
     actions: Vec<String>,
+    rate_limit: Option<RateLimit>,
     path_prefix: Option<String>,
     holder: Option<Holder>,
     expires: i64,
@@ -152,25 +175,49 @@ fn narrow(
     p: &DelegateParams,
     now: i64,
 ) -> Result<Child, Error> {
-    let actions = match &p.actions {
-        None => parent.claims.actions.clone(),
-        Some(actions) => {
-            if actions.is_empty() {
+    let service = parent.claims.service.as_str();
+    let actions = match (&p.actions, &p.rights) {
+        (None, None) => allowed(parent),
+        (actions, rights) => {
+            let mut asked: Vec<String> = actions.iter().flatten().cloned().collect();
+            for r in rights.iter().flatten() {
+                match capability::split_right(r) {
+                    Some((s, a)) if s == service => asked.push(a.to_string()),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "right {r:?} is not {service}.<action>: a child holds rights for \
+                             its parent's service only"
+                        )))
+                    }
+                }
+            }
+            if asked.is_empty() {
                 return Err(Error::invalid("actions must list at least one action"));
             }
             let mut seen = HashSet::new();
-            for a in actions {
-                if !seen.insert(a.as_str()) {
-                    return Err(Error::invalid(format!("action {a:?} is listed twice")));
-                }
-                if !parent.claims.actions.contains(a) {
+            asked.retain(|a| seen.insert(a.clone()));
+            for a in &asked {
+                if !parent.allows(a) {
                     return Err(wider(format!(
                         "action {a:?} is not among the parent's ({})",
-                        parent.claims.actions.join(",")
+                        allowed(parent).join(",")
                     )));
                 }
             }
-            actions.clone()
+            asked
+        }
+    };
+    let rate_limit = match &p.rate_limit {
+        None => parent.rate_limit(),
+        Some(asked) => {
+            let asked = RateLimit::parse(asked).map_err(Error::invalid)?;
+            if !rate::within(Some(asked), parent.rate_limit()) {
+                return Err(wider(format!(
+                    "rate_limit {asked:?} is looser than the parent's {:?}",
+                    parent.claims.constraints.rate_limit
+                )));
+            }
+            Some(asked)
         }
     };
     let path_prefix = match (&p.path_prefix, parent.path_prefix()) {
@@ -215,6 +262,7 @@ fn narrow(
     };
     Ok(Child {
         actions,
+        rate_limit,
         path_prefix,
         holder,
         expires,

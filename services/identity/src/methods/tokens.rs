@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::capability::{self, Claims, Grant, FS_ACTIONS};
+use strata_shared::capability::{self, split_right, Claims, Grant, FS_ACTIONS};
 use strata_shared::holder::Holder;
+use strata_shared::rate::RateLimit;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 use strata_shared::{paths, random};
@@ -18,7 +19,13 @@ const MAX_NAME: usize = 32;
 #[derive(Deserialize)]
 pub struct IssueParams {
     service: String,
-    actions: Vec<String>,
+    /// Actions of `service` (`["read"]`), the v0.3.0 form.
+    #[serde(default)]
+    actions: Option<Vec<String>>,
+    /// Fully qualified rights (`["fs.read"]`), the v0.3.2 form; the token
+    /// grants the union of both.
+    #[serde(default)]
+    rights: Option<Vec<String>>,
     #[serde(default)]
     path_prefix: Option<String>,
     #[serde(default)]
@@ -29,6 +36,9 @@ pub struct IssueParams {
     /// Binds the token to this uid (`holder.uid`).
     #[serde(default)]
     holder_uid: Option<u32>,
+    /// `constraints.rate_limit` (`"50rps"`, [`RateLimit::parse`]).
+    #[serde(default)]
+    rate_limit: Option<String>,
 }
 
 impl IssueParams {
@@ -59,27 +69,73 @@ fn is_name(s: &str, allow_dash: bool) -> bool {
         })
 }
 
-fn check_grant(p: &IssueParams, id: &Identity) -> Result<u64, Error> {
+/// The actions a grant allows: the union of `actions` and `rights`, in
+/// the order given, each once.
+///
+/// # Errors
+/// Code 1: neither given, a name listed twice in one list, a right that is
+/// not `<service>.<action>` or is for another service than `service`.
+fn granted_actions(p: &IssueParams) -> Result<Vec<String>, Error> {
+    if p.actions.is_none() && p.rights.is_none() {
+        return Err(Error::invalid(
+            "give actions ([\"read\"]) or rights ([\"fs.read\"]), or both",
+        ));
+    }
+    let mut granted: Vec<String> = Vec::new();
+    let mut listed = HashSet::new();
+    for a in p.actions.iter().flatten() {
+        if !listed.insert(a.as_str()) {
+            return Err(Error::invalid(format!("action {a:?} is listed twice")));
+        }
+        granted.push(a.clone());
+    }
+    let mut rights = HashSet::new();
+    for r in p.rights.iter().flatten() {
+        let Some((service, action)) = split_right(r) else {
+            return Err(Error::invalid(format!(
+                "right {r:?} is not <service>.<action> (for example \"fs.read\")"
+            )));
+        };
+        if service != p.service {
+            return Err(Error::invalid(format!(
+                "right {r:?} is for service {service:?}, but the token is for {:?}; \
+                 a token holds rights for its own service only",
+                p.service
+            )));
+        }
+        if !rights.insert(r.as_str()) {
+            return Err(Error::invalid(format!("right {r:?} is listed twice")));
+        }
+        // The same action in both lists is one action.
+        if !granted.iter().any(|g| g == action) {
+            granted.push(action.to_string());
+        }
+    }
+    Ok(granted)
+}
+
+/// Checks a grant; answers its actions, TTL and rate limit.
+fn check_grant(
+    p: &IssueParams,
+    id: &Identity,
+) -> Result<(Vec<String>, u64, Option<RateLimit>), Error> {
     if !is_name(&p.service, true) {
         return Err(Error::invalid(format!(
             "service {:?} is not a service name ([a-z][a-z0-9_-]*, at most {MAX_NAME})",
             p.service
         )));
     }
-    if p.actions.is_empty() || p.actions.len() > MAX_ACTIONS {
+    let actions = granted_actions(p)?;
+    if actions.is_empty() || actions.len() > MAX_ACTIONS {
         return Err(Error::invalid(format!(
-            "actions must list 1 to {MAX_ACTIONS} actions"
+            "actions and rights must grant 1 to {MAX_ACTIONS} actions"
         )));
     }
-    let mut seen = HashSet::new();
-    for a in &p.actions {
+    for a in &actions {
         if !is_name(a, false) {
             return Err(Error::invalid(format!(
                 "action {a:?} is not an action name"
             )));
-        }
-        if !seen.insert(a.as_str()) {
-            return Err(Error::invalid(format!("action {a:?} is listed twice")));
         }
         if p.service == "fs" && !capability::is_fs_action(a) {
             return Err(Error::invalid(format!(
@@ -104,7 +160,13 @@ fn check_grant(p: &IssueParams, id: &Identity) -> Result<u64, Error> {
             id.config.max_ttl
         )));
     }
-    Ok(ttl)
+    let rate_limit = p
+        .rate_limit
+        .as_deref()
+        .map(RateLimit::parse)
+        .transpose()
+        .map_err(Error::invalid)?;
+    Ok((actions, ttl, rate_limit))
 }
 
 /// `identity.issue`: administrators only.
@@ -128,7 +190,7 @@ pub fn issue(
     facts.authenticated = true;
     let p: IssueParams = req.params()?;
     facts.path.clone_from(&p.path_prefix);
-    let ttl = check_grant(&p, id)?;
+    let (actions, ttl, rate_limit) = check_grant(&p, id)?;
     let holder = p.holder()?;
     let cap_id = random::id128();
     let issued = capability::now();
@@ -139,12 +201,13 @@ pub fn issue(
         &Grant {
             cap_id: &cap_id,
             service: &p.service,
-            actions: &p.actions,
+            actions: &actions,
             path_prefix: p.path_prefix.as_deref(),
             holder: holder.as_ref(),
             chain: &[],
             issued,
             expires,
+            rate_limit,
         },
     );
     #[derive(Serialize)]
