@@ -255,6 +255,12 @@ fn standalone_mode_probes_directly_without_systemctl() {
         .unwrap()
         .contains("fs.sock"));
     assert_eq!(env.systemctl.shows(), 0);
+    // Nothing to ask about units without systemd; the registry, a fixed
+    // table, still answers.
+    let e = call(&sup, "supervisor.svc.list").unwrap_err();
+    assert_eq!(e.code, 5, "{e:?}");
+    assert!(e.message.contains("needs systemd"), "{e:?}");
+    assert!(call(&sup, "registry.list").is_ok());
 }
 
 #[test]
@@ -485,6 +491,28 @@ fn everyone_but_an_administrator_gets_code_3_for_start_and_stop() {
     assert!(env.systemctl.control().is_empty(), "systemd never asked");
 }
 
+/// uid 65534 is what every non-root caller looks like under the unit's
+/// PrivateUsers=yes: listing it must not make everyone an administrator.
+#[test]
+#[ignore = "needs root: calls as uid 65534"]
+fn the_overflow_uid_is_never_an_administrator() {
+    let env = Env::new();
+    env.systemctl.running("fs");
+    let sup = env.start_supervisor(&[("STRATA_ADMIN_UIDS", "65534")]);
+    sup.wait_notify("READY=1", T).unwrap();
+    let r = strata_testkit::call_as(
+        65534,
+        65534,
+        "child_request",
+        &sup.socket,
+        "supervisor.svc.stop",
+        None,
+        serde_json::json!({"name": "fs"}),
+    );
+    assert_eq!(r.error.expect("refused").code, 3);
+    assert!(env.systemctl.control().is_empty());
+}
+
 #[test]
 fn registry_answers_from_the_socket_layout_on_its_own_socket() {
     let env = Env::new();
@@ -545,4 +573,59 @@ fn registry_lists_identitys_methods() {
         .find(|d| d.service == "identity")
         .unwrap();
     assert_eq!(declared.methods, strata_identity::METHODS);
+}
+
+/// Run by hand (no LISTEN_FDS), the supervisor binds both of its sockets.
+#[test]
+fn without_activation_it_binds_supervisor_and_registry_sockets() {
+    let env = Env::new();
+    let child = std::process::Command::new(workspace_binary("strata-supervisor"))
+        .env("STRATA_RUNTIME_DIR", &env.runtime_dir)
+        .env("STRATA_SUPERVISOR_MODE", "standalone")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let registry = env.runtime_dir.join("registry.sock");
+    let supervisor = env.runtime_dir.join("supervisor.sock");
+    wait_until(T, "both sockets bound", || {
+        registry.exists() && supervisor.exists()
+    });
+    let fs = call_on(
+        &registry,
+        "registry.resolve",
+        serde_json::json!({"name": "fs"}),
+    )
+    .unwrap();
+    assert_eq!(
+        fs["socket"],
+        env.runtime_dir.join("fs.sock").to_str().unwrap()
+    );
+    assert_eq!(
+        call_on(&supervisor, "supervisor.health", serde_json::json!({})).unwrap()["status"],
+        "ok"
+    );
+    terminate(child.0.id());
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[allow(unsafe_code)]
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
 }
