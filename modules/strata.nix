@@ -469,7 +469,8 @@ in
     environment.systemPackages = [ (lib.getBin cfg.package) ];
 
     # The units themselves: strata.target, strata-{identity,fs,supervisor}
-    # .socket and .service, from $out/lib/systemd/system.
+    # .socket and .service, strata-identity-credentials.socket and
+    # strata-registry.socket, from $out/lib/systemd/system.
     systemd.packages = [ cfg.package.out ];
 
     # /run/strata, group-writable for strata-identity and sticky, from
@@ -503,7 +504,7 @@ in
     # and strata.target pulls in the supervisor (Wants=).
     systemd.targets.strata.wantedBy = [ "multi-user.target" ];
 
-    systemd.sockets = lib.genAttrs [ "strata-identity" "strata-identity-credentials" "strata-fs" "strata-supervisor" ] (_: {
+    systemd.sockets = lib.genAttrs [ "strata-identity" "strata-identity-credentials" "strata-fs" "strata-supervisor" "strata-registry" ] (_: {
       wantedBy = [ "strata.target" ];
     });
 

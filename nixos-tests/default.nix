@@ -12,7 +12,8 @@
 # 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
 # NixOS machine's read-only unit directories allow); 21-grants is done
 # through services.strata.grants instead of hand-written units (grants);
-# 23-grants-identity-restart runs in the container only so far.
+# 23-grants-identity-restart and 24-control run in the container only so
+# far.
 #
 # Called by package.nix (passthru.tests, which flake.nix's checks take), with
 # the very package under test.

@@ -158,6 +158,11 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
 
+    /// Strata's services as systemd runs them (supervisor.svc.*):
+    /// `svc list`, `svc start NAME`, `svc stop NAME [--drain-ms MS]`.
+    #[command(subcommand)]
+    Svc(SvcCommand),
+
     /// A raw protocol method such as fs.list (see "Raw form" below).
     #[command(external_subcommand)]
     Raw(Vec<String>),
@@ -232,6 +237,26 @@ pub enum AuditCommand {
         /// A trail directory, or trail files (oldest first).
         #[arg(value_name = "PATH")]
         paths: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SvcCommand {
+    /// Every Strata service with its state, pid and units (supervisor.svc.list).
+    List,
+    /// Start a service and wait until it is up (supervisor.svc.start); root only.
+    Start {
+        /// identity or fs.
+        name: String,
+    },
+    /// Stop a service (supervisor.svc.stop); root only. Its socket closes
+    /// at once; it is killed if still draining after --drain-ms.
+    Stop {
+        /// identity or fs.
+        name: String,
+        /// How long it may drain after SIGTERM (default 10000, at most 60000).
+        #[arg(long, value_name = "MS")]
+        drain_ms: Option<u64>,
     },
 }
 

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,7 +16,9 @@ use strata_shared::config;
 use strata_shared::ids::is_cap_id;
 use strata_shared::wire::{self, Response};
 
-use crate::args::{self, AuditCommand, Cli, Command, DelegateArgs, IssueArgs, RawCall, RevokeArgs};
+use crate::args::{
+    self, AuditCommand, Cli, Command, DelegateArgs, IssueArgs, RawCall, RevokeArgs, SvcCommand,
+};
 use crate::failure::{service_exit_code, Failure};
 use crate::{credentials, local_token};
 
@@ -164,6 +167,20 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit(AuditCommand::Verify { paths }) => crate::audit::verify_command(&paths),
         Command::Status => print_json(&call("supervisor.status", None, &json!({}))?, ctx.pretty),
+        Command::Svc(cmd) => {
+            let (method, params) = match cmd {
+                SvcCommand::List => ("supervisor.svc.list", json!({})),
+                SvcCommand::Start { name } => ("supervisor.svc.start", json!({ "name": name })),
+                SvcCommand::Stop { name, drain_ms } => {
+                    let mut p = json!({ "name": name });
+                    if let Some(ms) = drain_ms {
+                        p["drain_ms"] = json!(ms);
+                    }
+                    ("supervisor.svc.stop", p)
+                }
+            };
+            print_json(&call(method, None, &params)?, ctx.pretty)
+        }
         Command::Health { service } => {
             args::check_service_name(&service, &service).map_err(Failure::Usage)?;
             let method = format!("{service}.health");
@@ -186,11 +203,23 @@ Example: strata-ctl fs.list '{\"path\":\"/srv/data\"}'";
 
 // ---------------------------------------------------------------- requests
 
+/// How long `supervisor.svc.*` may take to answer: a start waits for the
+/// service to be up (35 s at most), a stop for it to drain (60 s, then 5 s
+/// after SIGKILL). Every other method keeps the client's 30 s.
+const SVC_TIMEOUT: Duration = Duration::from_secs(90);
+
 fn connect(method: &str) -> Result<Client, Failure> {
-    Client::connect(&config::socket_for_method(method)).map_err(|error| Failure::Client {
+    let failure = |error| Failure::Client {
         method: method.to_string(),
         error,
-    })
+    };
+    let client = Client::connect(&config::socket_for_method(method)).map_err(failure)?;
+    if method.starts_with("supervisor.svc.") {
+        client
+            .set_timeout(Some(SVC_TIMEOUT))
+            .map_err(|e| failure(e.into()))?;
+    }
+    Ok(client)
 }
 
 /// One request on an open connection; `ok:false` becomes a [`Failure::Service`].

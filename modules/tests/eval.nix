@@ -110,11 +110,13 @@ let
     (check "minimal: no assertion fails" (failedAssertions minimal == [ ]) (failedAssertions minimal))
     (check "minimal: no warning" (ourWarnings minimal == [ ]) (ourWarnings minimal))
     (check "minimal: strata.target is wanted by multi-user.target" (lib.elem "multi-user.target" minimal.systemd.targets.strata.wantedBy) minimal.systemd.targets.strata.wantedBy)
-    (check "minimal: the three sockets are wanted by strata.target"
+    (check "minimal: the sockets are wanted by strata.target"
       (lib.all (s: lib.elem "strata.target" minimal.systemd.sockets.${s}.wantedBy) [
         "strata-identity"
+        "strata-identity-credentials"
         "strata-fs"
         "strata-supervisor"
+        "strata-registry"
       ])
       (lib.mapAttrs (_: s: s.wantedBy) (
         lib.filterAttrs (n: _: lib.hasPrefix "strata-" n) minimal.systemd.sockets

@@ -38,7 +38,7 @@ done
 ok systemctl disable --runtime strata.target
 
 fresh_start
-for n in identity fs supervisor; do
+for n in identity fs supervisor registry; do
     s=$STRATA_RUNTIME_DIR/$n.sock
     [ -S "$s" ] || fail "$s is not a socket"
     mode=$(stat -c %a "$s")

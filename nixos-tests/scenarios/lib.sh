@@ -23,7 +23,7 @@ TD2=/srv/strata-test2
 STRATA_TEST_USER=${STRATA_TEST_USER:-strata-test}
 
 UNITS_SERVICES="strata-identity.service strata-fs.service strata-supervisor.service"
-UNITS_SOCKETS="strata-identity.socket strata-identity-credentials.socket strata-fs.socket strata-supervisor.socket"
+UNITS_SOCKETS="strata-identity.socket strata-identity-credentials.socket strata-fs.socket strata-supervisor.socket strata-registry.socket"
 
 log() { printf '[%s] %s\n' "$SCENARIO" "$*"; }
 fail() {

@@ -9,6 +9,7 @@
 //! ([`client`]).
 
 pub mod activation;
+pub mod admins;
 pub mod admission;
 pub mod audit;
 pub mod capability;

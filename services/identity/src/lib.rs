@@ -21,6 +21,10 @@ pub mod params {
     pub use crate::methods::{IssueParams, RevocationsParams, RevokeParams, VerifyParams};
 }
 
+/// Every method identity serves; the supervisor's registry lists them, and
+/// its tests check that it lists these.
+pub use methods::METHODS;
+
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,13 +115,10 @@ impl Identity {
 
     /// The one administrator check, made on every issue and revoke, from
     /// the kernel's credentials of the caller (see
-    /// [`config::Admins::contains`]). The connection-level
+    /// [`strata_shared::admins::Admins::allows`]). The connection-level
     /// [`Service::privileged`] grants no right, only a reserved connection.
     pub fn is_admin(&self, ctx: &CallContext) -> bool {
-        let peer = &ctx.peer;
-        self.config
-            .admins
-            .contains(peer.uid, peer.gid, || ctx.peer_groups(), config::member_now)
+        self.config.admins.allows(ctx)
     }
 
     /// The key id in the footer of every token issued.

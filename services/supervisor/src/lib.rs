@@ -11,12 +11,15 @@
 //! - after `STRATA_SUPERVISOR_FAILURE_THRESHOLD` failed probes in a row it
 //!   asks systemd to restart the service ([`monitor`]);
 //! - it answers `supervisor.status` / `supervisor.health` ([`status`]),
-//!   and sends `STATUS=` and `WATCHDOG=1` after each completed check, so a
+//!   v0.3.2's `supervisor.svc.*` through systemd ([`control`]) and
+//!   `registry.*` from the fixed socket layout ([`registry`]), and sends `STATUS=` and `WATCHDOG=1` after each completed check, so a
 //!   stuck health loop gets the supervisor itself restarted.
 
 pub mod config;
+pub mod control;
 pub mod monitor;
 pub mod probe;
+pub mod registry;
 pub mod status;
 pub mod systemd;
 
@@ -28,6 +31,7 @@ use strata_shared::{activation, server};
 use tokio::net::UnixListener;
 
 use crate::config::{Config, Mode, Timing, SERVICES};
+use crate::control::{Control, START_TIMEOUT};
 use crate::monitor::Monitor;
 use crate::probe::HealthProber;
 use crate::status::{Snapshot, Supervisor};
@@ -53,10 +57,11 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the health loop and serves `listener` until `shutdown` resolves.
-/// Sends `READY=1` once serving.
+/// Runs the health loop and serves `listener` and `others` (the registry
+/// socket) until `shutdown` resolves. Sends `READY=1` once serving.
 pub async fn run(
     listener: UnixListener,
+    others: Vec<UnixListener>,
     config: Config,
     limits: server::Limits,
     shutdown: impl Future<Output = ()>,
@@ -70,6 +75,15 @@ pub async fn run(
             "check interval shortened to the watchdog ping period"
         );
     }
+    let control = match config.mode {
+        Mode::Systemd => Some(Control {
+            systemctl: Systemctl {
+                program: config.systemctl.clone(),
+                timeout: START_TIMEOUT,
+            },
+        }),
+        Mode::Standalone => None,
+    };
     let systemd: Option<Box<dyn systemd::Systemd>> = match config.mode {
         Mode::Systemd => Some(Box::new(Systemctl {
             program: config.systemctl.clone(),
@@ -106,7 +120,30 @@ pub async fn run(
         timing.interval,
         watchdog.is_some(),
     ));
-    let service = Arc::new(Supervisor::new(snapshot));
+    let service = Arc::new(Supervisor::new(
+        snapshot,
+        config.node_id.clone(),
+        control,
+        config.admins.clone(),
+        config.runtime_dir.clone(),
+    ));
+    // The same methods on every socket; the registry socket's server
+    // stops with the main one (its task is dropped when `run` returns).
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let extra: Vec<_> = others
+        .into_iter()
+        .map(|l| {
+            let mut stop = stop_tx.subscribe();
+            tokio::spawn(server::run(
+                l,
+                service.clone(),
+                limits.clone(),
+                async move {
+                    let _ = stop.recv().await;
+                },
+            ))
+        })
+        .collect();
     activation::notify_ready();
     let result = tokio::select! {
         _ = server::run(listener, service, limits, shutdown) => Ok(()),
@@ -115,6 +152,10 @@ pub async fn run(
             Err(e) => e.to_string(),
         })),
     };
+    let _ = stop_tx.send(());
+    for task in extra {
+        let _ = task.await;
+    }
     activation::notify_stopping();
     result
 }

@@ -480,8 +480,7 @@ mod tests {
             load_state: "loaded".into(),
             active_state: active.into(),
             sub_state: sub.into(),
-            n_restarts: None,
-            main_pid: None,
+            ..UnitState::default()
         }
     }
 

@@ -1,35 +1,118 @@
-//! The supervisor's own methods: `supervisor.status` and `supervisor.health`.
+//! The supervisor's methods: `supervisor.status`, `supervisor.health`,
+//! `supervisor.svc.*` ([`crate::control`]) and `registry.*`
+//! ([`crate::registry`]), on every socket it is given.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use strata_shared::admins::Admins;
 use strata_shared::server::{CallContext, Service};
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
+use crate::control::{self, Control, StartParams, StopParams};
 use crate::monitor::ServiceHealth;
+use crate::registry::{self, ResolveParams};
 
 /// The latest result of the health loop, shared with the request handlers.
 /// The loop replaces it after every check; a request never waits for a
 /// check in progress.
 pub type Snapshot = Arc<Mutex<Vec<(String, ServiceHealth)>>>;
 
-/// Every method the supervisor serves, for the unknown-method message.
-pub const METHODS: &[&str] = &["supervisor.status", "supervisor.health"];
+/// The `supervisor.*` methods, for the unknown-method message and the
+/// registry.
+pub const SUPERVISOR_METHODS: &[&str] = &[
+    "supervisor.status",
+    "supervisor.health",
+    "supervisor.svc.list",
+    "supervisor.svc.start",
+    "supervisor.svc.stop",
+];
+/// The `registry.*` methods.
+pub const REGISTRY_METHODS: &[&str] = &["registry.resolve", "registry.list", "registry.register"];
+
+/// The uid the kernel shows for a caller outside the supervisor's user
+/// namespace (`PrivateUsers=yes`): every user but root. Never an
+/// administrator, whatever `STRATA_ADMIN_UIDS` says.
+pub const OVERFLOW_UID: u32 = 65534;
 
 /// The supervisor as a [`Service`] for `strata_shared::server::run`.
 pub struct Supervisor {
     snapshot: Snapshot,
+    /// This host's name for v0.3.2 clients (`STRATA_NODE_ID`).
+    node_id: String,
+    started: Instant,
+    /// `None` without systemd: `svc.*` then has nothing to ask.
+    control: Option<Arc<Control>>,
+    admins: Admins,
+    runtime_dir: PathBuf,
 }
 
 impl Supervisor {
-    pub fn new(snapshot: Snapshot) -> Self {
-        Self { snapshot }
+    pub fn new(
+        snapshot: Snapshot,
+        node_id: String,
+        control: Option<Control>,
+        admins: Admins,
+        runtime_dir: PathBuf,
+    ) -> Self {
+        Self {
+            snapshot,
+            node_id,
+            started: Instant::now(),
+            control: control.map(Arc::new),
+            admins,
+            runtime_dir,
+        }
+    }
+
+    fn health(&self) -> Vec<(String, ServiceHealth)> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// identity's administrator rule ([`Admins::allows`]), on the caller as
+    /// the supervisor's user namespace shows it.
+    fn require_admin(&self, ctx: &CallContext, method: &str) -> Result<(), Error> {
+        if ctx.peer.uid != OVERFLOW_UID && self.admins.allows(ctx) {
+            return Ok(());
+        }
+        Err(Error::denied(format!(
+            "{method} is for administrators (uid 0, STRATA_ADMIN_UIDS/USERS/GIDS/GROUPS);              caller uid {} is not one",
+            ctx.peer.uid
+        )))
+    }
+
+    /// Runs a `systemctl` conversation off the async workers: a start
+    /// waits for the service to be up, a stop for it to drain.
+    async fn control<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Control, Vec<(String, ServiceHealth)>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let Some(control) = self.control.clone() else {
+            return Err(Error::internal(
+                "supervisor.svc.* needs systemd, and this supervisor runs without it \
+                 (STRATA_SUPERVISOR_MODE=standalone or no /run/systemd/system)",
+            ));
+        };
+        let health = self.health();
+        tokio::task::spawn_blocking(move || f(&control, health))
+            .await
+            .map_err(|e| Error::internal(format!("the systemctl task failed: {e}")))?
     }
 }
 
-/// `{"services": {"identity": {…}, "fs": {…}}}`, services in check order.
-struct StatusResult<'a>(&'a [(String, ServiceHealth)]);
+/// `{"node_id": …, "uptime_sec": …, "services": {"identity": {…}, "fs": {…}}}`,
+/// services in check order.
+struct StatusResult<'a> {
+    node_id: &'a str,
+    uptime_sec: u64,
+    services: &'a [(String, ServiceHealth)],
+}
 
 impl Serialize for StatusResult<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -43,8 +126,10 @@ impl Serialize for StatusResult<'_> {
                 map.end()
             }
         }
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("services", &Services(self.0))?;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("node_id", self.node_id)?;
+        map.serialize_entry("uptime_sec", &self.uptime_sec)?;
+        map.serialize_entry("services", &Services(self.services))?;
         map.end()
     }
 }
@@ -58,26 +143,50 @@ struct HealthResult {
 impl Service for Supervisor {
     async fn call<'a>(
         &'a self,
-        _ctx: &'a CallContext,
+        ctx: &'a CallContext,
         req: &'a Request<'a>,
         out: &'a mut ResponseBuf,
     ) -> Result<(), Error> {
         match &*req.method {
-            "supervisor.status" => {
-                let services = self
-                    .snapshot
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                out.write_result(&StatusResult(&services))
-            }
+            "supervisor.status" => out.write_result(&StatusResult {
+                node_id: &self.node_id,
+                uptime_sec: self.started.elapsed().as_secs(),
+                services: &self.health(),
+            }),
             "supervisor.health" => out.write_result(&HealthResult {
                 status: "ok",
                 service: "supervisor",
             }),
+            "supervisor.svc.list" => {
+                let list = self.control(|c, health| c.list(&health)).await?;
+                out.write_result(&list)
+            }
+            "supervisor.svc.start" => {
+                self.require_admin(ctx, &req.method)?;
+                let p: StartParams = req.params()?;
+                let name = control::controlled(&p.name, "start")?;
+                let started = self.control(move |c, _| c.start(name)).await?;
+                out.write_result(&started)
+            }
+            "supervisor.svc.stop" => {
+                self.require_admin(ctx, &req.method)?;
+                let p: StopParams = req.params()?;
+                let name = control::controlled(&p.name, "stop")?;
+                let stopped = self
+                    .control(move |c, h| c.stop(name, p.drain_ms, &h))
+                    .await?;
+                out.write_result(&stopped)
+            }
+            "registry.list" => out.write_result(&registry::list(&self.runtime_dir)),
+            "registry.resolve" => {
+                let p: ResolveParams = req.params()?;
+                out.write_result(&registry::resolve(p, &self.runtime_dir)?)
+            }
+            "registry.register" => Err(registry::register_refused()),
             other => Err(Error::invalid(format!(
-                "unknown method {other:?}; supervisor serves {}",
-                METHODS.join(", ")
+                "unknown method {other:?}; the supervisor serves {}, {}",
+                SUPERVISOR_METHODS.join(", "),
+                REGISTRY_METHODS.join(", ")
             ))),
         }
     }

@@ -31,10 +31,17 @@ pub struct UnitState {
     pub n_restarts: Option<u64>,
     /// The main process, for services; `None` when there is none.
     pub main_pid: Option<u32>,
+    /// How the unit last ended (`success`, `exit-code`, `signal`,
+    /// `start-limit-hit`, …); empty when not reported.
+    pub result: String,
+    /// Unix seconds of the unit's last change of active state
+    /// (`StateChangeTimestamp`); `None` when it never changed.
+    pub since: Option<u64>,
 }
 
 /// The properties [`Systemctl::show`] asks for.
-pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,NRestarts,MainPID";
+pub const PROPERTIES: &str =
+    "Id,LoadState,ActiveState,SubState,NRestarts,MainPID,Result,StateChangeTimestamp";
 
 /// The part of systemd the supervisor uses.
 pub trait Systemd: Send + Sync {
@@ -124,7 +131,8 @@ fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
 impl Systemd for Systemctl {
     fn show(&self, units: &[String]) -> Result<Vec<UnitState>, String> {
         let prop = format!("--property={PROPERTIES}");
-        let mut args = vec!["show", prop.as_str()];
+        // --timestamp=unix: `@<seconds>` instead of a local-time sentence.
+        let mut args = vec!["show", prop.as_str(), "--timestamp=unix"];
         args.extend(units.iter().map(String::as_str));
         let out = self.run(&args)?;
         parse_show(&out, units)
@@ -136,6 +144,50 @@ impl Systemd for Systemctl {
         // the supervisor's own watchdog allows a check to take.
         self.run(&["--no-block", "--no-ask-password", "restart", unit])
             .map(|_| ())
+    }
+}
+
+/// The start and stop of a Strata service on an administrator's request
+/// (`supervisor.svc.start` / `supervisor.svc.stop`). Not part of
+/// [`Systemd`]: the health loop never starts or stops anything, it only
+/// restarts.
+impl Systemctl {
+    /// Starts `units` and waits for systemd's job to finish: for a
+    /// `Type=notify` service, until it sent `READY=1` or failed.
+    ///
+    /// # Errors
+    /// systemctl's own message when the job failed, or a timeout.
+    pub fn start(&self, units: &[String]) -> Result<(), String> {
+        let mut args = vec!["--no-ask-password", "start"];
+        args.extend(units.iter().map(String::as_str));
+        self.run(&args).map(|_| ())
+    }
+
+    /// Queues a stop of `units` and returns at once; the caller watches the
+    /// service wind down (see `control::stop`).
+    ///
+    /// # Errors
+    /// systemctl's own message when the job could not be queued.
+    pub fn stop(&self, units: &[String]) -> Result<(), String> {
+        let mut args = vec!["--no-block", "--no-ask-password", "stop"];
+        args.extend(units.iter().map(String::as_str));
+        self.run(&args).map(|_| ())
+    }
+
+    /// Sends SIGKILL to every process of `unit`: the end of a drain that
+    /// took longer than the caller allowed.
+    ///
+    /// # Errors
+    /// systemctl's own message.
+    pub fn kill(&self, unit: &str) -> Result<(), String> {
+        self.run(&[
+            "--no-ask-password",
+            "kill",
+            "--kill-whom=all",
+            "--signal=SIGKILL",
+            unit,
+        ])
+        .map(|_| ())
     }
 }
 
@@ -169,6 +221,11 @@ pub fn parse_show(out: &str, units: &[String]) -> Result<Vec<UnitState>, String>
             .get("MainPID")
             .and_then(|v| v.parse().ok())
             .filter(|p| *p != 0),
+        result: b.get("Result").unwrap_or(&"").to_string(),
+        since: b
+            .get("StateChangeTimestamp")
+            .and_then(|v| v.strip_prefix('@'))
+            .and_then(|v| v.parse().ok()),
     };
     units
         .iter()
@@ -197,7 +254,8 @@ mod tests {
     #[test]
     fn parses_several_units_by_id() {
         let out = "Id=strata-fs.service\nMainPID=812\nNRestarts=2\nLoadState=loaded\n\
-                   ActiveState=active\nSubState=running\n\n\
+                   ActiveState=active\nSubState=running\nResult=success\n\
+                   StateChangeTimestamp=@1764619200\n\n\
                    Id=strata-fs.socket\nLoadState=loaded\nActiveState=active\nSubState=listening\n";
         // Asked in the other order: matched by Id, not position.
         let got = parse_show(out, &units(&["strata-fs.socket", "strata-fs.service"])).unwrap();
@@ -206,6 +264,9 @@ mod tests {
         assert_eq!(got[1].main_pid, Some(812));
         assert_eq!(got[1].n_restarts, Some(2));
         assert_eq!(got[1].active_state, "active");
+        assert_eq!(got[1].result, "success");
+        assert_eq!(got[1].since, Some(1_764_619_200));
+        assert_eq!(got[0].since, None);
     }
 
     #[test]

@@ -21,6 +21,10 @@ use strata_testkit::{workspace_binary, ActivatedService};
 /// lines; a missing file is an inactive unit), logs every call to
 /// `<dir>/calls.log` and every restart request to `<dir>/restarts.log`.
 /// Exits 1 when `<dir>/broken` exists, like systemctl without a bus.
+/// `start` makes services running (pid 4242) and sockets listening; `stop`
+/// makes units inactive, except a service while `<dir>/slow-stop` exists,
+/// which stays `deactivating` until `kill`. Start, stop and kill requests
+/// are logged to `<dir>/control.log`.
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 d="$(dirname "$0")"
 echo "$*" >> "$d/calls.log"
@@ -28,11 +32,39 @@ if [ -e "$d/broken" ]; then
   echo "Failed to connect to bus: No such file or directory" >&2
   exit 1
 fi
+put() {
+  printf 'LoadState=loaded\nActiveState=%s\nSubState=%s\nMainPID=%s\nNRestarts=0\nResult=success\nStateChangeTimestamp=@1764619200\n' "$2" "$3" "$4" > "$d/units/.$1"
+  mv "$d/units/.$1" "$d/units/$1"
+}
+verb=""
+for a in "$@"; do
+  case "$a" in -*) ;; *) [ -n "$verb" ] || verb="$a" ;; esac
+done
+case "$verb" in
+start|stop|kill)
+  echo "$*" >> "$d/control.log"
+  for u in "$@"; do
+    case "$u" in
+    *.service)
+      case "$verb" in
+      start) put "$u" active running 4242 ;;
+      stop) if [ -e "$d/slow-stop" ]; then put "$u" deactivating stop-sigterm 4242; else put "$u" inactive dead 0; fi ;;
+      kill) put "$u" inactive dead 0 ;;
+      esac ;;
+    *.socket)
+      case "$verb" in
+      start) put "$u" active listening 0 ;;
+      stop) put "$u" inactive dead 0 ;;
+      esac ;;
+    esac
+  done
+  exit 0 ;;
+esac
 case "$1" in
 show)
-  shift 2
   first=1
   for u in "$@"; do
+    case "$u" in show|-*) continue ;; esac
     [ "$first" = 1 ] || echo
     first=0
     echo "Id=$u"
@@ -68,7 +100,8 @@ impl FakeSystemctl {
 
     fn write(&self, unit: &str, active: &str, sub: &str, pid: u32) {
         let text = format!(
-            "LoadState=loaded\nActiveState={active}\nSubState={sub}\nMainPID={pid}\nNRestarts=0\n"
+            "LoadState=loaded\nActiveState={active}\nSubState={sub}\nMainPID={pid}\nNRestarts=0\n\
+             StateChangeTimestamp=@1764619200\n"
         );
         let tmp = self.dir.join(format!("units/.{unit}"));
         std::fs::write(&tmp, text).unwrap();
@@ -95,6 +128,21 @@ impl FakeSystemctl {
             "listening",
             0,
         );
+    }
+
+    /// The start, stop and kill requests, in order.
+    pub fn control(&self) -> Vec<String> {
+        read_lines(&self.dir.join("control.log"))
+    }
+
+    /// While set, a stopped service stays `deactivating` until killed.
+    pub fn set_slow_stop(&self, slow: bool) {
+        let p = self.dir.join("slow-stop");
+        if slow {
+            std::fs::write(p, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     pub fn set_broken(&self, broken: bool) {
@@ -231,6 +279,8 @@ impl Default for Env {
 impl Env {
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
+        // Other uids (see `call_as`) must reach the sockets inside.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let runtime_dir = tmp.path().join("run");
         std::fs::create_dir_all(&runtime_dir).unwrap();
         let systemctl = FakeSystemctl::new(tmp.path());
@@ -267,6 +317,28 @@ impl Env {
         self.start_supervisor_binary(&wrapper, extra)
     }
 
+    /// [`Self::start_supervisor`], also passing the registry socket
+    /// (`runtime_dir/registry.sock`, fd 4, `LISTEN_FDNAMES` `registry`), as
+    /// strata-registry.socket does.
+    pub fn start_supervisor_with_registry(&self, extra: &[(&str, &str)]) -> ActivatedService {
+        let program = self.systemctl.program.to_str().unwrap().to_string();
+        let mut envs: Vec<(&str, &str)> = vec![
+            ("STRATA_SUPERVISOR_MODE", "systemd"),
+            ("STRATA_SYSTEMCTL", &program),
+            ("STRATA_SUPERVISOR_INTERVAL_MS", "100"),
+            ("STRATA_LOG", "debug"),
+        ];
+        envs.extend_from_slice(extra);
+        ActivatedService::start_with_sockets(
+            &workspace_binary("strata-supervisor"),
+            "supervisor",
+            &self.runtime_dir,
+            &[("registry", 0o666)],
+            &envs,
+        )
+        .unwrap()
+    }
+
     fn start_supervisor_binary(&self, binary: &Path, extra: &[(&str, &str)]) -> ActivatedService {
         let program = self.systemctl.program.to_str().unwrap().to_string();
         let mut envs: Vec<(&str, &str)> = vec![
@@ -283,6 +355,16 @@ impl Env {
 pub fn call(sup: &ActivatedService, method: &str) -> Result<Value, strata_shared::wire::ErrorBody> {
     let mut c = Client::connect(&sup.socket).unwrap();
     c.call(method, None, &json!({})).unwrap().into_result()
+}
+
+/// One request with `params` on `socket`; the result or the error.
+pub fn call_on(
+    socket: &Path,
+    method: &str,
+    params: Value,
+) -> Result<Value, strata_shared::wire::ErrorBody> {
+    let mut c = Client::connect(socket).unwrap();
+    c.call(method, None, &params).unwrap().into_result()
 }
 
 pub fn status(sup: &ActivatedService) -> Value {
