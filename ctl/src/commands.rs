@@ -209,6 +209,7 @@ fn call_on(
         method: method.to_string(),
         code: e.code,
         message: e.message,
+        details: e.details,
     })
 }
 

@@ -173,9 +173,12 @@ impl FsService {
             cap: Some(cap.clone()),
             authenticated: true,
         };
-        // 2. What: service and action.
+        // 2. What: service and action. `details.required` names the right
+        // the request needed, so a client can ask for it without parsing.
         match ask.action.claim() {
-            Some(action) => cap.authorize("fs", action).map_err(refuse)?,
+            Some(action) => cap
+                .authorize("fs", action)
+                .map_err(|e| refuse(e.with_details(required(action))))?,
             None if cap.claims.service != "fs" => {
                 return Err(refuse(Error::denied(format!(
                     "token is for service {:?}, not \"fs\"",
@@ -311,6 +314,12 @@ impl FsService {
         }
         open_dir(&at, self.list_cache.open_flags(), path).map(Dir::Open)
     }
+}
+
+/// The `details` of a refusal at step 2: the fully-qualified right the
+/// request needed (`{"required": "fs.read"}`).
+fn required(action: &str) -> serde_json::Value {
+    serde_json::json!({ "required": format!("fs.{action}") })
 }
 
 /// Whether `caller` is the holder a bound token names: the connection was

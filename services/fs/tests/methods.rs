@@ -327,7 +327,12 @@ fn code_3_for_wrong_service_missing_action_and_foreign_prefix() {
     assert_eq!(code, 3);
     assert!(msg.contains("service"), "{msg}");
     let read_only = s.issue(&["read"], &s.data(), 600);
-    let (code, msg) = error(call(&mut c, "fs.open", &read_only, json!({"path": file})));
+    let refusal = call(&mut c, "fs.open", &read_only, json!({"path": file}));
+    // The raw frame too: `name` is on the wire beside `code`.
+    let body = refusal.error.clone().unwrap();
+    assert_eq!(body.name.as_deref(), Some("PERMISSION_DENIED"));
+    assert_eq!(body.details, Some(json!({"required": "fs.open"})));
+    let (code, msg) = error(refusal);
     assert_eq!(code, 3);
     assert!(msg.contains("open"), "{msg}");
     // A prefix outside STRATA_FS_ROOTS.
@@ -422,11 +427,24 @@ fn code_6_when_handle_limits_are_reached() {
     let mut c = s.fs_client();
     let h1 = open(&mut c, &a, &file);
     open(&mut c, &a, &file);
-    let (code, msg) = error(call(&mut c, "fs.open", &a, json!({"path": file})));
+    let full = call(&mut c, "fs.open", &a, json!({"path": file}));
+    let body = full.error.clone().unwrap();
+    // Code 6 keeps Strata's meaning (retry later); v0.3.2 names it so.
+    assert_eq!(body.name.as_deref(), Some("UNAVAILABLE"));
+    assert_eq!(
+        body.details,
+        Some(json!({"limit": "handles_per_capability", "max": 2}))
+    );
+    let (code, msg) = error(full);
     assert_eq!(code, 6);
     assert!(msg.contains("STRATA_FS_MAX_HANDLES_PER_CAP"), "{msg}");
     open(&mut c, &b, &file);
-    let (code, msg) = error(call(&mut c, "fs.open", &b, json!({"path": file})));
+    let full = call(&mut c, "fs.open", &b, json!({"path": file}));
+    assert_eq!(
+        full.error.as_ref().unwrap().details,
+        Some(json!({"limit": "handles_total", "max": 3}))
+    );
+    let (code, msg) = error(full);
     assert_eq!(code, 6);
     assert!(msg.contains("STRATA_FS_MAX_HANDLES"), "{msg}");
     let h = ok(c.call("fs.health", None, &json!({})).unwrap());
