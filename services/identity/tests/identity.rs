@@ -405,6 +405,56 @@ fn verify_reports_expiry_and_refuses_forgeries() {
 }
 
 #[test]
+fn introspect_answers_as_verify_does() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let t = issue(&mut c, "/srv", 600);
+    let ask = |c: &mut Client, method: &str, token: &Value| {
+        ok(c.call(method, None, &json!({ "token": token })).unwrap())
+    };
+    let introspected = ask(&mut c, "identity.introspect", &t["token"]);
+    assert_eq!(introspected, ask(&mut c, "identity.verify", &t["token"]));
+    // v0.3.2's answer is {claims}; Strata's is a superset.
+    assert_eq!(introspected["claims"]["jti"], t["cap_id"]);
+    assert_eq!(
+        (
+            &introspected["valid"],
+            &introspected["revoked"],
+            &introspected["expired"]
+        ),
+        (&json!(true), &json!(false), &json!(false))
+    );
+    assert!(introspected.get("reason").is_none(), "{introspected}");
+    let r = c
+        .call("identity.revoke", None, &json!({"cap_id": t["cap_id"]}))
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let gone = ask(&mut c, "identity.introspect", &t["token"]);
+    assert_eq!(
+        (&gone["valid"], &gone["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    assert!(
+        gone["reason"].as_str().unwrap().contains("revoked"),
+        "{gone}"
+    );
+    let r = c
+        .call(
+            "identity.introspect",
+            None,
+            &json!({"token": "v2.public.AAAA"}),
+        )
+        .unwrap();
+    assert_eq!(
+        r.error.as_ref().unwrap().name.as_deref(),
+        Some("UNAUTHENTICATED")
+    );
+    assert_eq!(code(r), 2);
+    let r = c.call("identity.introspect", None, &json!({})).unwrap();
+    assert_eq!(code(r), 1);
+}
+
+#[test]
 fn revocation_feed_long_polls() {
     let f = start(&[]);
     let mut c = client(&f);

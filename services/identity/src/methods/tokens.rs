@@ -1,4 +1,5 @@
-//! `identity.issue` (administrators only) and `identity.verify` (anyone).
+//! `identity.issue` (administrators only) and `identity.verify` (anyone;
+//! also served as `identity.introspect`, its v0.3.2 name).
 
 use std::collections::HashSet;
 
@@ -168,6 +169,11 @@ pub struct VerifyParams<'a> {
     token: std::borrow::Cow<'a, str>,
 }
 
+/// `identity.verify` and `identity.introspect`: the token's claims and
+/// whether it is valid, revoked or expired.
+///
+/// # Errors
+/// Code 1 without a `token`; code 2 for a token that does not decode.
 pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result<(), Error> {
     let p: VerifyParams = req.params()?;
     let cap = id.tokens.decode(&p.token)?;
