@@ -35,6 +35,9 @@ pub struct FsConfig {
     pub list_cache: bool,
     /// Where identity answers (`$STRATA_RUNTIME_DIR/identity.sock`).
     pub identity_socket: PathBuf,
+    /// This node's id (`STRATA_NODE_ID`, default the host name): fs serves
+    /// tokens whose `aud` names `fs@<node id>` or `strata`.
+    pub node_id: String,
 }
 
 impl Default for FsConfig {
@@ -47,6 +50,7 @@ impl Default for FsConfig {
             allow_hardlinks: false,
             list_cache: true,
             identity_socket: config::socket_path("identity"),
+            node_id: "localhost".into(),
         }
     }
 }
@@ -75,7 +79,13 @@ impl FsConfig {
             allow_hardlinks: config::env_bool("STRATA_FS_ALLOW_HARDLINKS", false)?,
             list_cache: config::env_bool("STRATA_FS_LIST_CACHE", true)?,
             identity_socket: config::socket_path("identity"),
+            node_id: config::node_id()?,
         })
+    }
+
+    /// The audience that names this fs alone: `fs@<node id>`.
+    pub fn audience(&self) -> String {
+        format!("fs@{}", self.node_id)
     }
 
     /// The configured root that `prefix` lies under, component by component

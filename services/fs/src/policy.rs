@@ -8,7 +8,8 @@
 //!    window and revocation ([`crate::auth`]) — code 2, or 5 while fs has
 //!    no key from identity;
 //! 2. the service (`"fs"`) and the action (`fs.close` needs any fs
-//!    action) — code 3;
+//!    action), and the audience: a token with an `aud` claim must name
+//!    `strata` or `fs@<node id>` — code 3;
 //! 3. the holder: a token with a `holder` claim is honoured only for the
 //!    uid it names (`SO_PEERCRED`) and the unit it names (the cgroup of
 //!    the process that opened the connection), and only while that process
@@ -38,7 +39,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 use rustix::io::Errno;
-use strata_shared::capability::{Capability, InvalidToken};
+use strata_shared::capability::{Audience, Capability, InvalidToken, AUDIENCE_ANY};
 use strata_shared::holder::Holder;
 use strata_shared::ids::parse_handle;
 use strata_shared::paths::{self, OpenFileError};
@@ -187,6 +188,11 @@ impl FsService {
             }
             None => {}
         }
+        // 2b. For whom: a token addressed to other services or nodes is
+        // not this fs's to serve, even though the key is the same.
+        if let Some(aud) = &cap.claims.aud {
+            check_audience(aud, &self.config.audience()).map_err(refuse)?;
+        }
         // 3. Whether this caller may present it. (A rate per capability,
         // to come, goes here too: the capability is known, nothing is
         // resolved yet.)
@@ -314,6 +320,23 @@ impl FsService {
         }
         open_dir(&at, self.list_cache.open_flags(), path).map(Dir::Open)
     }
+}
+
+/// Whether a token's `aud` names this fs: `strata` (any Strata service of
+/// the trust domain) or `mine` (`fs@<node id>`).
+///
+/// # Errors
+/// Code 3, naming both, with `details` `{"aud", "accepted"}`.
+fn check_audience(aud: &Audience, mine: &str) -> Result<(), Error> {
+    if aud.contains(AUDIENCE_ANY) || aud.contains(mine) {
+        return Ok(());
+    }
+    Err(Error::denied(format!(
+        "token is for {:?}, not for this fs: it serves tokens whose aud includes \
+         {AUDIENCE_ANY:?} or {mine:?} (STRATA_NODE_ID)",
+        aud.0
+    ))
+    .with_details(serde_json::json!({ "aud": aud.0, "accepted": [AUDIENCE_ANY, mine] })))
 }
 
 /// The `details` of a refusal at step 2: the fully-qualified right the

@@ -210,6 +210,8 @@ mod tests {
                     path_prefix: Some(prefix.into()),
                 },
                 holder: None,
+                iss: None,
+                aud: None,
             },
             id: n,
             expires: i64::MAX,

@@ -367,6 +367,39 @@ fn code_3_for_wrong_service_missing_action_and_foreign_prefix() {
 }
 
 #[test]
+fn code_3_for_a_token_addressed_to_another_node() {
+    let s = Stack::start(&[("STRATA_NODE_ID", "node-a")]);
+    let mut c = s.fs_client();
+    let list = |aud: serde_json::Value| json!({"service": "fs", "actions": ["list"], "path_prefix": s.data(), "aud": aud});
+    let path = json!({"path": s.data()});
+    // This fs by name, any Strata fs, or both among others: served.
+    for aud in [
+        json!("fs@node-a"),
+        json!("strata"),
+        json!(["fs@node-b", "fs@node-a"]),
+    ] {
+        let t = s.issue_with(list(aud.clone()));
+        ok(call(&mut c, "fs.list", &t, path.clone()));
+    }
+    // identity's default audience is "strata".
+    let t = s.issue(&["list"], &s.data(), 600);
+    ok(call(&mut c, "fs.list", &t, path.clone()));
+    // Another node's fs, or another service here: refused, saying why.
+    for aud in [json!(["fs@node-b"]), json!(["mail@node-a", "fs@node-b"])] {
+        let t = s.issue_with(list(aud.clone()));
+        let refusal = call(&mut c, "fs.list", &t, path.clone());
+        let body = refusal.error.clone().unwrap();
+        assert_eq!(
+            body.details,
+            Some(json!({"aud": aud, "accepted": ["strata", "fs@node-a"]})),
+        );
+        let (code, msg) = error(refusal);
+        assert_eq!(code, 3);
+        assert!(msg.contains("STRATA_NODE_ID"), "{msg}");
+    }
+}
+
+#[test]
 fn code_4_for_missing_paths_and_unknown_handles() {
     let s = Stack::start(&[]);
     let t = s.issue(&["open", "read", "list", "stat", "close"], &s.data(), 600);

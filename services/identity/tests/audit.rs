@@ -44,6 +44,7 @@ impl Fixture {
             max_ttl: 3600,
             grants_dir: dir.path().join("grants.d"),
             grant_roots: Vec::new(),
+            node_id: "node-a".into(),
         };
         let records = RecordCapture::default();
         let id = Identity::open(config).unwrap().with_trail(records.writer());

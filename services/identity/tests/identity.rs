@@ -574,6 +574,62 @@ fn sigterm_exits_cleanly() {
 }
 
 #[test]
+fn tokens_carry_iss_and_the_asked_aud() {
+    let f = start(&[("STRATA_NODE_ID", "node-a")]);
+    let mut c = client(&f);
+    let claims = |c: &mut Client, aud: Option<Value>| {
+        let mut p = json!({"service": "fs", "actions": ["read"], "path_prefix": "/srv"});
+        if let Some(aud) = aud {
+            p["aud"] = aud;
+        }
+        let t = ok(c.call("identity.issue", None, &p).unwrap());
+        let v = ok(c
+            .call("identity.introspect", None, &json!({"token": t["token"]}))
+            .unwrap());
+        v["claims"].clone()
+    };
+    let default = claims(&mut c, None);
+    assert_eq!(default["iss"], "identity@node-a");
+    assert_eq!(default["aud"], "strata");
+    let two = claims(&mut c, Some(json!(["fs@node-b", "strata"])));
+    assert_eq!(two["aud"], json!(["fs@node-b", "strata"]));
+    assert_eq!(claims(&mut c, Some(json!("fs@node-b")))["aud"], "fs@node-b");
+    let many: Vec<String> = (0..17).map(|i| format!("fs@n{i}")).collect();
+    for bad in [
+        json!([]),
+        json!("fs"),
+        json!("fs@Node-B"),
+        json!(["strata", "strata"]),
+        json!(5),
+        json!(many),
+    ] {
+        let p = json!({"service": "fs", "actions": ["read"], "path_prefix": "/srv", "aud": bad});
+        let r = c.call("identity.issue", None, &p).unwrap();
+        assert_eq!(code(r), 1, "{bad}");
+    }
+}
+
+#[test]
+fn refuses_to_start_with_a_node_id_that_is_no_dns_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = ActivatedService::start(
+        &workspace_binary("strata-identity"),
+        "identity",
+        &dir.path().join("run"),
+        &[
+            (
+                "STRATA_STATE_DIR",
+                dir.path().join("state").to_str().unwrap(),
+            ),
+            ("STRATA_NODE_ID", "node_a@x"),
+        ],
+    )
+    .unwrap();
+    let status = svc.wait(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+}
+
+#[test]
 fn refuses_to_start_on_a_corrupt_revocation_list() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::capability::{self, Claims, Grant, FS_ACTIONS};
+use strata_shared::capability::{self, Audience, Claims, Grant, FS_ACTIONS};
 use strata_shared::holder::Holder;
 use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
@@ -30,6 +30,36 @@ pub struct IssueParams {
     /// Binds the token to this uid (`holder.uid`).
     #[serde(default)]
     holder_uid: Option<u32>,
+    /// Whom the token is for, the `aud` claim: a string or a list.
+    #[serde(default)]
+    aud: Option<Audience>,
+}
+
+impl IssueParams {
+    /// The `aud` claim: as asked, or `["strata"]` (any Strata service).
+    ///
+    /// # Errors
+    /// Code 1 for an empty or too long list, a repeated entry, or an entry
+    /// that is not an audience ([`capability::check_audience`]).
+    fn audience(&self) -> Result<Audience, Error> {
+        let Some(aud) = &self.aud else {
+            return Ok(Audience(vec![capability::AUDIENCE_ANY.into()]));
+        };
+        if aud.0.is_empty() || aud.0.len() > capability::MAX_AUDIENCES {
+            return Err(Error::invalid(format!(
+                "aud must name 1 to {} audiences",
+                capability::MAX_AUDIENCES
+            )));
+        }
+        let mut seen = HashSet::new();
+        for a in &aud.0 {
+            capability::check_audience(a).map_err(Error::invalid)?;
+            if !seen.insert(a.as_str()) {
+                return Err(Error::invalid(format!("audience {a:?} is listed twice")));
+            }
+        }
+        Ok(aud.clone())
+    }
 }
 
 impl IssueParams {
@@ -131,10 +161,11 @@ pub fn issue(
     facts.path.clone_from(&p.path_prefix);
     let ttl = check_grant(&p, id)?;
     let holder = p.holder()?;
+    let aud = p.audience()?;
     let cap_id = random::id128();
     let issued = capability::now();
     let expires = issued + ttl as i64;
-    let token = capability::issue(
+    let token = capability::issue_addressed(
         &id.keys.sk,
         id.kid(),
         &Grant {
@@ -146,6 +177,10 @@ pub fn issue(
             issued,
             expires,
         },
+        Some(&capability::Addressing {
+            iss: &id.issuer(),
+            aud: &aud,
+        }),
     );
     #[derive(Serialize)]
     struct R<'a> {
