@@ -76,8 +76,9 @@ pub fn is_node_id(s: &str) -> bool {
         })
 }
 
-/// This node's id: `STRATA_NODE_ID`, or else the host name
-/// (`/proc/sys/kernel/hostname`, lowercased). identity signs as
+/// This node's id: `STRATA_NODE_ID`, or else the host name (`uname(2)`'s
+/// nodename, lowercased; not `/proc/sys/kernel/hostname`, which the units'
+/// `ProcSubset=pid` hides). identity signs as
 /// `identity@<node id>` (the `iss` claim) and fs accepts tokens addressed
 /// to `fs@<node id>` (the `aud` claim).
 ///
@@ -87,7 +88,11 @@ pub fn is_node_id(s: &str) -> bool {
 /// `STRATA_NODE_ID`.
 pub fn node_id() -> Result<String, ConfigError> {
     node_id_from(std::env::var("STRATA_NODE_ID").ok(), || {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+        rustix::system::uname()
+            .nodename()
+            .to_str()
+            .map(String::from)
+            .map_err(|_| std::io::Error::other("the host name is not UTF-8"))
     })
 }
 
@@ -113,8 +118,8 @@ fn node_id_from(
         var: "STRATA_NODE_ID",
         value: String::new(),
         expected: format!(
-            "unset, and the host name cannot be read from /proc/sys/kernel/hostname ({e}); \
-             set STRATA_NODE_ID to this node's name"
+            "unset, and the host name cannot be read ({e}); set STRATA_NODE_ID to this \
+             node's name"
         ),
     })?;
     let name = name.trim().to_ascii_lowercase();
@@ -194,6 +199,6 @@ mod node_id_tests {
         let e = node_id_from(None, host("my_host")).unwrap_err();
         assert!(e.to_string().contains("set STRATA_NODE_ID"), "{e}");
         let e = node_id_from(None, || Err(std::io::ErrorKind::NotFound.into())).unwrap_err();
-        assert!(e.to_string().contains("/proc/sys/kernel/hostname"), "{e}");
+        assert!(e.to_string().contains("cannot be read"), "{e}");
     }
 }
