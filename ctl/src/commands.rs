@@ -239,6 +239,7 @@ fn call_on(
         method: method.to_string(),
         code: e.code,
         message: e.message,
+        details: e.details,
     })
 }
 

@@ -35,11 +35,13 @@ pub enum Failure {
     Usage(String),
     /// No answer from the service.
     Client { method: String, error: ClientError },
-    /// The service answered `ok:false`.
+    /// The service answered `ok:false`; `details` is the error's
+    /// structured `details`, when the service sent one.
     Service {
         method: String,
         code: u16,
         message: String,
+        details: Option<serde_json::Value>,
     },
     /// The service answered something this client cannot use.
     Protocol { method: String, message: String },
@@ -80,8 +82,14 @@ impl Failure {
                 method,
                 code,
                 message,
+                details,
             } => {
+                // The first line's form, `… (code N)`, is what scripts match:
+                // it stays as it was before errors had names.
                 let mut lines = vec![format!("strata-ctl: {method}: {message} (code {code})")];
+                if let Some(details) = details {
+                    lines.push(format!("details: {details}"));
+                }
                 // fs's refusal of a bound token presented by someone else
                 // (services/fs/src/policy.rs, check_holder).
                 let bound = *code == 3 && message.starts_with("token is bound to ");
@@ -207,6 +215,7 @@ mod tests {
             method: "fs.list".into(),
             code,
             message: "m".into(),
+            details: None,
         };
         assert_eq!(svc(2).exit_code(), 12);
         assert_eq!(svc(3).exit_code(), 13);
@@ -236,6 +245,7 @@ mod tests {
             method: "fs.open".into(),
             code: 3,
             message: "path is outside the token's prefix".into(),
+            details: None,
         };
         let lines = f.describe();
         assert_eq!(
@@ -247,13 +257,30 @@ mod tests {
             method: "identity.issue".into(),
             code: 3,
             message: "caller uid 1000 is not an administrator".into(),
+            details: None,
         };
         assert!(f.describe()[1].contains("only administrators may issue"));
         let f = Failure::Service {
             method: "fs.open".into(),
             code: 4,
             message: "no such file".into(),
+            details: None,
         };
         assert_eq!(f.describe().len(), 1);
+        let f = Failure::Service {
+            method: "fs.read".into(),
+            code: 3,
+            message: "token does not allow action \"read\"".into(),
+            details: Some(serde_json::json!({"required": "fs.read"})),
+        };
+        let lines = f.describe();
+        assert_eq!(
+            lines[..2],
+            [
+                "strata-ctl: fs.read: token does not allow action \"read\" (code 3)",
+                r#"details: {"required":"fs.read"}"#
+            ]
+        );
+        assert!(lines[2].starts_with("hint: the token does not allow this"));
     }
 }

@@ -294,6 +294,18 @@ fn raw_form_prints_the_envelope_on_one_line_and_exits_0() {
     // Compact, as the service sent it.
     assert!(!out.text().contains(": "), "{}", out.text());
     assert!(out.stderr.is_empty(), "{}", out.stderr);
+
+    // v0.3.2's identity.introspect goes through the raw form as is.
+    let params = json!({ "token": tok }).to_string();
+    let v = s.ctl(&["identity.introspect", &params]).expect(0).json();
+    assert_eq!(
+        (&v["ok"], &v["result"]["valid"]),
+        (&json!(true), &json!(true))
+    );
+    assert!(v["result"]["claims"]["jti"].is_string(), "{v}");
+    // An error answer is printed as received, name included: exit 10+code.
+    let out = s.ctl(&["identity.introspect", "{}"]).expect(11);
+    assert_eq!(out.json()["error"]["name"], "INVALID_ARGUMENT");
 }
 
 #[test]

@@ -20,6 +20,16 @@ ok strata-ctl whoami
 [ "$(jget "$OUT" .jti)" = "$cap" ] || fail "whoami jti differs from cap_id: $OUT"
 ok strata-ctl verify "$tok"
 [ "$(jget "$OUT" .valid)" = true ] || fail "verify says not valid: $OUT"
+# v0.3.2's name for verify, through the raw form.
+ok strata-ctl identity.introspect "{\"token\":\"$tok\"}"
+[ "$(jget "$OUT" .result.valid)" = true ] && [ "$(jget "$OUT" .result.claims.jti)" = "$cap" ] ||
+    fail "identity.introspect: $OUT"
+# Addressed to this node: the node id defaults to the host name, which the
+# services read with uname(2) (their ProcSubset=pid hides /proc/sys).
+node=$(uname -n)
+ok strata-ctl whoami
+[ "$(jget "$OUT" .iss)" = "identity@$node" ] && [ "$(jget "$OUT" .aud)" = strata ] ||
+    fail "iss/aud of an issued token: $OUT"
 
 ok strata-ctl ls "$TD"
 names=$(printf '%s' "$OUT" | jq -r '.entries[].name' | tr '\n' ' ')
@@ -58,6 +68,13 @@ expect_rc 13 env STRATA_TOKEN="$ro" strata-ctl cat "$TD/hello.txt"
 # Another capability may not read our handle: code 3.
 other=$(issue_token open,read "$TD")
 expect_rc 13 strata-ctl --token "$other" fs.read "{\"handle\":\"$handle\"}"
+# A token for another node's fs: code 3, named, with the audiences fs accepts.
+ok strata-ctl identity.issue "{\"service\":\"fs\",\"actions\":[\"list\"],\"path_prefix\":\"$TD\",\"aud\":\"fs@other-node\"}"
+elsewhere=$(jget "$OUT" .result.token)
+expect_rc 13 env STRATA_TOKEN="$elsewhere" strata-ctl fs.list "{\"path\":\"$TD\"}"
+[ "$(jget "$OUT" .error.name)" = PERMISSION_DENIED ] &&
+    [ "$(jget "$OUT" '.error.details.accepted[1]')" = "fs@$node" ] ||
+    fail "a token for fs@other-node: $OUT"
 # No token at all: code 2.
 expect_rc 12 env -u STRATA_TOKEN strata-ctl ls "$TD"
 # Garbage token: code 2.

@@ -77,6 +77,14 @@ pub struct Claims {
     /// both forms, so readers of either version understand its tokens.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rights: Vec<String>,
+    /// Who signed it: `identity@<node id>`; absent in tokens issued before
+    /// audiences existed and in the prototype's v0.3.0 tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Whom it is for ([`Audience`]); absent: any Strata service that
+    /// trusts the key, as before audiences existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
 }
 
 /// A right's service and action: `fs.read` is `("fs", "read")`. `None`
@@ -85,6 +93,102 @@ pub fn split_right(right: &str) -> Option<(&str, &str)> {
     let (service, action) = right.split_once('.')?;
     (!service.is_empty() && !action.is_empty() && !action.contains('.'))
         .then_some((service, action))
+}
+
+/// Longest `iss`, and longest entry of `aud`, in bytes.
+pub const MAX_ADDRESS_LEN: usize = 255;
+/// Most entries in `aud`.
+pub const MAX_AUDIENCES: usize = 16;
+/// The audience of every Strata service in the trust domain (the one key).
+pub const AUDIENCE_ANY: &str = "strata";
+
+/// The `aud` claim: the services a token is for. On the wire a string for
+/// one audience (as v0.3.2 writes it) or an array of strings for several;
+/// [`Verifier::decode`] bounds it ([`MAX_AUDIENCES`], [`MAX_ADDRESS_LEN`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience(pub Vec<String>);
+
+impl Audience {
+    /// Whether `name` is one of the audiences.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+}
+
+impl Serialize for Audience {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Form::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("aud is not a string or an array of strings"))?
+        {
+            Form::One(one) => Ok(Self(vec![one])),
+            Form::Many(many) => Ok(Self(many)),
+        }
+    }
+}
+
+/// Whether `aud` is an audience identity issues tokens for: `strata` (any
+/// Strata service of the trust domain) or `<service>@<node id>` (that
+/// service on that node, e.g. `fs@node-b`).
+///
+/// # Errors
+/// What is wrong with it, for a code-1 answer.
+pub fn check_audience(aud: &str) -> Result<(), String> {
+    if aud == AUDIENCE_ANY {
+        return Ok(());
+    }
+    let valid = aud.split_once('@').is_some_and(|(service, node)| {
+        let mut bytes = service.bytes();
+        matches!(bytes.next(), Some(b'a'..=b'z'))
+            && service.len() <= 32
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && crate::config::is_node_id(node)
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "audience {aud:?} is neither \"{AUDIENCE_ANY}\" nor <service>@<node id> \
+             (e.g. fs@node-b: a service name, '@', lowercase DNS labels)"
+        ))
+    }
+}
+
+/// Bounds on `iss` and `aud` that the types alone do not give.
+fn check_addressing(claims: &Claims) -> Result<(), String> {
+    if let Some(iss) = &claims.iss {
+        if iss.is_empty() || iss.len() > MAX_ADDRESS_LEN {
+            return Err(format!("iss must be 1 to {MAX_ADDRESS_LEN} bytes"));
+        }
+    }
+    if let Some(Audience(aud)) = &claims.aud {
+        if aud.is_empty() || aud.len() > MAX_AUDIENCES {
+            return Err(format!("aud must name 1 to {MAX_AUDIENCES} audiences"));
+        }
+        if aud
+            .iter()
+            .any(|a| a.is_empty() || a.len() > MAX_ADDRESS_LEN)
+        {
+            return Err(format!(
+                "every aud entry must be 1 to {MAX_ADDRESS_LEN} bytes"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `holder` must be a JSON object, for the same reason as `constraints`
@@ -298,6 +402,7 @@ impl Verifier {
                 "right {bad:?} is not <service>.<action>"
             )));
         }
+        check_addressing(&claims).map_err(InvalidToken::BadClaims)?;
         let id = crate::ids::parse_cap_id(&claims.jti)
             .ok_or_else(|| InvalidToken::BadClaims("jti is not a capability id".into()))?;
         let ancestors = parse_chain(claims.chain.as_deref().unwrap_or_default(), id)
@@ -513,9 +618,31 @@ pub struct Grant<'a> {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// Signs a grant into a token carrying the `kid` footer. The actions are
-/// written in both forms: `actions`, and `rights` as `<service>.<action>`.
+/// Who signs a token and whom it is for: its `iss` and `aud` claims.
+pub struct Addressing<'a> {
+    /// `identity@<node id>`.
+    pub iss: &'a str,
+    pub aud: &'a Audience,
+}
+
+/// Signs a grant into a token carrying the `kid` footer, without `iss`
+/// and `aud` (as tokens before audiences, which every fs accepts). The
+/// actions are written in both forms: `actions`, and `rights` as
+/// `<service>.<action>`.
 pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
+    issue_addressed(secret, kid, grant, None)
+}
+
+/// Signs a grant into a token carrying the `kid` footer and, when given,
+/// the `iss` and `aud` claims. A separate argument rather than fields of
+/// [`Grant`], so that the places that build a grant without them stay as
+/// they are.
+pub fn issue_addressed(
+    secret: &SecretKey,
+    kid: &str,
+    grant: &Grant<'_>,
+    addressing: Option<&Addressing<'_>>,
+) -> String {
     #[derive(Serialize)]
     struct C<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -537,6 +664,10 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         chain: &'a [String],
         rights: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<&'a Audience>,
     }
     let payload = serde_json::to_vec(&P {
         jti: grant.cap_id,
@@ -556,6 +687,8 @@ pub fn issue(secret: &SecretKey, kid: &str, grant: &Grant<'_>) -> String {
             .iter()
             .map(|a| format!("{}.{a}", grant.service))
             .collect(),
+        iss: addressing.map(|a| a.iss),
+        aud: addressing.map(|a| a.aud),
     })
     .expect("claims serialize");
     let footer = serde_json::to_vec(&Footer { kid: kid.into() }).expect("footer serializes");
@@ -634,6 +767,69 @@ mod tests {
         let t = issue(&kp.sk, &token::key_id(&kp.pk), &g);
         let cap = Verifier::new(kp.pk).verify(&t, now()).unwrap();
         assert_eq!(cap.claims.holder, Some(holder));
+    }
+
+    #[test]
+    fn iss_and_aud_round_trip_and_are_bounded() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let v = Verifier::new(kp.pk);
+        let actions = vec!["read".to_string()];
+        let g = grant(&actions, now(), now() + 60);
+        let plain = v.decode(&issue(&kp.sk, v.kid(), &g)).unwrap();
+        assert_eq!((plain.claims.iss, plain.claims.aud), (None, None));
+        for aud in [vec!["strata"], vec!["strata", "fs@node-b"]] {
+            let aud = Audience(aud.into_iter().map(String::from).collect());
+            let at = Addressing {
+                iss: "identity@node-a",
+                aud: &aud,
+            };
+            let t = issue_addressed(&kp.sk, v.kid(), &g, Some(&at));
+            let cap = v.decode(&t).unwrap();
+            assert_eq!(cap.claims.iss.as_deref(), Some("identity@node-a"));
+            assert_eq!(cap.claims.aud.as_ref(), Some(&aud));
+        }
+        // One audience is a string, as v0.3.2 writes it.
+        let one = serde_json::to_value(Audience(vec!["strata".into()])).unwrap();
+        assert_eq!(one, serde_json::json!("strata"));
+        let signed = |aud: &str, iss: &str| {
+            let claims = format!(
+                r#"{{"jti":"{CAP}","sub":"capability","iat":"2019-01-01T00:00:00Z","exp":"2099-01-01T00:00:00Z","service":"fs","actions":["read"],"iss":{iss},"aud":{aud}}}"#
+            );
+            v.decode(&token::sign(&kp.sk, claims.as_bytes(), b""))
+        };
+        let ok = signed(r#"["strata","fs@x"]"#, r#""identity@x""#).unwrap();
+        assert!(ok.claims.aud.unwrap().contains("fs@x"));
+        let long = format!("{:?}", "a".repeat(MAX_ADDRESS_LEN + 1));
+        let many = serde_json::to_string(&vec!["strata"; MAX_AUDIENCES + 1]).unwrap();
+        for (aud, iss) in [
+            ("[]", r#""i""#),
+            ("5", r#""i""#),
+            (r#"{"a":1}"#, r#""i""#),
+            (r#"["strata",5]"#, r#""i""#),
+            (r#"[""]"#, r#""i""#),
+            (long.as_str(), r#""i""#),
+            (many.as_str(), r#""i""#),
+            (r#""strata""#, "7"),
+            (r#""strata""#, r#""""#),
+            (r#""strata""#, long.as_str()),
+        ] {
+            assert!(
+                matches!(signed(aud, iss), Err(InvalidToken::BadClaims(_))),
+                "aud {aud} iss {iss}"
+            );
+        }
+    }
+
+    #[test]
+    fn audiences_identity_issues_for() {
+        for good in ["strata", "fs@node-b", "fs@web01.example.org", "my_svc-2@n"] {
+            assert!(check_audience(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "fs", "fs@", "@node", "Fs@node", "fs@Node", "fs@a@b", "strata2",
+        ] {
+            assert!(check_audience(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -54,28 +54,51 @@ pub fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
     false
 }
 
-/// The protocol's error codes. 1 to 5 keep the Go prototype's meaning.
+/// The protocol's error codes. 1 to 5 keep the Go prototype's meaning; 6 to
+/// 8 are numbered as in its v0.3.2 table.
+///
+/// The Rust names say what Strata means by a code; [`ErrorCode::name`] is
+/// the `name` sent beside it on the wire, v0.3.2's. They differ for 6:
+/// Strata answered 6 for "a limit was hit, retry later" before v0.3.2
+/// named it `UNAVAILABLE`, and that meaning is kept (a v0.3.2 client reads
+/// it as "retry later" too). Rate limits are 7, [`ErrorCode::RateLimited`],
+/// whose wire name is `RESOURCE_EXHAUSTED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ErrorCode {
-    /// Malformed frame or request.
+    /// Malformed frame or request. Wire name `INVALID_ARGUMENT`.
     InvalidRequest = 1,
-    /// Missing, malformed, expired or revoked token.
+    /// Missing, malformed, expired or revoked token. `UNAUTHENTICATED`.
     AuthenticationRequired = 2,
-    /// Valid credentials that do not allow this request.
+    /// Valid credentials that do not allow this request. `PERMISSION_DENIED`.
     PermissionDenied = 3,
-    /// Path, handle or other target does not exist.
+    /// Path, handle or other target does not exist. `NOT_FOUND`.
     NotFound = 4,
-    /// The service failed.
+    /// The service failed. `INTERNAL`.
     Internal = 5,
-    /// A limit was hit (handles, connections).
+    /// A limit was hit (handles, connections, a leased file): retry later.
+    /// `UNAVAILABLE`.
     ResourceExhausted = 6,
-    /// A capability's `constraints.rate_limit` was exceeded (the
-    /// prototype's 7 `RESOURCE_EXHAUSTED`).
+    /// A rate limit or quota of the capability was exceeded: slow down.
+    /// `RESOURCE_EXHAUSTED`.
     RateLimited = 7,
+    /// The request conflicts with the target's state. `CONFLICT`.
+    Conflict = 8,
 }
 
 impl ErrorCode {
+    /// Every code, in order.
+    pub const ALL: [ErrorCode; 8] = [
+        Self::InvalidRequest,
+        Self::AuthenticationRequired,
+        Self::PermissionDenied,
+        Self::NotFound,
+        Self::Internal,
+        Self::ResourceExhausted,
+        Self::RateLimited,
+        Self::Conflict,
+    ];
+
     /// The number sent on the wire.
     pub fn as_u16(self) -> u16 {
         self as u16
@@ -83,16 +106,22 @@ impl ErrorCode {
 
     /// The code for a number received on the wire, if it is one we know.
     pub fn from_u16(n: u16) -> Option<Self> {
-        Some(match n {
-            1 => Self::InvalidRequest,
-            2 => Self::AuthenticationRequired,
-            3 => Self::PermissionDenied,
-            4 => Self::NotFound,
-            5 => Self::Internal,
-            6 => Self::ResourceExhausted,
-            7 => Self::RateLimited,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|c| c.as_u16() == n)
+    }
+
+    /// The symbolic name sent beside the code (`"PERMISSION_DENIED"`), as
+    /// in the prototype's v0.3.2 table. The only place names are made.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_ARGUMENT",
+            Self::AuthenticationRequired => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::NotFound => "NOT_FOUND",
+            Self::Internal => "INTERNAL",
+            Self::ResourceExhausted => "UNAVAILABLE",
+            Self::RateLimited => "RESOURCE_EXHAUSTED",
+            Self::Conflict => "CONFLICT",
+        }
     }
 }
 
@@ -102,12 +131,16 @@ impl Serialize for ErrorCode {
     }
 }
 
-/// An error answered to a request: a code and a message for humans.
+/// An error answered to a request: a code, a message for humans and,
+/// where a client can act on it, structured `details`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("code {}: {message}", code.as_u16())]
 pub struct Error {
     pub code: ErrorCode,
     pub message: String,
+    /// A JSON object sent as `details`; boxed so that `Result<_, Error>`
+    /// stays small on the paths that never set it.
+    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Error {
@@ -115,6 +148,7 @@ impl Error {
         Self {
             code,
             message: message.into(),
+            details: None,
         }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -132,11 +166,29 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
+    /// Code 6: a limit of the service was hit; retry later.
     pub fn exhausted(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ResourceExhausted, message)
     }
+    /// Code 7: the capability's rate limit was exceeded; slow down.
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::RateLimited, message)
+    }
+    /// Code 8: the request conflicts with the target's current state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// The same error with `details`, sent as the error's `details` object.
+    /// A value that is not a JSON object is sent as `{"value": …}`, since
+    /// the protocol promises an object.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        let map = match details {
+            serde_json::Value::Object(map) => map,
+            other => serde_json::Map::from_iter([("value".to_string(), other)]),
+        };
+        self.details = Some(Box::new(map));
+        self
     }
 }
 
@@ -351,6 +403,10 @@ fn empty_raw(text: &'static str) -> &'static RawValue {
 /// client sent; this keeps an error response small whatever the request.
 pub const MAX_ERROR_MESSAGE: usize = 2048;
 
+/// Longest `details` object sent, in bytes of JSON; a larger one is left
+/// out (the message still says what was wrong).
+pub const MAX_ERROR_DETAILS: usize = 4096;
+
 /// `message`, cut at a character boundary to [`MAX_ERROR_MESSAGE`] bytes.
 fn bounded_message(message: &str) -> &str {
     if message.len() <= MAX_ERROR_MESSAGE {
@@ -412,11 +468,15 @@ impl ResponseBuf {
         self.patch_len();
     }
 
-    /// Replaces whatever is in the buffer with an error response.
+    /// Replaces whatever is in the buffer with an error response:
+    /// `{"code", "name", "message", "details"?}`, the name derived from the
+    /// code ([`ErrorCode::name`]), the message cut to [`MAX_ERROR_MESSAGE`]
+    /// and `details` left out when it is over [`MAX_ERROR_DETAILS`].
     pub fn error(&mut self, req_id: &RawValue, err: &Error) {
         #[derive(Serialize)]
         struct Body<'a> {
             code: ErrorCode,
+            name: &'static str,
             message: &'a str,
         }
         self.buf.clear();
@@ -428,10 +488,23 @@ impl ResponseBuf {
             &mut self.buf,
             &Body {
                 code: err.code,
+                name: err.code.name(),
                 message: bounded_message(&err.message),
             },
         )
         .expect("error body serializes");
+        // Reopen the body's object to add `details`: written in place, so
+        // an error costs no allocation, and dropped again if too large.
+        if let Some(details) = &err.details {
+            self.buf.pop();
+            let start = self.buf.len();
+            self.buf.extend_from_slice(b",\"details\":");
+            serde_json::to_writer(&mut self.buf, details).expect("details serialize");
+            if self.buf.len() - start > MAX_ERROR_DETAILS {
+                self.buf.truncate(start);
+            }
+            self.buf.push(b'}');
+        }
         self.buf.push(b'}');
         if self.buf.len() - 4 > MAX_FRAME && req_id.get() != EMPTY_REQ_ID {
             // Only a huge req_id can do this; the response must still fit.
@@ -483,11 +556,36 @@ pub struct Response {
     pub error: Option<ErrorBody>,
 }
 
-/// The `error` object of a response.
+/// The `error` object of a response. `name` and `details` are optional:
+/// services before v0.3.2's names, and the prototype's, send neither.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct ErrorBody {
     pub code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// A body for `code` as this code base would send it.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_u16(),
+            name: Some(code.name().to_string()),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The error's name: the one sent, or else the one this code base
+    /// gives its code (`None` for a code it does not know).
+    pub fn name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or_else(|| ErrorCode::from_u16(self.code).map(ErrorCode::name))
+    }
 }
 
 impl Response {
@@ -496,9 +594,8 @@ impl Response {
         if self.ok {
             Ok(self.result.unwrap_or(serde_json::Value::Null))
         } else {
-            Err(self.error.unwrap_or(ErrorBody {
-                code: ErrorCode::Internal.as_u16(),
-                message: "response had ok:false and no error".into(),
+            Err(self.error.unwrap_or_else(|| {
+                ErrorBody::new(ErrorCode::Internal, "response had ok:false and no error")
             }))
         }
     }
@@ -518,7 +615,10 @@ impl Response {
 
 impl fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error {}: {}", self.code, self.message)
+        match self.name() {
+            Some(name) => write!(f, "error {} {name}: {}", self.code, self.message),
+            None => write!(f, "error {}: {}", self.code, self.message),
+        }
     }
 }
 
@@ -716,10 +816,89 @@ mod tests {
         assert!(!resp.ok);
         assert_eq!(
             resp.error.unwrap(),
-            ErrorBody {
-                code: 3,
-                message: "no".into()
-            }
+            ErrorBody::new(ErrorCode::PermissionDenied, "no")
+        );
+    }
+
+    #[test]
+    fn every_code_has_its_v032_name_and_round_trips() {
+        let names: Vec<(u16, &str)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.as_u16(), c.name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (1, "INVALID_ARGUMENT"),
+                (2, "UNAUTHENTICATED"),
+                (3, "PERMISSION_DENIED"),
+                (4, "NOT_FOUND"),
+                (5, "INTERNAL"),
+                (6, "UNAVAILABLE"),
+                (7, "RESOURCE_EXHAUSTED"),
+                (8, "CONFLICT"),
+            ]
+        );
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(9), None);
+        assert_eq!(Error::rate_limited("slow").code.as_u16(), 7);
+        assert_eq!(Error::conflict("busy").code.as_u16(), 8);
+        assert_eq!(Error::exhausted("full").code.as_u16(), 6);
+    }
+
+    #[test]
+    fn error_frames_carry_name_and_details_when_given() {
+        let req_id: &RawValue = serde_json::from_str("\"r\"").unwrap();
+        let mut rb = ResponseBuf::new();
+        rb.error(req_id, &Error::not_found("gone"));
+        let text = std::str::from_utf8(&rb.frame()[4..]).unwrap();
+        assert_eq!(
+            text,
+            r#"{"v":1,"req_id":"r","ok":false,"error":{"code":4,"name":"NOT_FOUND","message":"gone"}}"#
+        );
+        let e = Error::denied("no").with_details(serde_json::json!({"required": "fs.read"}));
+        rb.error(req_id, &e);
+        let body = Response::parse(&rb.frame()[4..]).unwrap().error.unwrap();
+        assert_eq!(body.name.as_deref(), Some("PERMISSION_DENIED"));
+        assert_eq!(
+            body.details,
+            Some(serde_json::json!({"required": "fs.read"}))
+        );
+        // Not an object: wrapped, since the protocol promises an object.
+        let e = Error::conflict("x").with_details(serde_json::json!([1]));
+        rb.error(req_id, &e);
+        let body = Response::parse(&rb.frame()[4..]).unwrap().error.unwrap();
+        assert_eq!(body.details, Some(serde_json::json!({"value": [1]})));
+        // Too large: left out, the rest of the answer intact.
+        let e = Error::invalid("big").with_details(serde_json::json!({"x": "y".repeat(5000)}));
+        rb.error(req_id, &e);
+        let frame = rb.frame();
+        assert_eq!(frame_len(frame).unwrap(), Some(frame.len() - 4));
+        let body = Response::parse(&frame[4..]).unwrap().error.unwrap();
+        assert_eq!((body.code, body.details), (1, None));
+    }
+
+    #[test]
+    fn clients_read_errors_with_and_without_name_and_details() {
+        let old = br#"{"v":1,"req_id":"1","ok":false,"error":{"code":6,"message":"busy"}}"#;
+        let body = Response::parse(old).unwrap().into_result().unwrap_err();
+        assert_eq!(
+            (body.name.as_deref(), body.name()),
+            (None, Some("UNAVAILABLE"))
+        );
+        assert_eq!(body.to_string(), "error 6 UNAVAILABLE: busy");
+        let new = br#"{"v":1,"req_id":"1","ok":false,"error":{"code":42,"name":"SOMETHING","message":"m","details":{"k":1}}}"#;
+        let body = Response::parse(new).unwrap().into_result().unwrap_err();
+        assert_eq!(body.name(), Some("SOMETHING"));
+        assert_eq!(body.details, Some(serde_json::json!({"k": 1})));
+        let unknown = br#"{"v":1,"ok":false,"error":{"code":42,"message":"m"}}"#;
+        let body = Response::parse(unknown).unwrap().into_result().unwrap_err();
+        assert_eq!(
+            (body.name(), body.to_string().as_str()),
+            (None, "error 42: m")
         );
     }
 

@@ -41,6 +41,9 @@ pub struct FsConfig {
     pub max_rate_buckets: usize,
     /// Where identity answers (`$STRATA_RUNTIME_DIR/identity.sock`).
     pub identity_socket: PathBuf,
+    /// This node's id (`STRATA_NODE_ID`, default the host name): fs serves
+    /// tokens whose `aud` names `fs@<node id>` or `strata`.
+    pub node_id: String,
 }
 
 impl Default for FsConfig {
@@ -54,6 +57,7 @@ impl Default for FsConfig {
             list_cache: true,
             max_rate_buckets: crate::rates::DEFAULT_MAX_BUCKETS,
             identity_socket: config::socket_path("identity"),
+            node_id: "localhost".into(),
         }
     }
 }
@@ -89,7 +93,13 @@ impl FsConfig {
             list_cache: config::env_bool("STRATA_FS_LIST_CACHE", true)?,
             max_rate_buckets: max_rate_buckets as usize,
             identity_socket: config::socket_path("identity"),
+            node_id: config::node_id()?,
         })
+    }
+
+    /// The audience that names this fs alone: `fs@<node id>`.
+    pub fn audience(&self) -> String {
+        format!("fs@{}", self.node_id)
     }
 
     /// The configured root that `prefix` lies under, component by component

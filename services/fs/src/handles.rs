@@ -217,7 +217,10 @@ impl HandleTable {
                     "fs has {} handles open, its limit (STRATA_FS_MAX_HANDLES); \
                      close handles you no longer need with fs.close, or retry later",
                     self.max_total
-                )));
+                ))
+                .with_details(
+                    serde_json::json!({"limit": "handles_total", "max": self.max_total}),
+                ));
             }
             let mine = counts.per_cap.entry(cap.id).or_insert(0);
             if *mine >= self.max_per_cap {
@@ -225,7 +228,10 @@ impl HandleTable {
                     "this capability has {} handles open, the limit per capability \
                      (STRATA_FS_MAX_HANDLES_PER_CAP); close some with fs.close",
                     self.max_per_cap
-                )));
+                ))
+                .with_details(
+                    serde_json::json!({"limit": "handles_per_capability", "max": self.max_per_cap}),
+                ));
             }
             *mine += 1;
             counts.total += 1;

@@ -8,7 +8,8 @@
 //!    window and revocation ([`crate::auth`]) — code 2, or 5 while fs has
 //!    no key from identity;
 //! 2. the service (`"fs"`) and the action (`fs.close` needs any fs
-//!    action) — code 3;
+//!    action), and the audience: a token with an `aud` claim must name
+//!    `strata` or `fs@<node id>` — code 3;
 //! 3. the holder: a token with a `holder` claim is honoured only for the
 //!    uid it names (`SO_PEERCRED`) and the unit it names (the cgroup of
 //!    the process that opened the connection), and only while that process
@@ -40,7 +41,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, OFlags};
 use rustix::io::Errno;
-use strata_shared::capability::Capability;
+use strata_shared::capability::{Audience, Capability, AUDIENCE_ANY};
 use strata_shared::holder;
 use strata_shared::ids::parse_handle;
 use strata_shared::paths::{self, OpenFileError};
@@ -176,9 +177,12 @@ impl FsService {
             cap: Some(cap.clone()),
             authenticated: true,
         };
-        // 2. What: service and action.
+        // 2. What: service and action. `details.required` names the right
+        // the request needed, so a client can ask for it without parsing.
         match ask.action.claim() {
-            Some(action) => cap.authorize("fs", action).map_err(refuse)?,
+            Some(action) => cap
+                .authorize("fs", action)
+                .map_err(|e| refuse(e.with_details(required(action))))?,
             None if cap.claims.service != "fs" => {
                 return Err(refuse(Error::denied(format!(
                     "token is for service {:?}, not \"fs\"",
@@ -186,6 +190,11 @@ impl FsService {
                 ))))
             }
             None => {}
+        }
+        // 2b. For whom: a token addressed to other services or nodes is
+        // not this fs's to serve, even though the key is the same.
+        if let Some(aud) = &cap.claims.aud {
+            check_audience(aud, &self.config.audience()).map_err(refuse)?;
         }
         // 3. Whether this caller may present it, and whether the
         // capability's rate allows one more request. The rate comes after
@@ -326,6 +335,29 @@ impl FsService {
         }
         open_dir(&at, self.list_cache.open_flags(), path).map(Dir::Open)
     }
+}
+
+/// Whether a token's `aud` names this fs: `strata` (any Strata service of
+/// the trust domain) or `mine` (`fs@<node id>`).
+///
+/// # Errors
+/// Code 3, naming both, with `details` `{"aud", "accepted"}`.
+fn check_audience(aud: &Audience, mine: &str) -> Result<(), Error> {
+    if aud.contains(AUDIENCE_ANY) || aud.contains(mine) {
+        return Ok(());
+    }
+    Err(Error::denied(format!(
+        "token is for {:?}, not for this fs: it serves tokens whose aud includes \
+         {AUDIENCE_ANY:?} or {mine:?} (STRATA_NODE_ID)",
+        aud.0
+    ))
+    .with_details(serde_json::json!({ "aud": aud.0, "accepted": [AUDIENCE_ANY, mine] })))
+}
+
+/// The `details` of a refusal at step 2: the fully-qualified right the
+/// request needed (`{"required": "fs.read"}`).
+fn required(action: &str) -> serde_json::Value {
+    serde_json::json!({ "required": format!("fs.{action}") })
 }
 
 impl Dir {

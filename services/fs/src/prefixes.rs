@@ -213,6 +213,8 @@ mod tests {
                 holder: None,
                 chain: None,
                 rights: Vec::new(),
+                iss: None,
+                aud: None,
             },
             id: n,
             expires: i64::MAX,

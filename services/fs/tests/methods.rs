@@ -327,7 +327,12 @@ fn code_3_for_wrong_service_missing_action_and_foreign_prefix() {
     assert_eq!(code, 3);
     assert!(msg.contains("service"), "{msg}");
     let read_only = s.issue(&["read"], &s.data(), 600);
-    let (code, msg) = error(call(&mut c, "fs.open", &read_only, json!({"path": file})));
+    let refusal = call(&mut c, "fs.open", &read_only, json!({"path": file}));
+    // The raw frame too: `name` is on the wire beside `code`.
+    let body = refusal.error.clone().unwrap();
+    assert_eq!(body.name.as_deref(), Some("PERMISSION_DENIED"));
+    assert_eq!(body.details, Some(json!({"required": "fs.open"})));
+    let (code, msg) = error(refusal);
     assert_eq!(code, 3);
     assert!(msg.contains("open"), "{msg}");
     // A prefix outside STRATA_FS_ROOTS.
@@ -359,6 +364,39 @@ fn code_3_for_wrong_service_missing_action_and_foreign_prefix() {
         common::code(call(&mut c, "fs.close", &other, json!({"handle": "h-00"}))),
         3
     );
+}
+
+#[test]
+fn code_3_for_a_token_addressed_to_another_node() {
+    let s = Stack::start(&[("STRATA_NODE_ID", "node-a")]);
+    let mut c = s.fs_client();
+    let list = |aud: serde_json::Value| json!({"service": "fs", "actions": ["list"], "path_prefix": s.data(), "aud": aud});
+    let path = json!({"path": s.data()});
+    // This fs by name, any Strata fs, or both among others: served.
+    for aud in [
+        json!("fs@node-a"),
+        json!("strata"),
+        json!(["fs@node-b", "fs@node-a"]),
+    ] {
+        let t = s.issue_with(list(aud.clone()));
+        ok(call(&mut c, "fs.list", &t, path.clone()));
+    }
+    // identity's default audience is "strata".
+    let t = s.issue(&["list"], &s.data(), 600);
+    ok(call(&mut c, "fs.list", &t, path.clone()));
+    // Another node's fs, or another service here: refused, saying why.
+    for aud in [json!(["fs@node-b"]), json!(["mail@node-a", "fs@node-b"])] {
+        let t = s.issue_with(list(aud.clone()));
+        let refusal = call(&mut c, "fs.list", &t, path.clone());
+        let body = refusal.error.clone().unwrap();
+        assert_eq!(
+            body.details,
+            Some(json!({"aud": aud, "accepted": ["strata", "fs@node-a"]})),
+        );
+        let (code, msg) = error(refusal);
+        assert_eq!(code, 3);
+        assert!(msg.contains("STRATA_NODE_ID"), "{msg}");
+    }
 }
 
 #[test]
@@ -422,11 +460,24 @@ fn code_6_when_handle_limits_are_reached() {
     let mut c = s.fs_client();
     let h1 = open(&mut c, &a, &file);
     open(&mut c, &a, &file);
-    let (code, msg) = error(call(&mut c, "fs.open", &a, json!({"path": file})));
+    let full = call(&mut c, "fs.open", &a, json!({"path": file}));
+    let body = full.error.clone().unwrap();
+    // Code 6 keeps Strata's meaning (retry later); v0.3.2 names it so.
+    assert_eq!(body.name.as_deref(), Some("UNAVAILABLE"));
+    assert_eq!(
+        body.details,
+        Some(json!({"limit": "handles_per_capability", "max": 2}))
+    );
+    let (code, msg) = error(full);
     assert_eq!(code, 6);
     assert!(msg.contains("STRATA_FS_MAX_HANDLES_PER_CAP"), "{msg}");
     open(&mut c, &b, &file);
-    let (code, msg) = error(call(&mut c, "fs.open", &b, json!({"path": file})));
+    let full = call(&mut c, "fs.open", &b, json!({"path": file}));
+    assert_eq!(
+        full.error.as_ref().unwrap().details,
+        Some(json!({"limit": "handles_total", "max": 3}))
+    );
+    let (code, msg) = error(full);
     assert_eq!(code, 6);
     assert!(msg.contains("STRATA_FS_MAX_HANDLES"), "{msg}");
     let h = ok(c.call("fs.health", None, &json!({})).unwrap());

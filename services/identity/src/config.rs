@@ -31,6 +31,9 @@ pub struct Config {
     /// grant whose prefix lies outside every one is refused at load, since
     /// every request through it would be. Empty: not checked.
     pub grant_roots: Vec<String>,
+    /// This node's id (`STRATA_NODE_ID`, default the host name): identity
+    /// signs as `identity@<node id>`, the `iss` claim.
+    pub node_id: String,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/etc/strata/grants.d")),
             grant_roots: grant_roots()?,
+            node_id: strata_shared::config::node_id()?,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_shared::audit::Record;
-use strata_shared::capability;
+use strata_shared::capability::{self, Audience, AUDIENCE_ANY};
 use strata_shared::holder::Holder;
 use strata_shared::peer::PeerCred;
 use strata_shared::random;
@@ -144,7 +144,7 @@ impl Identity {
             unit: Some(grant.unit.clone()),
             uid: None,
         };
-        let token = capability::issue(
+        let token = capability::issue_addressed(
             &self.keys.sk,
             self.kid(),
             &capability::Grant {
@@ -158,6 +158,10 @@ impl Identity {
                 expires,
                 rate_limit: None,
             },
+            Some(&capability::Addressing {
+                iss: &self.issuer(),
+                aud: &Audience(vec![AUDIENCE_ANY.into()]),
+            }),
         );
         self.grants.remember(
             &grant.unit,

@@ -126,6 +126,11 @@ impl Identity {
         self.tokens.verifier().kid()
     }
 
+    /// The `iss` of the tokens identity signs: `identity@<node id>`.
+    pub fn issuer(&self) -> String {
+        format!("identity@{}", self.config.node_id)
+    }
+
     /// Writes `$STRATA_RUNTIME_DIR/identity.pub` for prototype clients.
     /// Verifiers should prefer `identity.pubkey`; failing to write the file
     /// is therefore only a warning.

@@ -44,6 +44,7 @@ impl Fixture {
             max_ttl: 3600,
             grants_dir: dir.path().join("grants.d"),
             grant_roots: Vec::new(),
+            node_id: "node-a".into(),
         };
         let records = RecordCapture::default();
         let id = Identity::open(config).unwrap().with_trail(records.writer());
@@ -149,6 +150,22 @@ fn public_reads_are_recorded_only_when_refused() {
     let got = f.take();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].code, &got[0].reason), (Some(2), &message));
+    // introspect, verify's v0.3.2 name, follows the same rule.
+    let (code, _) = f
+        .call(
+            OTHER,
+            "identity.introspect",
+            None,
+            json!({"token": "v2.public.forged"}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 2);
+    let got = f.take();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].method.as_str(), got[0].code),
+        ("identity.introspect", Some(2))
+    );
 }
 
 #[test]

@@ -458,6 +458,56 @@ fn verify_reports_expiry_and_refuses_forgeries() {
 }
 
 #[test]
+fn introspect_answers_as_verify_does() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let t = issue(&mut c, "/srv", 600);
+    let ask = |c: &mut Client, method: &str, token: &Value| {
+        ok(c.call(method, None, &json!({ "token": token })).unwrap())
+    };
+    let introspected = ask(&mut c, "identity.introspect", &t["token"]);
+    assert_eq!(introspected, ask(&mut c, "identity.verify", &t["token"]));
+    // v0.3.2's answer is {claims}; Strata's is a superset.
+    assert_eq!(introspected["claims"]["jti"], t["cap_id"]);
+    assert_eq!(
+        (
+            &introspected["valid"],
+            &introspected["revoked"],
+            &introspected["expired"]
+        ),
+        (&json!(true), &json!(false), &json!(false))
+    );
+    assert!(introspected.get("reason").is_none(), "{introspected}");
+    let r = c
+        .call("identity.revoke", None, &json!({"cap_id": t["cap_id"]}))
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let gone = ask(&mut c, "identity.introspect", &t["token"]);
+    assert_eq!(
+        (&gone["valid"], &gone["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    assert!(
+        gone["reason"].as_str().unwrap().contains("revoked"),
+        "{gone}"
+    );
+    let r = c
+        .call(
+            "identity.introspect",
+            None,
+            &json!({"token": "v2.public.AAAA"}),
+        )
+        .unwrap();
+    assert_eq!(
+        r.error.as_ref().unwrap().name.as_deref(),
+        Some("UNAUTHENTICATED")
+    );
+    assert_eq!(code(r), 2);
+    let r = c.call("identity.introspect", None, &json!({})).unwrap();
+    assert_eq!(code(r), 1);
+}
+
+#[test]
 fn revocation_feed_long_polls() {
     let f = start(&[]);
     let mut c = client(&f);
@@ -574,6 +624,62 @@ fn sigterm_exits_cleanly() {
     let _idle = client(&f);
     let status = f.svc.terminate().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn tokens_carry_iss_and_the_asked_aud() {
+    let f = start(&[("STRATA_NODE_ID", "node-a")]);
+    let mut c = client(&f);
+    let claims = |c: &mut Client, aud: Option<Value>| {
+        let mut p = json!({"service": "fs", "actions": ["read"], "path_prefix": "/srv"});
+        if let Some(aud) = aud {
+            p["aud"] = aud;
+        }
+        let t = ok(c.call("identity.issue", None, &p).unwrap());
+        let v = ok(c
+            .call("identity.introspect", None, &json!({"token": t["token"]}))
+            .unwrap());
+        v["claims"].clone()
+    };
+    let default = claims(&mut c, None);
+    assert_eq!(default["iss"], "identity@node-a");
+    assert_eq!(default["aud"], "strata");
+    let two = claims(&mut c, Some(json!(["fs@node-b", "strata"])));
+    assert_eq!(two["aud"], json!(["fs@node-b", "strata"]));
+    assert_eq!(claims(&mut c, Some(json!("fs@node-b")))["aud"], "fs@node-b");
+    let many: Vec<String> = (0..17).map(|i| format!("fs@n{i}")).collect();
+    for bad in [
+        json!([]),
+        json!("fs"),
+        json!("fs@Node-B"),
+        json!(["strata", "strata"]),
+        json!(5),
+        json!(many),
+    ] {
+        let p = json!({"service": "fs", "actions": ["read"], "path_prefix": "/srv", "aud": bad});
+        let r = c.call("identity.issue", None, &p).unwrap();
+        assert_eq!(code(r), 1, "{bad}");
+    }
+}
+
+#[test]
+fn refuses_to_start_with_a_node_id_that_is_no_dns_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = ActivatedService::start(
+        &workspace_binary("strata-identity"),
+        "identity",
+        &dir.path().join("run"),
+        &[
+            (
+                "STRATA_STATE_DIR",
+                dir.path().join("state").to_str().unwrap(),
+            ),
+            ("STRATA_NODE_ID", "node_a@x"),
+        ],
+    )
+    .unwrap();
+    let status = svc.wait(Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub const LAYOUT: &[Declared] = &[
             "identity.delegate",
             "identity.revoke",
             "identity.verify",
+            "identity.introspect",
             "identity.pubkey",
             "identity.revocations",
             "identity.health",

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::capability::{self, Capability, Grant, DELEGATE, MAX_CHAIN};
+use strata_shared::capability::{self, Audience, Capability, Grant, DELEGATE, MAX_CHAIN};
 use strata_shared::holder::{self, Holder};
 use strata_shared::rate::{self, RateLimit};
 use strata_shared::server::CallContext;
@@ -105,7 +105,14 @@ pub fn delegate(
     let cap_id = random::id128();
     let mut chain = parent.claims.chain.clone().unwrap_or_default();
     chain.push(parent.cap_id().to_string());
-    let token = capability::issue(
+    // For whom the parent was (any Strata service when it does not say),
+    // from this identity.
+    let aud = parent
+        .claims
+        .aud
+        .clone()
+        .unwrap_or_else(|| Audience(vec![capability::AUDIENCE_ANY.into()]));
+    let token = capability::issue_addressed(
         &id.keys.sk,
         id.kid(),
         &Grant {
@@ -119,6 +126,10 @@ pub fn delegate(
             expires: child.expires,
             rate_limit: child.rate_limit,
         },
+        Some(&capability::Addressing {
+            iss: &id.issuer(),
+            aud: &aud,
+        }),
     );
     #[derive(Serialize)]
     struct R<'a> {

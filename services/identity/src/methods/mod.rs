@@ -1,5 +1,5 @@
-//! identity's methods, one module per family: `tokens` (issue, verify),
-//! `delegate`,
+//! identity's methods, one module per family: `tokens` (issue, verify and
+//! its v0.3.2 name, introspect), `delegate`,
 //! `revocation` (revoke, revocations) and `info` (pubkey, health), and the
 //! dispatcher that writes each request's audit record.
 //!
@@ -31,6 +31,7 @@ pub const METHODS: &[&str] = &[
     "identity.delegate",
     "identity.revoke",
     "identity.verify",
+    "identity.introspect",
     "identity.pubkey",
     "identity.revocations",
     "identity.health",
@@ -74,7 +75,9 @@ pub async fn dispatch(
                 revocation::revoke(id, ctx, req, out, &mut facts).await,
                 true,
             ),
-            "identity.verify" => (tokens::verify(id, req, out), false),
+            // introspect is v0.3.2's name for verify: one method, two
+            // names, so the answers and the audit rule cannot drift apart.
+            "identity.verify" | "identity.introspect" => (tokens::verify(id, req, out), false),
             "identity.revocations" => (revocation::revocations(id, req, out).await, false),
             "identity.pubkey" => (info::pubkey(id, out), false),
             "identity.health" => (info::health(id, out), false),

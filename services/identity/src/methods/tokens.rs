@@ -1,9 +1,10 @@
-//! `identity.issue` (administrators only) and `identity.verify` (anyone).
+//! `identity.issue` (administrators only) and `identity.verify` (anyone;
+//! also served as `identity.introspect`, its v0.3.2 name).
 
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use strata_shared::capability::{self, split_right, Claims, Grant, FS_ACTIONS};
+use strata_shared::capability::{self, split_right, Audience, Claims, Grant, FS_ACTIONS};
 use strata_shared::holder::Holder;
 use strata_shared::rate::RateLimit;
 use strata_shared::server::CallContext;
@@ -39,6 +40,36 @@ pub struct IssueParams {
     /// `constraints.rate_limit` (`"50rps"`, [`RateLimit::parse`]).
     #[serde(default)]
     rate_limit: Option<String>,
+    /// Whom the token is for, the `aud` claim: a string or a list.
+    #[serde(default)]
+    aud: Option<Audience>,
+}
+
+impl IssueParams {
+    /// The `aud` claim: as asked, or `["strata"]` (any Strata service).
+    ///
+    /// # Errors
+    /// Code 1 for an empty or too long list, a repeated entry, or an entry
+    /// that is not an audience ([`capability::check_audience`]).
+    fn audience(&self) -> Result<Audience, Error> {
+        let Some(aud) = &self.aud else {
+            return Ok(Audience(vec![capability::AUDIENCE_ANY.into()]));
+        };
+        if aud.0.is_empty() || aud.0.len() > capability::MAX_AUDIENCES {
+            return Err(Error::invalid(format!(
+                "aud must name 1 to {} audiences",
+                capability::MAX_AUDIENCES
+            )));
+        }
+        let mut seen = HashSet::new();
+        for a in &aud.0 {
+            capability::check_audience(a).map_err(Error::invalid)?;
+            if !seen.insert(a.as_str()) {
+                return Err(Error::invalid(format!("audience {a:?} is listed twice")));
+            }
+        }
+        Ok(aud.clone())
+    }
 }
 
 impl IssueParams {
@@ -192,10 +223,11 @@ pub fn issue(
     facts.path.clone_from(&p.path_prefix);
     let (actions, ttl, rate_limit) = check_grant(&p, id)?;
     let holder = p.holder()?;
+    let aud = p.audience()?;
     let cap_id = random::id128();
     let issued = capability::now();
     let expires = issued + ttl as i64;
-    let token = capability::issue(
+    let token = capability::issue_addressed(
         &id.keys.sk,
         id.kid(),
         &Grant {
@@ -209,6 +241,10 @@ pub fn issue(
             expires,
             rate_limit,
         },
+        Some(&capability::Addressing {
+            iss: &id.issuer(),
+            aud: &aud,
+        }),
     );
     #[derive(Serialize)]
     struct R<'a> {
@@ -232,6 +268,11 @@ pub struct VerifyParams<'a> {
     token: std::borrow::Cow<'a, str>,
 }
 
+/// `identity.verify` and `identity.introspect`: the token's claims and
+/// whether it is valid, revoked or expired.
+///
+/// # Errors
+/// Code 1 without a `token`; code 2 for a token that does not decode.
 pub fn verify(id: &Identity, req: &Request<'_>, out: &mut ResponseBuf) -> Result<(), Error> {
     let p: VerifyParams = req.params()?;
     let cap = id.tokens.decode(&p.token)?;
