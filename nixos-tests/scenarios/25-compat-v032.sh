@@ -40,7 +40,7 @@ want() { # JQ-FILTER WHAT: $OUT must satisfy the filter
 
 fresh_start
 make_testdata
-wait_synced
+wait_synced "start"
 
 for c in "${CLIENTS[@]}"; do
     log "--- client: $c"
