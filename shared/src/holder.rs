@@ -104,8 +104,8 @@ const SO_PEERPIDFD: libc::c_int = 77;
 
 impl Opener {
     /// Finds the process at the other end of connected socket `socket`,
-    /// whose pid the kernel reported as `pid` (`SO_PEERCRED`), and its
-    /// unit.
+    /// whose pid and uid the kernel reported as `pid` and `uid`
+    /// (`SO_PEERCRED`), and its unit.
     ///
     /// The pidfd comes from `SO_PEERPIDFD`: the process that connected,
     /// pinned by the kernel at `connect(2)`. The cgroup is read through its
@@ -113,19 +113,29 @@ impl Opener {
     /// exited afterwards: a pid cannot be reused before its process exits,
     /// so what was read is that process's cgroup. On kernels without
     /// `SO_PEERPIDFD` the pidfd is opened from the pid (`pidfd_open(2)`,
-    /// Linux 5.3): from then on the same holds, but a pid reused between
-    /// the connect and that call would pass (docs/grants.md).
+    /// Linux 5.3) and must run as `uid`: from then on the same holds, but a
+    /// pid reused between the connect and that call by a process of the
+    /// same user would pass (docs/grants.md).
     ///
     /// # Errors
     /// Why the process cannot be known: another pid namespace, already
     /// exited, or a kernel without pidfds.
-    pub fn of_socket(socket: RawFd, pid: Option<i32>) -> Result<Self, String> {
+    pub fn of_socket(socket: RawFd, pid: Option<i32>, uid: u32) -> Result<Self, String> {
         let pid = pid.filter(|p| *p > 0).ok_or_else(|| {
             "the process at the other end is in another pid namespace, so its unit cannot be known"
                 .to_string()
         })?;
         let pidfd = peer_pidfd(socket).or_else(|e| match e.raw_os_error() {
-            Some(libc::ENOPROTOOPT) => pidfd_open(pid),
+            // Before Linux 6.5: the pid's process now, which must at least
+            // run as the user that connected, so that an outsider's pid
+            // reused by a process of the unit does not pass for it.
+            Some(libc::ENOPROTOOPT) => {
+                let fd = pidfd_open(pid)?;
+                if euid_of(pid)? != uid {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(fd)
+            }
             _ => Err(e),
         });
         let exited = || format!("the process that opened this connection (pid {pid}) has exited");
@@ -242,6 +252,17 @@ fn peer_pidfd(socket: RawFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The effective uid of process `pid` (`/proc/<pid>/status`).
+fn euid_of(pid: i32) -> std::io::Result<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 #[allow(unsafe_code)]
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
@@ -268,6 +289,12 @@ mod tests {
         assert!(!is_unit_name("a/b.service"));
         assert!(!is_unit_name("../x.service"));
         assert!(!is_unit_name(&format!("{}.service", "a".repeat(250))));
+    }
+
+    #[test]
+    fn the_euid_of_this_process() {
+        let me = std::process::id() as i32;
+        assert_eq!(euid_of(me).unwrap(), rustix::process::geteuid().as_raw());
     }
 
     #[test]
@@ -314,7 +341,9 @@ mod tests {
     fn the_opener_of_a_socket_is_this_process_in_its_own_unit() {
         let (a, _b) = UnixStream::pair().unwrap();
         let me = std::process::id() as i32;
-        let opener = Opener::of_socket(a.as_raw_fd(), Some(me)).expect("opener");
+        let opener =
+            Opener::of_socket(a.as_raw_fd(), Some(me), rustix::process::geteuid().as_raw())
+                .expect("opener");
         assert_eq!(opener.pid, me);
         assert!(!opener.has_exited());
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -358,7 +387,12 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
         let _ = std::fs::remove_file(&path);
         assert_eq!(status, 0, "the child could not connect");
-        let err = Opener::of_socket(conn.as_raw_fd(), Some(child)).unwrap_err();
+        let err = Opener::of_socket(
+            conn.as_raw_fd(),
+            Some(child),
+            rustix::process::geteuid().as_raw(),
+        )
+        .unwrap_err();
         assert!(err.contains("has exited"), "{err}");
     }
 }

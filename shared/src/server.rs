@@ -163,7 +163,7 @@ impl CallContext {
                 if self.fd < 0 {
                     Err("the caller has no socket, so its process cannot be known".into())
                 } else {
-                    Opener::of_socket(self.fd, self.peer.pid)
+                    Opener::of_socket(self.fd, self.peer.pid, self.peer.uid)
                 }
             })
             .as_ref()

@@ -204,9 +204,11 @@ impl FsService {
             holder::admits(holder, ask.caller).map_err(refuse)?;
         }
         if let Some(limit) = cap.rate_limit() {
+            // One bucket per delegation tree, its root's: delegating never
+            // multiplies a rate, and one holder's children take one entry.
             self.rates
                 .take(
-                    cap.id,
+                    cap.ancestors.first().copied().unwrap_or(cap.id),
                     limit,
                     cap.expires,
                     std::time::Instant::now(),

@@ -1,6 +1,9 @@
-//! Rate limits per capability (`constraints.rate_limit`): a token bucket
-//! per capability id, in a table whose size is bounded however many
-//! capabilities come and go.
+//! Rate limits (`constraints.rate_limit`): a token bucket per delegation
+//! tree — keyed by the `jti` of the tree's root, so that a capability and
+//! everything delegated from it draw on one bucket and delegating never
+//! multiplies a rate — in a table whose size is bounded however many
+//! capabilities come and go. Each request is judged by its own token's
+//! limit (a child's is never looser than its parent's).
 //!
 //! A bucket holds [`RateLimit::burst`] requests and refills at the limit's
 //! rate; a request takes one, and finds none: code 7. A *full* bucket
@@ -13,7 +16,8 @@
 //! their own included. When the table is full of partly drained buckets (a
 //! bucket refills within a second for `rps` limits, a minute at most for
 //! `rpm`), a capability that has no entry yet is refused with code 7
-//! rather than served unlimited. Only an administrator mints tokens, so a
+//! rather than served unlimited, with code 6 (a limit of the service, not of
+//! the caller's rate). Only an administrator mints the roots of trees, so a
 //! full table means a host busier than `STRATA_FS_MAX_RATE_BUCKETS` allows
 //! for; raise it. Memory: about 100 bytes per entry.
 
@@ -71,7 +75,7 @@ impl RateLimiter {
     ///
     /// # Errors
     /// Code 7: the bucket is empty (the message says when the next request
-    /// fits), or the table is full of drained buckets.
+    /// fits); code 6: the table is full of drained buckets.
     pub fn take(
         &self,
         id: u128,
@@ -82,9 +86,11 @@ impl RateLimiter {
     ) -> Result<(), Error> {
         let mut buckets = self.buckets.lock().expect("rate table lock");
         if let Some(b) = buckets.get_mut(&id) {
-            // The limit is the token's, and a capability id names one
-            // token; take the current one anyway.
+            // The tree's tokens may have different limits: each request
+            // is judged by its own, and the entry lives as long as the
+            // longest-lived token seen.
             b.limit = limit;
+            b.expires = b.expires.max(expires);
             b.tokens = b.available(now);
             b.last = now;
             if b.tokens < 1.0 {
@@ -100,7 +106,7 @@ impl RateLimiter {
         if buckets.len() >= self.max_buckets {
             sweep_locked(&mut buckets, now, wall, |_| false);
             if buckets.len() >= self.max_buckets {
-                return Err(Error::rate_limited(format!(
+                return Err(Error::exhausted(format!(
                     "fs is tracking the rates of {} capabilities used in the last seconds \
                      (STRATA_FS_MAX_RATE_BUCKETS); try again shortly",
                     buckets.len()
@@ -236,7 +242,11 @@ mod tests {
         // Both drained: a third capability is refused, and neither
         // entry is given up for it.
         let e = r.take(3, limit("5rps"), WALL + 60, t0, WALL).unwrap_err();
-        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(
+            e.code,
+            ErrorCode::ResourceExhausted,
+            "a limit of fs: code 6"
+        );
         assert!(e.message.contains("STRATA_FS_MAX_RATE_BUCKETS"));
         assert!(r.take(1, limit("2rps"), WALL + 60, t0, WALL).is_err());
         assert!(r.take(2, limit("1rps"), WALL + 60, t0, WALL).is_err());

@@ -310,3 +310,24 @@ fn revoking_a_token_with_itself_revokes_every_descendant() {
 fn code_of(r: &Response) -> Option<u16> {
     r.error.as_ref().map(|e| e.code)
 }
+
+#[test]
+fn a_token_and_its_children_share_one_rate_bucket() {
+    let s = Stack::start(&[]);
+    let parent = s.issue_with(json!({"service": "fs", "actions": ["stat", "delegate"],
+        "path_prefix": s.data(), "rate_limit": "3rpm"}));
+    let a = child(&s, &parent, json!({}));
+    let b = child(&s, &parent, json!({}));
+    let stat = |t: &Token| call(&mut s.fs_client(), "fs.stat", t, json!({"path": s.data()}));
+    // 3rpm is a burst of 1: whichever of the tree asks first takes it, and
+    // delegating gave no one a bucket of their own.
+    ok(stat(&a));
+    for t in [&b, &parent, &a] {
+        let (code, msg) = error(stat(t));
+        assert_eq!(code, 7, "{msg}");
+    }
+    // Another tree is not affected.
+    let other = s.issue_with(json!({"service": "fs", "actions": ["stat"],
+        "path_prefix": s.data(), "rate_limit": "3rpm"}));
+    ok(stat(&other));
+}

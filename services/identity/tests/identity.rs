@@ -417,6 +417,97 @@ fn holders_may_revoke_their_own_capability_only() {
 }
 
 #[test]
+#[ignore = "needs root: switches to other uids (scripts/test-all.sh runs it, as root)"]
+fn a_holder_revokes_its_own_token_or_a_descendant_and_nothing_else() {
+    let f = start(&[]);
+    let mut c = client(&f);
+    let sock = &f.svc.socket;
+    // A root for nobody, with two children handed to other holders.
+    let root = ok(c
+        .call(
+            "identity.issue",
+            None,
+            &json!({"service": "fs", "actions": ["read", "delegate"], "path_prefix": "/srv",
+                    "holder_uid": NOBODY}),
+        )
+        .unwrap());
+    let delegate = |holder: u32| {
+        call_as(
+            NOBODY,
+            NOBODY,
+            sock,
+            "identity.delegate",
+            root["token"].as_str(),
+            json!({"holder_uid": holder}),
+        )
+        .result
+        .expect("delegated")
+    };
+    let a = delegate(NOBODY - 1);
+    let b = delegate(NOBODY - 2);
+    let verdict = |t: &Value| {
+        ok(client(&f)
+            .call("identity.verify", None, &json!({"token": t["token"]}))
+            .unwrap())["revoked"]
+            .clone()
+    };
+    // A child's holder cannot revoke its sibling, even showing its token.
+    let r = call_as(
+        NOBODY - 1,
+        NOBODY - 1,
+        sock,
+        "identity.revoke",
+        a["token"].as_str(),
+        json!({"cap_id": b["cap_id"], "token": b["token"]}),
+    );
+    assert_eq!(code(r), 3, "a sibling");
+    // Nor its parent.
+    let r = call_as(
+        NOBODY - 1,
+        NOBODY - 1,
+        sock,
+        "identity.revoke",
+        a["token"].as_str(),
+        json!({"cap_id": root["cap_id"], "token": root["token"]}),
+    );
+    assert_eq!(code(r), 3, "an ancestor");
+    // The root's holder takes one child back, and only that one.
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        root["token"].as_str(),
+        json!({"cap_id": a["cap_id"], "token": a["token"]}),
+    );
+    assert!(r.ok, "{r:?}");
+    assert_eq!(verdict(&a), true);
+    assert_eq!(verdict(&b), false);
+    assert_eq!(verdict(&root), false);
+    // Without the child's token, its descent cannot be shown.
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        root["token"].as_str(),
+        json!({"cap_id": b["cap_id"]}),
+    );
+    assert_eq!(code(r), 3);
+    // Revoking its own token revokes the rest of the tree.
+    let r = call_as(
+        NOBODY,
+        NOBODY,
+        sock,
+        "identity.revoke",
+        root["token"].as_str(),
+        json!({"cap_id": root["cap_id"]}),
+    );
+    assert!(r.ok, "{r:?}");
+    assert_eq!(verdict(&b), true, "revoked through its chain");
+}
+
+#[test]
 fn verify_reports_expiry_and_refuses_forgeries() {
     let f = start(&[]);
     let mut c = client(&f);

@@ -49,7 +49,8 @@ pub struct Facts {
     /// Whether the caller proved who it is: an administrator, or the
     /// holder of a valid token.
     pub authenticated: bool,
-    /// Why a success was allowed: `"administrator"` or `"holder"`.
+    /// Why a success was allowed: `"administrator"`, `"holder"` or
+    /// `"ancestor"` (a revocation by the holder of an ancestor).
     pub allowed_as: Option<&'static str>,
     /// What a success did, when the record needs more than `allowed_as`
     /// (`identity.revoke_unit`: the unit and the capabilities revoked).

@@ -18,10 +18,15 @@ const MAX_WAIT_MS: u64 = 30_000;
 #[derive(Deserialize)]
 pub struct RevokeParams {
     cap_id: String,
+    /// The token of `cap_id`, when its revoker is an ancestor of it rather
+    /// than its own holder: its `chain` is what proves the descent.
+    #[serde(default)]
+    token: Option<String>,
 }
 
-/// `identity.revoke`: an administrator, or the holder presenting the
-/// capability's own token.
+/// `identity.revoke`: an administrator, the holder presenting the
+/// capability's own token, or the holder of an ancestor presenting its own
+/// token with the descendant's in `params.token`.
 ///
 /// # Errors
 /// Code 3 for anyone else, 2 for a token that does not verify, 1 for a
@@ -59,14 +64,29 @@ pub async fn revoke(
             strata_shared::holder::admits(h, ctx)?;
         }
         facts.authenticated = true;
-        if cap.cap_id() != p.cap_id {
-            return Err(Error::denied(
-                "the token presented is for another capability; a holder may revoke only its own \
-                 (which revokes every token delegated from it)",
-            ));
+        if cap.cap_id() == p.cap_id {
+            keep_until = cap.expires;
+            "holder"
+        } else {
+            let descendant = p
+                .token
+                .as_deref()
+                .map(|t| id.tokens.decode(t))
+                .transpose()?
+                .filter(|d| {
+                    d.cap_id() == p.cap_id
+                        && d.claims.chain.iter().flatten().any(|a| a == cap.cap_id())
+                });
+            let Some(descendant) = descendant else {
+                return Err(Error::denied(
+                    "the token presented is for another capability; a holder may revoke its own \
+                     (which revokes every token delegated from it), or one delegated from it \
+                     when params.token is that token",
+                ));
+            };
+            keep_until = descendant.expires;
+            "ancestor"
         }
-        keep_until = cap.expires;
-        "holder"
     };
     facts.authenticated = true;
     id.revocations
