@@ -84,42 +84,10 @@ impl Config {
             mode,
             systemctl,
             runtime_dir: config::runtime_dir(),
-            node_id: node_id(),
+            node_id: config::node_id()?,
             admins: Admins::from_env()?,
         })
     }
-}
-
-/// `STRATA_NODE_ID`, else the kernel's host name: what identity and fs
-/// call this node too.
-pub fn node_id() -> String {
-    if let Ok(id) = std::env::var("STRATA_NODE_ID") {
-        if !id.trim().is_empty() {
-            return id.trim().to_string();
-        }
-    }
-    // The unit's ProcSubset=pid hides /proc/sys; uname(2) tells the same
-    // name (ProtectHostname= copies the host's into the unit's namespace).
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(uname_nodename)
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-#[allow(unsafe_code)]
-fn uname_nodename() -> Option<String> {
-    // SAFETY: utsname is a struct of char arrays, for which all zeroes is
-    // valid; uname fills it in and NUL-terminates each field.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: `uts` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return None;
-    }
-    // SAFETY: the kernel NUL-terminates `nodename` within its array.
-    let name = unsafe { std::ffi::CStr::from_ptr(uts.nodename.as_ptr()) };
-    Some(name.to_string_lossy().trim().to_string()).filter(|n| !n.is_empty())
 }
 
 /// systemd's own test for "booted with systemd" (`sd_booted()`): the
@@ -200,12 +168,6 @@ mod tests {
             // Gap between pings: one interval plus one full check.
             assert!(t.interval + 3 * t.step_timeout < 2 * w, "watchdog {w:?}");
         }
-    }
-
-    #[test]
-    fn node_id_is_the_host_name_unless_set() {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(uname_nodename().as_deref(), Some(kernel.trim()));
     }
 
     #[test]

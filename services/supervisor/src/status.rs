@@ -82,7 +82,8 @@ impl Supervisor {
             return Ok(());
         }
         Err(Error::denied(format!(
-            "{method} is for administrators (uid 0, STRATA_ADMIN_UIDS/USERS/GIDS/GROUPS);              caller uid {} is not one",
+            "{method} is for administrators (uid 0, STRATA_ADMIN_UIDS/USERS/GIDS/GROUPS); \
+             caller uid {} is not one",
             ctx.peer.uid
         )))
     }
