@@ -31,7 +31,7 @@ Environment:
 
 Exit status:
   0 ok; 1 cannot reach the service (connection or I/O error); 2 usage error;
-  3 `audit verify` found a broken chain;
+  3 `audit verify` found a broken chain, or `fleet verify` refused an endorsement;
   10+code when the service answered an error: 11 invalid request,
   12 authentication required, 13 permission denied, 14 not found,
   15 internal, 16 resource exhausted, 17 rate limited.
@@ -163,6 +163,12 @@ pub enum Command {
     #[command(subcommand)]
     Svc(SvcCommand),
 
+    /// A fleet's offline root key and its endorsements of nodes' keys
+    /// (docs/fleet.md): `fleet init`, `fleet endorse`, `fleet verify`. No
+    /// service is asked.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+
     /// A raw protocol method such as fs.list (see "Raw form" below).
     #[command(external_subcommand)]
     Raw(Vec<String>),
@@ -258,6 +264,61 @@ pub enum SvcCommand {
         #[arg(long, value_name = "MS")]
         drain_ms: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Create a fleet root key in a new file (mode 0600; never overwrites)
+    /// and print {"fleet","public_key","kid","file"}.
+    ///
+    /// Keep the file offline; give the public key to every node.
+    Init {
+        /// The file to create; it must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// The fleet's name: one lowercase DNS label (default "default").
+        #[arg(long, value_name = "NAME", default_value = "default")]
+        fleet: String,
+    },
+    /// Endorse a node's key with the root key: print the endorsement token.
+    ///
+    ///   strata-ctl fleet endorse --root-key root.json --node-id node-a \
+    ///       --node-key "$(ssh node-a cat /run/strata/identity.pub)" > node-a.endorsement
+    Endorse(FleetEndorseArgs),
+    /// Check an endorsement against the root public key: print
+    /// {"fleet","node_id","kid","public_key","issued","expires"}, or why it
+    /// is refused (exit 3).
+    Verify {
+        /// The fleet's root public key, as `fleet init` printed it.
+        #[arg(long, value_name = "PUBKEY")]
+        root_public_key: String,
+        /// The fleet the endorsement must be for.
+        #[arg(long, value_name = "NAME")]
+        fleet: String,
+        /// A file holding the endorsement, or `-` for standard input.
+        #[arg(value_name = "ENDORSEMENT-FILE")]
+        endorsement: std::path::PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct FleetEndorseArgs {
+    /// The root key file made by `fleet init` (mode 0600 or stricter).
+    #[arg(long, value_name = "FILE")]
+    pub root_key: std::path::PathBuf,
+    /// The node's id (its STRATA_NODE_ID), e.g. node-a.
+    #[arg(long, value_name = "ID")]
+    pub node_id: String,
+    /// The node's public key, as identity.pubkey and
+    /// /run/strata/identity.pub give it (standard base64 of 32 bytes).
+    #[arg(long, value_name = "PUBKEY")]
+    pub node_key: String,
+    /// The fleet; must be the root key file's (default: the file's).
+    #[arg(long, value_name = "NAME")]
+    pub fleet: Option<String>,
+    /// Lifetime in seconds; without it the endorsement does not expire.
+    #[arg(long, value_name = "SECS")]
+    pub ttl: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -575,6 +636,33 @@ mod tests {
         };
         assert_eq!(paths, [Path::new("/a"), Path::new("/b")]);
 
+        let cli = parse(&[
+            "strata-ctl",
+            "fleet",
+            "endorse",
+            "--root-key",
+            "/k",
+            "--node-id",
+            "node-a",
+            "--node-key",
+            "PK",
+            "--ttl",
+            "60",
+        ])
+        .unwrap();
+        let Command::Fleet(FleetCommand::Endorse(e)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (e.node_id.as_str(), e.ttl, e.fleet),
+            ("node-a", Some(60), None)
+        );
+        let cli = parse(&["strata-ctl", "fleet", "init", "--out", "/k"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Fleet(FleetCommand::Init { fleet, .. }) if fleet == "default"
+        ));
+
         let cli = parse(&["strata-ctl", "revoke", "--self"]).unwrap();
         assert!(matches!(
             cli.command,
@@ -604,6 +692,17 @@ mod tests {
                 "x",
             ],
             &["strata-ctl", "ls"],
+            &["strata-ctl", "fleet", "init"],
+            &["strata-ctl", "fleet", "verify", "--fleet", "prod", "-"],
+            &[
+                "strata-ctl",
+                "fleet",
+                "endorse",
+                "--root-key",
+                "/k",
+                "--node-id",
+                "a",
+            ],
         ] {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");

@@ -140,8 +140,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         .as_ref()
         .and_then(|c| c.token.clone())
         .or(cli.token);
+    // `fleet` is offline: no token is read, so none can be missing.
+    let offline = matches!(cli.command, Command::Fleet(_));
     let ctx = Ctx {
-        token: current_token(file, argv, cli.grant.as_deref())?,
+        token: if offline {
+            None
+        } else {
+            current_token(file, argv, cli.grant.as_deref())?
+        },
         pretty: cli.pretty || raw_call.as_ref().is_some_and(|c| c.pretty),
     };
     match cli.command {
@@ -166,6 +172,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             print_json(&r, ctx.pretty)
         }
         Command::Audit(AuditCommand::Verify { paths }) => crate::audit::verify_command(&paths),
+        Command::Fleet(cmd) => crate::fleet::run(cmd, ctx.pretty),
         Command::Status => print_json(&call("supervisor.status", None, &json!({}))?, ctx.pretty),
         Command::Svc(cmd) => {
             let (method, params) = match cmd {
@@ -257,14 +264,14 @@ fn protocol(method: &str, message: impl Into<String>) -> Failure {
 
 // ---------------------------------------------------------------- output
 
-fn print_line(text: &str) -> Result<(), Failure> {
+pub(crate) fn print_line(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(Failure::Output)
 }
 
-fn print_json(value: &Value, pretty: bool) -> Result<(), Failure> {
+pub(crate) fn print_json(value: &Value, pretty: bool) -> Result<(), Failure> {
     let text = if pretty {
         serde_json::to_string_pretty(value)
     } else {

@@ -2,7 +2,8 @@
 //!
 //! Exit statuses are a contract that scripts code against:
 //! 0 ok, 1 the service could not be reached (or stdout failed, or an audit
-//! trail could not be read), 2 usage, 3 an audit trail's chain is broken,
+//! trail or a fleet file could not be read or written), 2 usage, 3 an audit
+//! trail's chain is broken or `fleet verify` refused an endorsement,
 //! 10 + code when the service answered an error.
 
 use std::io;
@@ -15,7 +16,8 @@ use strata_shared::config;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the service cannot be reached or the output cannot be written.
 pub const EXIT_IO: u8 = 1;
-/// Exit status of `audit verify` when a chain is broken.
+/// Exit status of `audit verify` when a chain is broken, and of `fleet
+/// verify` when the endorsement is refused: what was checked does not hold.
 pub const EXIT_BROKEN: u8 = 3;
 /// Largest exit status used for a service error; above it shells give
 /// statuses their own meanings (126, 127, 128+signal).
@@ -53,6 +55,11 @@ pub enum Failure {
     Broken(Vec<String>),
     /// `audit verify`: a trail file could not be read.
     Unreadable(String),
+    /// A local file (`fleet`'s key or endorsement) could not be read or
+    /// written; the message names it.
+    File(String),
+    /// `fleet verify`: the endorsement is refused; the message says why.
+    Refused(String),
 }
 
 impl Failure {
@@ -62,8 +69,9 @@ impl Failure {
             Failure::Client { .. }
             | Failure::Protocol { .. }
             | Failure::Output(_)
-            | Failure::Unreadable(_) => EXIT_IO,
-            Failure::Broken(_) => EXIT_BROKEN,
+            | Failure::Unreadable(_)
+            | Failure::File(_) => EXIT_IO,
+            Failure::Broken(_) | Failure::Refused(_) => EXIT_BROKEN,
             Failure::Service { code, .. } => service_exit_code(*code),
             Failure::Silent(code) => *code,
         }
@@ -127,6 +135,8 @@ impl Failure {
                 .lines()
                 .map(|l| format!("strata-ctl: audit verify: {l}"))
                 .collect(),
+            Failure::File(msg) => vec![format!("strata-ctl: {msg}")],
+            Failure::Refused(msg) => vec![format!("strata-ctl: fleet verify: refused: {msg}")],
         }
     }
 }

@@ -9,6 +9,7 @@ mod audit;
 mod commands;
 mod credentials;
 mod failure;
+mod fleet;
 mod local_token;
 
 use std::process::ExitCode;

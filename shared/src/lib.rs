@@ -6,7 +6,8 @@
 //! decision is made ([`capability`]), systemd socket activation and
 //! notification ([`activation`]), the generic request loop ([`server`]) and
 //! the one client used by `strata-ctl`, the supervisor and the tests
-//! ([`client`]).
+//! ([`client`]), and a fleet's root key endorsements of node keys
+//! ([`fleet`]).
 
 pub mod activation;
 pub mod admins;
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod capability;
 pub mod client;
 pub mod config;
+pub mod fleet;
 pub mod holder;
 pub mod ids;
 pub mod logging;
