@@ -53,7 +53,7 @@ pub struct ServiceEntry {
 }
 
 /// `supervisor.svc.list`'s result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct List {
     pub services: Vec<ServiceEntry>,
 }

@@ -48,7 +48,14 @@ pub struct Supervisor {
     control: Option<Arc<Control>>,
     admins: Admins,
     runtime_dir: PathBuf,
+    /// The last `svc.list` and when it was made: anyone may ask, and each
+    /// answer costs a `systemctl show`, so callers share one at most
+    /// [`LIST_MAX_AGE`] old, and only one is made at a time.
+    last_list: tokio::sync::Mutex<Option<(Instant, control::List)>>,
 }
+
+/// How old a `svc.list` answer may be.
+const LIST_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Supervisor {
     pub fn new(
@@ -65,6 +72,7 @@ impl Supervisor {
             control: control.map(Arc::new),
             admins,
             runtime_dir,
+            last_list: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -159,24 +167,33 @@ impl Service for Supervisor {
                 service: "supervisor",
             }),
             "supervisor.svc.list" => {
+                let mut last = self.last_list.lock().await;
+                if let Some((at, list)) = &*last {
+                    if at.elapsed() < LIST_MAX_AGE {
+                        return out.write_result(list);
+                    }
+                }
                 let list = self.control(|c, health| c.list(&health)).await?;
-                out.write_result(&list)
+                let written = out.write_result(&list);
+                *last = Some((Instant::now(), list));
+                written
             }
             "supervisor.svc.start" => {
                 self.require_admin(ctx, &req.method)?;
                 let p: StartParams = req.params()?;
                 let name = control::controlled(&p.name, "start")?;
-                let started = self.control(move |c, _| c.start(name)).await?;
-                out.write_result(&started)
+                let started = self.control(move |c, _| c.start(name)).await;
+                // Whatever it did, a list made before it is stale.
+                *self.last_list.lock().await = None;
+                out.write_result(&started?)
             }
             "supervisor.svc.stop" => {
                 self.require_admin(ctx, &req.method)?;
                 let p: StopParams = req.params()?;
                 let name = control::controlled(&p.name, "stop")?;
-                let stopped = self
-                    .control(move |c, h| c.stop(name, p.drain_ms, &h))
-                    .await?;
-                out.write_result(&stopped)
+                let stopped = self.control(move |c, h| c.stop(name, p.drain_ms, &h)).await;
+                *self.last_list.lock().await = None;
+                out.write_result(&stopped?)
             }
             "registry.list" => out.write_result(&registry::list(&self.runtime_dir)),
             "registry.resolve" => {

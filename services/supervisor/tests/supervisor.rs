@@ -334,6 +334,38 @@ fn status_answers_node_id_and_uptime() {
 }
 
 #[test]
+fn svc_list_callers_share_one_systemctl_call_a_second() {
+    let env = Env::new();
+    env.systemctl.running("identity");
+    env.systemctl.running("fs");
+    // Checks every hour: only svc.list asks systemctl during the test.
+    let sup = env.start_supervisor(&[("STRATA_SUPERVISOR_INTERVAL_SECS", "3600")]);
+    sup.wait_notify("READY=1", T).unwrap();
+    let calls = || {
+        std::fs::read_to_string(env.systemctl.dir.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    call(&sup, "supervisor.svc.list").unwrap();
+    let after_one = calls();
+    for _ in 0..50 {
+        call(&sup, "supervisor.svc.list").unwrap();
+    }
+    assert_eq!(
+        calls(),
+        after_one,
+        "50 lists within a second asked systemctl again"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    call(&sup, "supervisor.svc.list").unwrap();
+    assert!(
+        calls() > after_one,
+        "a list older than a second is made again"
+    );
+}
+
+#[test]
 fn svc_list_reports_systemds_view_in_v032_terms() {
     let env = Env::new();
     env.systemctl.running("identity");
