@@ -39,9 +39,13 @@ pub const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
 /// Most prefixes kept open at once.
 pub const MAX_CACHED: usize = 1024;
 /// Most capabilities whose prefix directory is remembered. Past it, expired
-/// pins are dropped first, then all: a capability then pins again on its
-/// next request (documented in docs/reliability.md).
+/// pins are dropped; if that is not enough, a capability not pinned yet is
+/// refused with code 6 until pins expire. A pin is never dropped while its
+/// capability lives: that would let it follow a replaced directory.
 pub const MAX_PINNED: usize = 65536;
+/// Most pins of one delegation tree (a token and everything delegated from
+/// it): a holder minting children cannot fill the table for everyone.
+pub const MAX_PINNED_PER_TREE: usize = 1024;
 
 /// A directory's identity: device and inode.
 type DirId = (u64, u64);
@@ -57,6 +61,32 @@ struct Entry {
 struct Pin {
     id: DirId,
     expires: i64,
+    /// The `jti` of its delegation tree's root.
+    root: u128,
+}
+
+/// The pins, and how many each delegation tree holds.
+#[derive(Default)]
+struct Pins {
+    by_cap: HashMap<u128, Pin>,
+    per_tree: HashMap<u128, usize>,
+}
+
+impl Pins {
+    /// Drops the pins of capabilities expired at `now`.
+    fn prune(&mut self, now: i64) {
+        let per_tree = &mut self.per_tree;
+        self.by_cap.retain(|_, p| {
+            let live = p.expires > now;
+            if !live {
+                if let Some(n) = per_tree.get_mut(&p.root) {
+                    *n -= 1;
+                }
+            }
+            live
+        });
+        per_tree.retain(|_, n| *n > 0);
+    }
 }
 
 /// Open prefix directories, by prefix, and the directory each capability
@@ -64,7 +94,7 @@ struct Pin {
 #[derive(Default)]
 pub struct PrefixDirs {
     open: RwLock<HashMap<Box<str>, Entry>>,
-    pins: RwLock<HashMap<u128, Pin>>,
+    pins: RwLock<Pins>,
 }
 
 impl PrefixDirs {
@@ -111,30 +141,50 @@ impl PrefixDirs {
     }
 
     fn check_pin(&self, cap: &Capability, prefix: &str, id: DirId) -> Result<(), Error> {
-        if let Some(pin) = self.pins.read().expect("pin lock").get(&cap.id) {
+        if let Some(pin) = self.pins.read().expect("pin lock").by_cap.get(&cap.id) {
             return if pin.id == id {
                 Ok(())
             } else {
                 Err(replaced(prefix))
             };
         }
+        let root = cap.ancestors.first().copied().unwrap_or(cap.id);
         let mut pins = self.pins.write().expect("pin lock");
-        if pins.len() >= MAX_PINNED {
-            let now = strata_shared::capability::now();
-            pins.retain(|_, p| p.expires > now);
-            if pins.len() >= MAX_PINNED {
-                pins.clear();
+        if let Some(pin) = pins.by_cap.get(&cap.id) {
+            return if pin.id == id {
+                Ok(())
+            } else {
+                Err(replaced(prefix))
+            };
+        }
+        let full = |p: &Pins| {
+            p.by_cap.len() >= MAX_PINNED
+                || p.per_tree
+                    .get(&root)
+                    .is_some_and(|n| *n >= MAX_PINNED_PER_TREE)
+        };
+        if full(&pins) {
+            pins.prune(strata_shared::capability::now());
+            if full(&pins) {
+                return Err(Error::exhausted(format!(
+                    "fs remembers the prefix directories of {} capabilities ({} of this \
+                     token's delegation tree), its limit ({MAX_PINNED}, {MAX_PINNED_PER_TREE} \
+                     per tree); try again when some have expired",
+                    pins.by_cap.len(),
+                    pins.per_tree.get(&root).copied().unwrap_or(0)
+                )));
             }
         }
-        let pin = pins.entry(cap.id).or_insert(Pin {
-            id,
-            expires: cap.expires,
-        });
-        if pin.id == id {
-            Ok(())
-        } else {
-            Err(replaced(prefix))
-        }
+        pins.by_cap.insert(
+            cap.id,
+            Pin {
+                id,
+                expires: cap.expires,
+                root,
+            },
+        );
+        *pins.per_tree.entry(root).or_insert(0) += 1;
+        Ok(())
     }
 }
 
@@ -273,6 +323,37 @@ mod tests {
         assert_eq!(code(&format!("{base}/root/missing")), ErrorCode::NotFound);
         assert_eq!(code(&format!("{base}/root/file")), ErrorCode::NotFound);
         assert_eq!(code("relative"), ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn one_delegation_tree_cannot_fill_the_pins_and_no_live_pin_is_dropped() {
+        let dirs = PrefixDirs::default();
+        let id: DirId = (1, 2);
+        let child = |n: u128| Capability {
+            ancestors: Box::new([7]),
+            ..cap(n, "/srv")
+        };
+        for n in 0..MAX_PINNED_PER_TREE as u128 {
+            dirs.check_pin(&child(100 + n), "/srv", id).unwrap();
+        }
+        let e = dirs
+            .check_pin(&child(99), "/srv", id)
+            .expect_err("the tree is at its limit");
+        assert_eq!(e.code, ErrorCode::ResourceExhausted, "{e:?}");
+        // Another tree still pins, and the tree's pins are all kept: a
+        // pinned child still refuses another directory.
+        dirs.check_pin(&cap(8, "/srv"), "/srv", id).unwrap();
+        let e = dirs.check_pin(&child(100), "/srv", (1, 3)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied, "{e:?}");
+        // Once the tree's tokens expire, it may pin again.
+        {
+            let mut pins = dirs.pins.write().unwrap();
+            for p in pins.by_cap.values_mut().filter(|p| p.root == 7) {
+                p.expires = 0;
+            }
+        }
+        dirs.check_pin(&child(99), "/srv", id).unwrap();
+        assert_eq!(dirs.pins.read().unwrap().per_tree.get(&7), Some(&1));
     }
 
     #[test]
