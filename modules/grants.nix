@@ -35,13 +35,15 @@ let
   # that does not start with '.'.
   serviceUnit = types.strMatching "[A-Za-z0-9:_\\@-][A-Za-z0-9:_.\\@-]{0,246}[.]service";
 
-  # shared/src/capability.rs FS_ACTIONS (api/protocol.md, "fs").
+  # shared/src/capability.rs is_fs_action: FS_ACTIONS and DELEGATE
+  # (api/protocol.md, "fs" and "identity.delegate").
   fsActions = [
     "open"
     "read"
     "list"
     "stat"
     "close"
+    "delegate"
   ];
 
   # identity's TTL_CEILING (30 days); the bound of services.strata.token.*.
@@ -107,8 +109,10 @@ let
             "read"
           ];
           description = ''
-            What the token allows (api/protocol.md). Definitions from several
-            modules are concatenated; the file lists each action once.
+            What the token allows (api/protocol.md). `delegate` lets the unit
+            hand narrower tokens to helpers (`strata-ctl delegate`).
+            Definitions from several modules are concatenated; the file lists
+            each action once.
           '';
         };
         pathPrefix = mkOption {

@@ -752,7 +752,7 @@ let
       )
       null
     )
-    (check "grants: accepted: a 64-character name, a unit with '@', ':' and '\\', prefix = a served root, all five actions"
+    (check "grants: accepted: a 64-character name, a unit with '@', ':' and '\\', prefix = a served root, all five actions and delegate"
       (evaluates
         (evalConfig {
           services.strata = {
@@ -765,6 +765,7 @@ let
                 "list"
                 "stat"
                 "close"
+                "delegate"
               ];
               pathPrefix = "/srv";
               ttl = 86400;
