@@ -5,8 +5,8 @@
 //! decides again. In order, it checks:
 //!
 //! 1. the token: signature (through the verification cache), validity
-//!    window and revocation ([`crate::auth`]) — code 2, or 5 while fs has
-//!    no key from identity;
+//!    window and revocation of it or of any ancestor in its `chain`
+//!    ([`crate::auth`]) — code 2, or 5 while fs has no key from identity;
 //! 2. the service (`"fs"`) and the action (`fs.close` needs any fs
 //!    action), and the audience: a token with an `aud` claim must name
 //!    `strata` or `fs@<node id>` — code 3;
@@ -14,8 +14,8 @@
 //!    uid it names (`SO_PEERCRED`) and the unit it names (the cgroup of
 //!    the process that opened the connection), and only while that process
 //!    is alive ([`strata_shared::holder::Opener`]) — code 3; then the
-//!    capability's `constraints.rate_limit`, a token bucket per capability
-//!    ([`crate::rates`]) — code 7;
+//!    capability's `constraints.rate_limit`, a token bucket per delegation
+//!    tree ([`crate::rates`]) — code 7;
 //! 4. the object:
 //!    - a handle (`fs.read`, `fs.close`) must exist (code 4) and belong to
 //!      this capability (code 3);
