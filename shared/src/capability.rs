@@ -575,11 +575,16 @@ impl VerificationCache {
         if token.len() <= CACHE_MAX_TOKEN_LEN {
             let mut entries = self.entries.write().expect("cache lock");
             if entries.len() >= self.max_entries {
-                // Only tokens that verified get here, and only an
-                // administrator can mint those: a full cache means a busy
-                // host, and starting over costs one verification per live
+                // Only tokens that verified get here. Administrators mint
+                // the roots; any holder of a `delegate` token can mint
+                // children, as fast as identity answers: those go first,
+                // so that nobody can empty the cache of everyone's roots.
+                // Then all: starting over costs one verification per live
                 // token.
-                entries.clear();
+                entries.retain(|_, c| c.ancestors.is_empty());
+                if entries.len() >= self.max_entries {
+                    entries.clear();
+                }
             }
             entries.insert(token.into(), value.clone());
         }
@@ -1044,6 +1049,34 @@ mod tests {
                 "{payload}"
             );
         }
+    }
+
+    #[test]
+    fn a_full_cache_lets_delegated_tokens_go_before_roots() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let cache = VerificationCache::new(Verifier::new(kp.pk), 3);
+        let actions = vec!["read".to_string()];
+        let make = |cap_id: &str, chain: &[String]| {
+            issue(
+                &kp.sk,
+                cache.verifier().kid(),
+                &Grant {
+                    cap_id,
+                    chain,
+                    ..grant(&actions, now(), now() + 60)
+                },
+            )
+        };
+        let root = make(CAP, &[]);
+        let first = cache.decode(&root).unwrap();
+        let parent = [CAP.to_string()];
+        for i in 1..=4u32 {
+            cache.decode(&make(&format!("{i:032x}"), &parent)).unwrap();
+        }
+        assert!(
+            Arc::ptr_eq(&first, &cache.decode(&root).unwrap()),
+            "children filling the cache did not evict the root"
+        );
     }
 
     #[test]
