@@ -88,6 +88,8 @@ testers.runNixOSTest {
     scenario("03-tokens")
     scenario("04-paths")
     scenario("16-audit-log")
+    scenario("24-control")
+    scenario("25-compat-v032")
     scenario("11-stop-target")
   '';
 }

@@ -38,7 +38,7 @@
       # What the scenarios take from PATH besides strata-ctl and systemd:
       # jq to read the JSON answers; runuser, ss and pgrep are in the base
       # system already (util-linux, iproute2, procps).
-      # strata-loadgen (scenarios 13 and 17) comes from the package's tools
+      # strata-loadgen (scenarios 13 and 17) and strata-v032 (25) come from the package's tools
       # output; the system PATH otherwise has only strata-ctl.
       environment.systemPackages = [
         pkgs.jq

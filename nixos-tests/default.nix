@@ -9,10 +9,11 @@
 # (watchdog); 09-security (hardening); 13-fs-kill-under-load,
 # 14-identity-kill-revocations, 15-identity-failing, 17-audit-flood,
 # 18-audit-forgery, 19-connection-cap (faults);
-# 01-units and 16-audit-log (basic; 01 enables with --runtime, which a
-# NixOS machine's read-only unit directories allow); 21-grants is done
-# through services.strata.grants instead of hand-written units (grants);
-# 23-grants-identity-restart and 24-control run in the container only so
+# 01-units, 16-audit-log, 24-control and 25-compat-v032 (basic; 01
+# enables with --runtime, which a NixOS machine's read-only unit
+# directories allow; 25 takes strata-v032 from the package's tools);
+# 21-grants is done through services.strata.grants instead of hand-written
+# units (grants); 23-grants-identity-restart runs in the container only so
 # far.
 #
 # Called by package.nix (passthru.tests, which flake.nix's checks take), with
