@@ -195,16 +195,26 @@ pub struct IssueArgs {
     /// Lifetime in seconds (identity's default 3600, maximum 86400 unless configured).
     #[arg(long, value_name = "SECS")]
     pub ttl: Option<u64>,
-    /// Bind the token to this systemd unit: fs honours it only for the
-    /// unit's processes, e.g. reader.service.
-    #[arg(long, value_name = "UNIT")]
-    pub holder_unit: Option<String>,
-    /// Bind the token to this uid: fs honours it only for that user.
-    #[arg(long, value_name = "UID")]
-    pub holder_uid: Option<u32>,
+    #[command(flatten)]
+    pub holder: HolderArgs,
     /// Print only the token.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Who may present the token (`holder_unit`, `holder_uid`): the same
+/// options for `issue` and `delegate`.
+#[derive(Args, Debug)]
+pub struct HolderArgs {
+    /// Bind the token to this systemd unit: fs honours it only for the
+    /// unit's processes, e.g. reader.service (delegate: default, the
+    /// current token's binding).
+    #[arg(long, value_name = "UNIT")]
+    pub holder_unit: Option<String>,
+    /// Bind the token to this uid: fs honours it only for that user
+    /// (delegate: default, the current token's binding).
+    #[arg(long, value_name = "UID")]
+    pub holder_uid: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -218,12 +228,8 @@ pub struct DelegateArgs {
     /// Lifetime in seconds, at most what the current token has left.
     #[arg(long, value_name = "SECS")]
     pub ttl: Option<u64>,
-    /// Bind the child to this systemd unit (default: the current token's binding).
-    #[arg(long, value_name = "UNIT")]
-    pub holder_unit: Option<String>,
-    /// Bind the child to this uid (default: the current token's binding).
-    #[arg(long, value_name = "UID")]
-    pub holder_uid: Option<u32>,
+    #[command(flatten)]
+    pub holder: HolderArgs,
     /// Print only the token.
     #[arg(short, long)]
     pub quiet: bool,
@@ -588,8 +594,8 @@ mod tests {
         assert_eq!(a.rate_limit.as_deref(), Some("5rps"));
         assert!(a.rights.is_empty());
         assert_eq!(a.ttl, Some(60));
-        assert_eq!(a.holder_unit.as_deref(), Some("reader.service"));
-        assert_eq!(a.holder_uid, Some(1000));
+        assert_eq!(a.holder.holder_unit.as_deref(), Some("reader.service"));
+        assert_eq!(a.holder.holder_uid, Some(1000));
 
         let cli = parse(&[
             "strata-ctl",

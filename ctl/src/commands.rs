@@ -17,7 +17,8 @@ use strata_shared::ids::is_cap_id;
 use strata_shared::wire::{self, Response};
 
 use crate::args::{
-    self, AuditCommand, Cli, Command, DelegateArgs, IssueArgs, RawCall, RevokeArgs, SvcCommand,
+    self, AuditCommand, Cli, Command, DelegateArgs, HolderArgs, IssueArgs, RawCall, RevokeArgs,
+    SvcCommand,
 };
 use crate::failure::{service_exit_code, Failure};
 use crate::{credentials, local_token};
@@ -341,23 +342,33 @@ fn issue(ctx: &Ctx, a: IssueArgs) -> Result<(), Failure> {
     if let Some(t) = a.ttl {
         params.insert("ttl_seconds".into(), json!(t));
     }
-    if let Some(u) = a.holder_unit {
-        params.insert("holder_unit".into(), json!(u));
-    }
-    if let Some(u) = a.holder_uid {
-        params.insert("holder_uid".into(), json!(u));
-    }
+    insert_holder(&mut params, a.holder);
     // identity.issue is decided on the caller's peer credentials: no token.
     let r = call("identity.issue", None, &Value::Object(params))?;
-    if a.quiet {
-        let token = r
-            .get("token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| protocol("identity.issue", "no token in the result"))?;
-        print_line(token)
-    } else {
-        print_json(&r, ctx.pretty)
+    print_minted(ctx, "identity.issue", &r, a.quiet)
+}
+
+/// `holder_unit` and `holder_uid`, when given, into a request's params.
+fn insert_holder(params: &mut Map<String, Value>, h: HolderArgs) {
+    if let Some(u) = h.holder_unit {
+        params.insert("holder_unit".into(), json!(u));
     }
+    if let Some(u) = h.holder_uid {
+        params.insert("holder_uid".into(), json!(u));
+    }
+}
+
+/// Prints the result of a method that mints a token: whole, or with
+/// `quiet` the token alone.
+fn print_minted(ctx: &Ctx, method: &str, r: &Value, quiet: bool) -> Result<(), Failure> {
+    if !quiet {
+        return print_json(r, ctx.pretty);
+    }
+    let token = r
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| protocol(method, "no token in the result"))?;
+    print_line(token)
 }
 
 fn delegate(ctx: &Ctx, a: DelegateArgs) -> Result<(), Failure> {
@@ -382,22 +393,9 @@ fn delegate(ctx: &Ctx, a: DelegateArgs) -> Result<(), Failure> {
     if let Some(t) = a.ttl {
         params.insert("ttl_seconds".into(), json!(t));
     }
-    if let Some(u) = a.holder_unit {
-        params.insert("holder_unit".into(), json!(u));
-    }
-    if let Some(u) = a.holder_uid {
-        params.insert("holder_uid".into(), json!(u));
-    }
+    insert_holder(&mut params, a.holder);
     let r = call("identity.delegate", Some(token), &Value::Object(params))?;
-    if a.quiet {
-        let token = r
-            .get("token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| protocol("identity.delegate", "no token in the result"))?;
-        print_line(token)
-    } else {
-        print_json(&r, ctx.pretty)
-    }
+    print_minted(ctx, "identity.delegate", &r, a.quiet)
 }
 
 fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<(), Failure> {

@@ -474,6 +474,20 @@ impl Capability {
         self.claims.constraints.rate_limit
     }
 
+    /// Every action the token allows on its own service, from `actions`
+    /// and `rights`, each once, `actions` first.
+    pub fn allowed_actions(&self) -> Vec<String> {
+        let mut all = self.claims.actions.clone();
+        for r in &self.claims.rights {
+            if let Some((s, a)) = split_right(r) {
+                if s == self.claims.service && !all.iter().any(|x| x == a) {
+                    all.push(a.to_string());
+                }
+            }
+        }
+        all
+    }
+
     /// Whether the token allows `action` on its own service, in either
     /// form: listed in `actions`, or as `<service>.<action>` in `rights`.
     pub fn allows(&self, action: &str) -> bool {

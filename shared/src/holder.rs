@@ -33,6 +33,24 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// The claim that `holder_unit` and `holder_uid` ask for (the
+    /// parameters of `identity.issue` and `identity.delegate`): `None` when
+    /// neither is given.
+    ///
+    /// # Errors
+    /// As [`Holder::validate`].
+    pub fn from_params(unit: Option<&str>, uid: Option<u32>) -> Result<Option<Self>, String> {
+        if unit.is_none() && uid.is_none() {
+            return Ok(None);
+        }
+        let holder = Self {
+            unit: unit.map(str::to_string),
+            uid,
+        };
+        holder.validate()?;
+        Ok(Some(holder))
+    }
+
     /// Checks that the claim names someone, and a unit by a name systemd
     /// could give it.
     ///

@@ -89,7 +89,7 @@ pub fn delegate(
     if !parent.allows(DELEGATE) {
         return Err(Error::denied(format!(
             "token does not allow action \"{DELEGATE}\" (it allows {}); ask for a token with it",
-            allowed(&parent).join(",")
+            parent.allowed_actions().join(",")
         )));
     }
     if parent.ancestors.len() >= MAX_CHAIN {
@@ -154,19 +154,6 @@ pub fn delegate(
     written
 }
 
-/// Every action `cap` allows on its service, from `actions` and `rights`.
-fn allowed(cap: &Capability) -> Vec<String> {
-    let mut all: Vec<String> = cap.claims.actions.clone();
-    for r in &cap.claims.rights {
-        if let Some((s, a)) = capability::split_right(r) {
-            if s == cap.claims.service && !all.iter().any(|x| x == a) {
-                all.push(a.to_string());
-            }
-        }
-    }
-    all
-}
-
 /// What the child may have, from the parent and what was asked.
 struct Child {
     actions: Vec<String>,
@@ -188,7 +175,7 @@ fn narrow(
 ) -> Result<Child, Error> {
     let service = parent.claims.service.as_str();
     let actions = match (&p.actions, &p.rights) {
-        (None, None) => allowed(parent),
+        (None, None) => parent.allowed_actions(),
         (actions, rights) => {
             let mut asked: Vec<String> = actions.iter().flatten().cloned().collect();
             for r in rights.iter().flatten() {
@@ -211,7 +198,7 @@ fn narrow(
                 if !parent.allows(a) {
                     return Err(wider(format!(
                         "action {a:?} is not among the parent's ({})",
-                        allowed(parent).join(",")
+                        parent.allowed_actions().join(",")
                     )));
                 }
             }
@@ -260,17 +247,9 @@ fn narrow(
     // A bound parent has bound children: binding the child to another
     // holder hands it over, which is what delegation is for, but an
     // unbound child would be a bearer token anyone could present.
-    let asked = (p.holder_unit.is_some() || p.holder_uid.is_some()).then(|| Holder {
-        unit: p.holder_unit.clone(),
-        uid: p.holder_uid,
-    });
-    let holder = match asked {
-        Some(h) => {
-            h.validate().map_err(Error::invalid)?;
-            Some(h)
-        }
-        None => parent.claims.holder.clone(),
-    };
+    let holder = Holder::from_params(p.holder_unit.as_deref(), p.holder_uid)
+        .map_err(Error::invalid)?
+        .or_else(|| parent.claims.holder.clone());
     Ok(Child {
         actions,
         rate_limit,

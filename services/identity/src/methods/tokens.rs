@@ -78,15 +78,7 @@ impl IssueParams {
     /// # Errors
     /// Code 1 for a unit name systemd would not give a unit.
     fn holder(&self) -> Result<Option<Holder>, Error> {
-        if self.holder_unit.is_none() && self.holder_uid.is_none() {
-            return Ok(None);
-        }
-        let holder = Holder {
-            unit: self.holder_unit.clone(),
-            uid: self.holder_uid,
-        };
-        holder.validate().map_err(Error::invalid)?;
-        Ok(Some(holder))
+        Holder::from_params(self.holder_unit.as_deref(), self.holder_uid).map_err(Error::invalid)
     }
 }
 
