@@ -97,11 +97,6 @@ impl FsConfig {
         })
     }
 
-    /// The audience that names this fs alone: `fs@<node id>`.
-    pub fn audience(&self) -> String {
-        format!("fs@{}", self.node_id)
-    }
-
     /// The configured root that `prefix` lies under, component by component
     /// (`/srv` holds `/srv` and `/srv/data`, not `/srv2`). When several do,
     /// the longest wins: it leaves the least to resolve.

@@ -194,7 +194,7 @@ impl FsService {
         // 2b. For whom: a token addressed to other services or nodes is
         // not this fs's to serve, even though the key is the same.
         if let Some(aud) = &cap.claims.aud {
-            check_audience(aud, &self.config.audience()).map_err(refuse)?;
+            check_audience(aud, &self.config.node_id).map_err(refuse)?;
         }
         // 3. Whether this caller may present it, and whether the
         // capability's rate allows one more request. The rate comes after
@@ -340,14 +340,17 @@ impl FsService {
 }
 
 /// Whether a token's `aud` names this fs: `strata` (any Strata service of
-/// the trust domain) or `mine` (`fs@<node id>`).
+/// the trust domain) or `fs@<node_id>`.
 ///
 /// # Errors
 /// Code 3, naming both, with `details` `{"aud", "accepted"}`.
-fn check_audience(aud: &Audience, mine: &str) -> Result<(), Error> {
-    if aud.contains(AUDIENCE_ANY) || aud.contains(mine) {
+fn check_audience(aud: &Audience, node_id: &str) -> Result<(), Error> {
+    // Compared in place: this runs on every request of every new token.
+    let mine = |a: &String| a.strip_prefix("fs@") == Some(node_id);
+    if aud.contains(AUDIENCE_ANY) || aud.0.iter().any(mine) {
         return Ok(());
     }
+    let mine = format!("fs@{node_id}");
     Err(Error::denied(format!(
         "token is for {:?}, not for this fs: it serves tokens whose aud includes \
          {AUDIENCE_ANY:?} or {mine:?} (STRATA_NODE_ID)",
