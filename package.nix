@@ -12,6 +12,7 @@
   lib,
   coreutils,
   makeWrapper,
+  protobuf,
   rustPlatform,
   testers,
 }:
@@ -26,6 +27,7 @@ let
     ./Cargo.toml
     ./Cargo.lock
     ./shared
+    ./fleet
     ./services
     ./ctl
     ./bench
@@ -56,7 +58,12 @@ rustPlatform.buildRustPackage (finalAttrs: {
     "tools"
   ];
   strictDeps = true;
-  nativeBuildInputs = [ makeWrapper ];
+  # protobuf: etcd-client (strata-fleet) compiles etcd's .proto files at
+  # build time with protoc.
+  nativeBuildInputs = [
+    makeWrapper
+    protobuf
+  ];
 
   # checkPhase runs `cargo test --release` over the whole workspace as the
   # unprivileged build user, with no network and no systemd. The harness

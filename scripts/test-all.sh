@@ -10,7 +10,8 @@
 #
 # Needs root (the container, the sandbox's namespaces, and tests that switch
 # uid). Installs what it needs when missing: Debian packages
-# (systemd-container, debootstrap, nix-bin, util-linux) and cargo-fuzz.
+# (systemd-container, debootstrap, nix-bin, util-linux, protobuf-compiler,
+# etcd-server) and cargo-fuzz.
 #
 # Usage: sudo scripts/test-all.sh [--skip-container] [--skip-fuzz]
 set -euo pipefail
@@ -39,6 +40,10 @@ command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# protoc: etcd-client (the fleet crate) compiles etcd's .proto files when it
+# is built. etcd: the fleet integration test runs a three-member cluster.
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -197,6 +197,11 @@ pub struct IssueArgs {
     pub ttl: Option<u64>,
     #[command(flatten)]
     pub holder: HolderArgs,
+    /// Whom the token is for (repeatable, or comma-separated): strata (the
+    /// default: every service of this node), fs@NODE, or fleet:NAME (every
+    /// node of this node's fleet, docs/fleet.md).
+    #[arg(long, value_name = "AUDIENCE", value_delimiter = ',')]
+    pub aud: Vec<String>,
     /// Print only the token.
     #[arg(short, long)]
     pub quiet: bool,
@@ -294,6 +299,11 @@ pub enum FleetCommand {
     /// Check an endorsement against the root public key: print
     /// {"fleet","node_id","kid","public_key","issued","expires"}, or why it
     /// is refused (exit 3).
+    /// Show this node's view of its fleet (fs.health's `fleet`):
+    /// {"name","state","since_heard_ms","max_staleness_ms","revision","nodes",
+    /// "revocations","error"?}. Exit 0 when `state` is fresh (fleet tokens
+    /// served), 3 when stale or syncing (refused).
+    Status,
     Verify {
         /// The fleet's root public key, as `fleet init` printed it.
         #[arg(long, value_name = "PUBKEY")]

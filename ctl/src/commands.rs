@@ -174,7 +174,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit(AuditCommand::Verify { paths }) => crate::audit::verify_command(&paths),
         Command::Fleet(cmd) => crate::fleet::run(cmd, ctx.pretty),
-        Command::Status => print_json(&call("supervisor.status", None, &json!({}))?, ctx.pretty),
+        Command::Status => {
+            let mut status = call("supervisor.status", None, &json!({}))?;
+            // A fleet member's view of its fleet, from fs, beside the
+            // services' health.
+            if let Some(fleet) = fleet_status() {
+                status["fleet"] = fleet;
+            }
+            print_json(&status, ctx.pretty)
+        }
         Command::Svc(cmd) => {
             let (method, params) = match cmd {
                 SvcCommand::List => ("supervisor.svc.list", json!({})),
@@ -252,6 +260,36 @@ fn call_on(
 }
 
 /// One request on a fresh connection.
+/// `strata-ctl fleet status`: fs's view of its fleet. Exit 0 when fleet
+/// tokens are served, 3 when they are refused (stale or syncing).
+///
+/// # Errors
+/// fs unreachable, or in no fleet ([`Failure::Refused`]).
+pub fn fleet_status_command(pretty: bool) -> Result<(), Failure> {
+    let health = call("fs.health", None, &json!({}))?;
+    let Some(fleet) = health.get("fleet") else {
+        return Err(Failure::Refused(
+            "this node's fs is in no fleet (STRATA_FLEET_NAME is not set for strata-fs; \
+             docs/fleet.md)"
+                .into(),
+        ));
+    };
+    print_json(fleet, pretty)?;
+    if fleet["state"] == "fresh" {
+        Ok(())
+    } else {
+        Err(Failure::Silent(crate::failure::EXIT_BROKEN))
+    }
+}
+
+/// fs's view of its fleet, when fs answers and is in one.
+fn fleet_status() -> Option<Value> {
+    call("fs.health", None, &json!({}))
+        .ok()?
+        .get_mut("fleet")
+        .map(Value::take)
+}
+
 fn call(method: &str, token: Option<&str>, params: &Value) -> Result<Value, Failure> {
     call_on(&mut connect(method)?, method, token, params)
 }
@@ -343,6 +381,15 @@ fn issue(ctx: &Ctx, a: IssueArgs) -> Result<(), Failure> {
         params.insert("ttl_seconds".into(), json!(t));
     }
     insert_holder(&mut params, a.holder);
+    match a.aud.as_slice() {
+        [] => {}
+        [one] => {
+            params.insert("aud".into(), json!(one));
+        }
+        many => {
+            params.insert("aud".into(), json!(many));
+        }
+    }
     // identity.issue is decided on the caller's peer credentials: no token.
     let r = call("identity.issue", None, &Value::Object(params))?;
     print_minted(ctx, "identity.issue", &r, a.quiet)

@@ -1,6 +1,7 @@
 //! `strata-ctl fleet init|endorse|verify`: a fleet's offline root key and
 //! the endorsements it signs (docs/fleet.md). No service is asked: the root
-//! key belongs on a machine that runs no Strata node at all.
+//! key belongs on a machine that runs no Strata node at all. (`fleet
+//! status` is the exception: it asks this node's fs.)
 //!
 //! The root key file is one JSON object,
 //! `{"fleet","seed","public_key","kid"}`: the 32-byte seed (standard
@@ -59,6 +60,7 @@ pub fn run(cmd: FleetCommand, pretty: bool) -> Result<(), Failure> {
     match cmd {
         FleetCommand::Init { out, fleet } => init(&out, &fleet, pretty),
         FleetCommand::Endorse(a) => endorse(&a),
+        FleetCommand::Status => crate::commands::fleet_status_command(pretty),
         FleetCommand::Verify {
             root_public_key,
             fleet,

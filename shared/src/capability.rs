@@ -142,13 +142,18 @@ impl<'de> Deserialize<'de> for Audience {
 }
 
 /// Whether `aud` is an audience identity issues tokens for: `strata` (any
-/// Strata service of the trust domain) or `<service>@<node id>` (that
-/// service on that node, e.g. `fs@node-b`).
+/// Strata service of the trust domain), `<service>@<node id>` (that
+/// service on that node, e.g. `fs@node-b`) or `fleet:<fleet>` (every node
+/// of a fleet, docs/fleet.md).
 ///
 /// # Errors
 /// What is wrong with it, for a code-1 answer.
 pub fn check_audience(aud: &str) -> Result<(), String> {
-    if aud == AUDIENCE_ANY {
+    if aud == AUDIENCE_ANY
+        || aud
+            .strip_prefix("fleet:")
+            .is_some_and(crate::fleet::is_fleet_name)
+    {
         return Ok(());
     }
     let valid = aud.split_once('@').is_some_and(|(service, node)| {
@@ -162,8 +167,9 @@ pub fn check_audience(aud: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "audience {aud:?} is neither \"{AUDIENCE_ANY}\" nor <service>@<node id> \
-             (e.g. fs@node-b: a service name, '@', lowercase DNS labels)"
+            "audience {aud:?} is neither \"{AUDIENCE_ANY}\", <service>@<node id> \
+             (e.g. fs@node-b: a service name, '@', lowercase DNS labels) nor fleet:<fleet> \
+             (e.g. fleet:prod)"
         ))
     }
 }

@@ -15,10 +15,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use ed25519_compact::PublicKey;
+use strata_fleet::FleetView;
 use strata_shared::capability::{self, Capability, InvalidToken, VerificationCache, Verifier};
 use strata_shared::wire::Error;
 use tokio::sync::watch;
@@ -111,6 +112,19 @@ pub fn revoked_error(cap: &Capability, revoked: u128) -> Error {
     }
 }
 
+/// The `kid` in a token's footer, read before any check: only to choose
+/// which fleet key to verify it with, which then checks everything.
+fn footer_kid(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Footer {
+        kid: String,
+    }
+    let decoded = strata_shared::token::decode(token).ok()?;
+    serde_json::from_slice::<Footer>(&decoded.footer)
+        .ok()
+        .map(|f| f.kid)
+}
+
 /// Decides whether a token is a valid fs capability right now.
 pub struct Authority {
     /// Identity's key and the tokens verified with it. Replacing the key
@@ -124,6 +138,8 @@ pub struct Authority {
     wait_for_key_until: Instant,
     synced: AtomicBool,
     cache_entries: usize,
+    /// The fleet this node is in, if any, with its `fleet:<name>` audience.
+    fleet: OnceLock<(Arc<FleetView>, String)>,
 }
 
 impl Default for Authority {
@@ -148,7 +164,21 @@ impl Authority {
             key_ready: watch::Sender::new(false),
             wait_for_key_until: Instant::now() + startup_wait,
             synced: AtomicBool::new(false),
+            fleet: OnceLock::new(),
         }
+    }
+
+    /// Makes this node a member of `view`'s fleet: tokens signed by its
+    /// endorsed node keys are verified too, and fleet tokens are served only
+    /// while `view` is fresh. Set once, at start.
+    pub fn join_fleet(&self, view: Arc<FleetView>) {
+        let audience = view.config().audience();
+        let _ = self.fleet.set((view, audience));
+    }
+
+    /// The fleet view, when this node is in a fleet.
+    pub fn fleet(&self) -> Option<&Arc<FleetView>> {
+        self.fleet.get().map(|(view, _)| view)
     }
 
     /// Installs identity's public key. Returns true when it differs from
@@ -237,9 +267,58 @@ impl Authority {
         token: &str,
         now: i64,
     ) -> Result<Arc<Capability>, AuthFailure> {
-        let cap = key
-            .decode(token)
-            .map_err(|e| AuthFailure::new(e.into(), None))?;
+        let cap = match key.decode(token) {
+            Ok(cap) => cap,
+            // Perhaps another node's key: its footer says which.
+            Err(e @ (InvalidToken::UnknownKey(_) | InvalidToken::Token(_))) => {
+                let Some(kid) = self.fleet().and_then(|_| footer_kid(token)) else {
+                    return Err(AuthFailure::new(e.into(), None));
+                };
+                let Some(node) = self.fleet_key(&kid, now) else {
+                    return Err(AuthFailure::new(self.unknown_key(kid), None));
+                };
+                let cap = node
+                    .tokens
+                    .decode(token)
+                    .map_err(|e| AuthFailure::new(e.into(), None))?;
+                return self.check_fleet(&node.tokens, token, cap, Some(&node.node_id), now);
+            }
+            Err(e) => return Err(AuthFailure::new(e.into(), None)),
+        };
+        self.check_fleet(key, token, cap, None, now)
+    }
+
+    /// The checks after the signature: fleet rules, revocation, time.
+    fn check_fleet(
+        &self,
+        key: &VerificationCache,
+        token: &str,
+        cap: Arc<Capability>,
+        signer: Option<&str>,
+        now: i64,
+    ) -> Result<Arc<Capability>, AuthFailure> {
+        if let Some((view, audience)) = self.fleet.get() {
+            let fleet_token = cap
+                .claims
+                .aud
+                .as_ref()
+                .is_some_and(|a| a.contains(audience));
+            if let Some(node) = signer.filter(|_| !fleet_token) {
+                // Code 2, as for an unknown key: another node's key speaks
+                // here only for the fleet.
+                let error = Error::unauthenticated(format!(
+                    "token was signed by node {node} of fleet {}, whose tokens are served \
+                     here only when their aud includes {audience:?}",
+                    view.config().name
+                ));
+                return Err(AuthFailure::new(error, Some(cap)));
+            }
+            if fleet_token {
+                if let Err(why) = view.check_fresh() {
+                    return Err(AuthFailure::new(Error::exhausted(why), Some(cap)));
+                }
+            }
+        }
         if let Some(revoked) = self.revocations.revoked_in(cap.lineage()) {
             return Err(AuthFailure::new(revoked_error(&cap, revoked), Some(cap)));
         }
@@ -251,6 +330,24 @@ impl Authority {
             return Err(AuthFailure::new(e.into(), Some(cap)));
         }
         Ok(cap)
+    }
+
+    /// An endorsed key of this node's fleet (other nodes' tokens are
+    /// served only as fleet tokens, and only while the view is fresh).
+    fn fleet_key(&self, kid: &str, now: i64) -> Option<strata_fleet::follower::NodeKey> {
+        self.fleet().and_then(|view| view.node_key(kid, now))
+    }
+
+    /// Code 2 for a key neither this node's nor an endorsed one of its
+    /// fleet.
+    fn unknown_key(&self, kid: String) -> Error {
+        match self.fleet() {
+            None => InvalidToken::UnknownKey(kid).into(),
+            Some(view) => Error::unauthenticated(format!(
+                "token was signed by an unknown key (kid {kid:?}): neither this node's nor an                  endorsed node key of fleet {}",
+                view.config().name
+            )),
+        }
     }
 }
 

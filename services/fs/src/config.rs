@@ -44,6 +44,8 @@ pub struct FsConfig {
     /// This node's id (`STRATA_NODE_ID`, default the host name): fs serves
     /// tokens whose `aud` names `fs@<node id>` or `strata`.
     pub node_id: String,
+    /// The fleet this node is in (`STRATA_FLEET_*`, docs/fleet.md), if any.
+    pub fleet: Option<strata_fleet::FleetConfig>,
 }
 
 impl Default for FsConfig {
@@ -58,6 +60,7 @@ impl Default for FsConfig {
             max_rate_buckets: crate::rates::DEFAULT_MAX_BUCKETS,
             identity_socket: config::socket_path("identity"),
             node_id: "localhost".into(),
+            fleet: None,
         }
     }
 }
@@ -94,6 +97,7 @@ impl FsConfig {
             max_rate_buckets: max_rate_buckets as usize,
             identity_socket: config::socket_path("identity"),
             node_id: config::node_id()?,
+            fleet: strata_fleet::FleetConfig::from_env()?,
         })
     }
 

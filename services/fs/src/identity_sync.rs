@@ -248,15 +248,38 @@ impl Sync {
             if r.expires <= now {
                 continue;
             }
-            if self.authority.revocations.insert(id, r.expires) {
-                let ended = self.handles.drop_cap(id);
-                for handle in &ended {
-                    record_ended(&self.trail, handle, Ended::Revoked);
-                }
-                tracing::info!(cap_id = %r.cap_id, closed_handles = ended.len(), "capability revoked");
-            }
+            revoke(
+                &self.authority,
+                &self.handles,
+                &self.trail,
+                id,
+                r.expires,
+                "identity",
+            );
         }
         self.authority.revocations.prune(now);
+    }
+}
+
+/// Records the revocation of `id` (its token expires at `expires`) and, when
+/// it is new, ends its handles (they are refused anyway; this frees their
+/// files), one `revoked` record each. `from` says who told fs: `identity`
+/// or `fleet`.
+pub(crate) fn revoke(
+    authority: &Authority,
+    handles: &HandleTable,
+    trail: &Trail,
+    id: u128,
+    expires: i64,
+    from: &str,
+) {
+    if authority.revocations.insert(id, expires) {
+        let ended = handles.drop_cap(id);
+        for handle in &ended {
+            record_ended(trail, handle, Ended::Revoked);
+        }
+        let cap_id = strata_shared::ids::format_cap_id(id);
+        tracing::info!(%cap_id, closed_handles = ended.len(), from, "capability revoked");
     }
 }
 

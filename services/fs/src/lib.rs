@@ -212,6 +212,12 @@ impl FsService {
         ));
         let list_cache = ListCache::new(config.list_cache);
         let rates = RateLimiter::new(config.max_rate_buckets);
+        if let Some(fleet) = &config.fleet {
+            authority.join_fleet(Arc::new(strata_fleet::FleetView::new(
+                fleet.clone(),
+                auth::CACHE_ENTRIES,
+            )));
+        }
         Self {
             config: Arc::new(config),
             authority,
@@ -242,6 +248,27 @@ impl FsService {
             self.trail.clone(),
             self.config.identity_socket.clone(),
         )
+    }
+
+    /// Spawns the task that follows the fleet in etcd, when this node is in
+    /// one (see [`strata_fleet::follower`]): its revocations are applied as
+    /// identity's are. Must be called inside the tokio runtime.
+    pub fn spawn_fleet_follower(self: &Arc<Self>) {
+        let Some(view) = self.authority.fleet().cloned() else {
+            return;
+        };
+        let service = self.clone();
+        let sink: strata_fleet::follower::RevocationSink = Arc::new(move |id, expires| {
+            identity_sync::revoke(
+                &service.authority,
+                &service.handles,
+                &service.trail,
+                id,
+                expires,
+                "fleet",
+            );
+        });
+        tokio::spawn(strata_fleet::follower::follow(view, sink));
     }
 
     /// Spawns the task that ends idle handles and those of expired or
@@ -426,6 +453,9 @@ impl FsService {
             audit: &'static str,
             #[serde(skip_serializing_if = "Option::is_none")]
             audit_error: Option<String>,
+            /// The fleet's state, when this node is in one.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fleet: Option<strata_fleet::FleetStatus>,
         }
         let (audit, audit_error) = audit::trail_status().health();
         out.write_result(&Health {
@@ -445,6 +475,7 @@ impl FsService {
             },
             audit,
             audit_error,
+            fleet: self.authority.fleet().map(|f| f.status()),
         })
     }
 }

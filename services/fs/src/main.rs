@@ -43,6 +43,7 @@ fn serve() -> Result<(), ExitCode> {
         let shutdown = activation::shutdown_signal();
         activation::spawn_watchdog();
         service.spawn_sweeper();
+        service.spawn_fleet_follower();
         activation::notify_ready();
         activation::notify_status(&format!("serving {roots}"));
         server::run(listener, service.clone(), prepared.limits, shutdown).await;

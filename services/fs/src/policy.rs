@@ -194,7 +194,8 @@ impl FsService {
         // 2b. For whom: a token addressed to other services or nodes is
         // not this fs's to serve, even though the key is the same.
         if let Some(aud) = &cap.claims.aud {
-            check_audience(aud, &self.config.node_id).map_err(refuse)?;
+            let fleet = self.config.fleet.as_ref().map(|f| f.name.as_str());
+            check_audience(aud, &self.config.node_id, fleet).map_err(refuse)?;
         }
         // 3. Whether this caller may present it, and whether the
         // capability's rate allows one more request. The rate comes after
@@ -340,23 +341,28 @@ impl FsService {
 }
 
 /// Whether a token's `aud` names this fs: `strata` (any Strata service of
-/// the trust domain) or `fs@<node_id>`.
+/// the trust domain), `fs@<node_id>`, or `fleet:<fleet>` when this node is
+/// in a fleet.
 ///
 /// # Errors
 /// Code 3, naming both, with `details` `{"aud", "accepted"}`.
-fn check_audience(aud: &Audience, node_id: &str) -> Result<(), Error> {
+fn check_audience(aud: &Audience, node_id: &str, fleet: Option<&str>) -> Result<(), Error> {
     // Compared in place: this runs on every request of every new token.
-    let mine = |a: &String| a.strip_prefix("fs@") == Some(node_id);
+    let mine = |a: &String| {
+        a.strip_prefix("fs@") == Some(node_id)
+            || fleet.is_some_and(|f| a.strip_prefix("fleet:") == Some(f))
+    };
     if aud.contains(AUDIENCE_ANY) || aud.0.iter().any(mine) {
         return Ok(());
     }
-    let mine = format!("fs@{node_id}");
+    let mut accepted = vec![AUDIENCE_ANY.to_string(), format!("fs@{node_id}")];
+    accepted.extend(fleet.map(strata_fleet::config::audience));
     Err(Error::denied(format!(
-        "token is for {:?}, not for this fs: it serves tokens whose aud includes \
-         {AUDIENCE_ANY:?} or {mine:?} (STRATA_NODE_ID)",
+        "token is for {:?}, not for this fs: it serves tokens whose aud includes one of \
+         {accepted:?} (STRATA_NODE_ID, STRATA_FLEET_NAME)",
         aud.0
     ))
-    .with_details(serde_json::json!({ "aud": aud.0, "accepted": [AUDIENCE_ANY, mine] })))
+    .with_details(serde_json::json!({ "aud": aud.0, "accepted": accepted })))
 }
 
 /// The `details` of a refusal at step 2: the fully-qualified right the

@@ -34,6 +34,8 @@ pub struct Config {
     /// This node's id (`STRATA_NODE_ID`, default the host name): identity
     /// signs as `identity@<node id>`, the `iss` claim.
     pub node_id: String,
+    /// The fleet this node is in (`STRATA_FLEET_*`, docs/fleet.md), if any.
+    pub fleet: Option<strata_fleet::FleetConfig>,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/etc/strata/grants.d")),
             grant_roots: grant_roots()?,
             node_id: strata_shared::config::node_id()?,
+            fleet: strata_fleet::FleetConfig::from_env()?,
         })
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod fleet;
 pub mod grants;
 pub mod keys;
 mod methods;
@@ -60,6 +61,8 @@ pub struct Identity {
     public_b64: String,
     /// The grants from `STRATA_GRANTS_DIR` and what was minted from them.
     pub grants: grants::GrantBook,
+    /// The fleet this node is in, if any.
+    pub fleet: Option<Arc<fleet::FleetLink>>,
 }
 
 impl Identity {
@@ -94,7 +97,12 @@ impl Identity {
             "{} signing key",
             if created { "created a new" } else { "loaded the" }
         );
+        let fleet = config
+            .fleet
+            .clone()
+            .map(|f| Arc::new(fleet::FleetLink::new(f, keys.pk)));
         Ok(Self {
+            fleet,
             public_b64: STANDARD.encode(keys.pk.as_ref()),
             config,
             keys,

@@ -39,6 +39,9 @@ fn serve() -> Result<(), ExitCode> {
             }
         });
         identity.publish_public_key();
+        if let Some(link) = identity.fleet.clone() {
+            tokio::spawn(strata_identity::fleet::run(identity.clone(), link));
+        }
         // Handlers first: a SIGTERM right after READY=1 must drain, not kill.
         let shutdown = activation::shutdown_signal();
         activation::spawn_watchdog();

@@ -45,6 +45,7 @@ impl Fixture {
             grants_dir: dir.path().join("grants.d"),
             grant_roots: Vec::new(),
             node_id: "node-a".into(),
+            fleet: None,
         };
         let records = RecordCapture::default();
         let id = Identity::open(config).unwrap().with_trail(records.writer());

@@ -30,6 +30,8 @@ pub fn health(id: &Identity, out: &mut ResponseBuf) -> Result<(), Error> {
         audit: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         audit_error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fleet: Option<crate::fleet::LinkStatus>,
     }
     let (audit, audit_error) = strata_shared::audit::trail_status().health();
     out.write_result(&R {
@@ -43,5 +45,6 @@ pub fn health(id: &Identity, out: &mut ResponseBuf) -> Result<(), Error> {
         revocations: id.revocations.len(),
         audit,
         audit_error,
+        fleet: id.fleet.as_ref().map(|f| f.status()),
     })
 }

@@ -10,6 +10,7 @@ use strata_shared::server::CallContext;
 use strata_shared::wire::{Error, Request, ResponseBuf};
 
 use super::Facts;
+use crate::fleet::COMMIT_WAIT;
 use crate::Identity;
 
 /// Longest long-poll a verifier may ask for.
@@ -99,6 +100,20 @@ pub async fn revoke(
             ))
         })?;
     facts.allowed_as = Some(allowed_as);
+    // In a fleet, the answer waits for etcd's quorum: "revoked" then means
+    // revoked on every node that is in step with the fleet.
+    if let Some(fleet) = &id.fleet {
+        if let Err(why) = fleet.wait_committed(&p.cap_id, COMMIT_WAIT).await {
+            facts.note = Some(format!("not yet committed to fleet {}", fleet.name()));
+            return Err(Error::exhausted(format!(
+                "capability {} is revoked on this node, but not yet committed to fleet {}'s \
+                 etcd ({why}): other nodes may honour it until it is. identity keeps \
+                 trying; run the revoke again to wait for it",
+                p.cap_id,
+                fleet.name()
+            )));
+        }
+    }
     out.write_result(&serde_json::json!({"status": "revoked"}))
 }
 

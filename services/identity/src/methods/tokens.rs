@@ -49,9 +49,10 @@ impl IssueParams {
     /// The `aud` claim: as asked, or `["strata"]` (any Strata service).
     ///
     /// # Errors
-    /// Code 1 for an empty or too long list, a repeated entry, or an entry
-    /// that is not an audience ([`capability::check_audience`]).
-    fn audience(&self) -> Result<Audience, Error> {
+    /// Code 1 for an empty or too long list, a repeated entry, an entry
+    /// that is not an audience ([`capability::check_audience`]), or another
+    /// fleet's audience than `fleet`, this node's.
+    fn audience(&self, fleet: Option<&str>) -> Result<Audience, Error> {
         let Some(aud) = &self.aud else {
             return Ok(Audience(vec![capability::AUDIENCE_ANY.into()]));
         };
@@ -64,6 +65,17 @@ impl IssueParams {
         let mut seen = HashSet::new();
         for a in &aud.0 {
             capability::check_audience(a).map_err(Error::invalid)?;
+            // A fleet's audience only from one of its nodes: other nodes
+            // would refuse the key that signs it.
+            if let Some(other) = a.strip_prefix("fleet:").filter(|f| Some(*f) != fleet) {
+                return Err(Error::invalid(match fleet {
+                    Some(mine) => format!("this node is in fleet {mine:?}, not {other:?}"),
+                    None => format!(
+                        "this node is in no fleet, so it cannot issue tokens for fleet {other:?} \
+                         (STRATA_FLEET_NAME, docs/fleet.md)"
+                    ),
+                }));
+            }
             if !seen.insert(a.as_str()) {
                 return Err(Error::invalid(format!("audience {a:?} is listed twice")));
             }
@@ -215,7 +227,7 @@ pub fn issue(
     facts.path.clone_from(&p.path_prefix);
     let (actions, ttl, rate_limit) = check_grant(&p, id)?;
     let holder = p.holder()?;
-    let aud = p.audience()?;
+    let aud = p.audience(id.fleet.as_ref().map(|f| f.name()))?;
     let cap_id = random::id128();
     let issued = capability::now();
     let expires = issued + ttl as i64;

@@ -1,0 +1,313 @@
+//! Two nodes of a fleet on one machine, each the real identity and fs
+//! binaries on activation fds, sharing a real three-member etcd cluster on
+//! loopback (docs/fleet.md). The three-container test under systemd
+//! (scripts/fleet-test.sh) covers the same over a network, with
+//! partitions; this one runs in seconds.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+use strata_shared::client::Client;
+use strata_shared::fleet::{encode_public_key, endorse};
+use strata_shared::token::keypair_from_seed;
+use strata_testkit::{start_fs, start_identity, ActivatedService};
+
+const NEEDS_ETCD: &str = "needs etcd (Debian's etcd-server); scripts/test-all.sh installs it";
+
+/// A three-member etcd cluster on loopback, in its own directory.
+struct Etcd {
+    members: Vec<Child>,
+    args: Vec<Vec<String>>,
+    endpoints: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Option<Self> {
+        Command::new("etcd").arg("--version").output().ok()?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = Vec::new();
+        let mut endpoints = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let c = format!("http://127.0.0.1:{client}");
+            let p = format!("http://127.0.0.1:{peer}");
+            args.push(vec![
+                format!("--name=m{i}"),
+                format!("--data-dir={}", dir.join(format!("m{i}")).display()),
+                format!("--listen-client-urls={c}"),
+                format!("--advertise-client-urls={c}"),
+                format!("--listen-peer-urls={p}"),
+                format!("--initial-advertise-peer-urls={p}"),
+                format!("--initial-cluster={cluster}"),
+                "--initial-cluster-token=strata-fleet-test".into(),
+                "--initial-cluster-state=new".into(),
+            ]);
+            endpoints.push(c);
+        }
+        let mut etcd = Self {
+            members: Vec::new(),
+            args,
+            endpoints,
+        };
+        for i in 0..3 {
+            let child = etcd.spawn(i);
+            etcd.members.push(child);
+        }
+        Some(etcd)
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        Command::new("etcd")
+            .args(&self.args[i])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts")
+    }
+
+    fn stop_all(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+
+    fn start_all(&mut self) {
+        self.members = (0..3).map(|i| self.spawn(i)).collect();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// One node: identity and fs with the fleet's settings.
+struct Node {
+    identity: ActivatedService,
+    fs: ActivatedService,
+    shared: PathBuf,
+}
+
+/// Both nodes serve one directory, `shared` (as two hosts might serve
+/// replicas of one tree), so that a token of one is meaningful on the other.
+fn node(
+    base: &Path,
+    shared: &Path,
+    id: &str,
+    seed: [u8; 32],
+    root: &ed25519_compact::KeyPair,
+    etcd: &Etcd,
+) -> Node {
+    let state = base.join("state");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&state)
+        .unwrap();
+    let key = state.join("signing.key");
+    std::fs::write(&key, STANDARD.encode(seed)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(shared.join("data")).unwrap();
+    let pk = keypair_from_seed(&seed).pk;
+    let endorsement = endorse(&root.sk, "test", id, &pk, 0, None).unwrap();
+    let endorsement_file = base.join("endorsement");
+    std::fs::write(&endorsement_file, endorsement).unwrap();
+    let endpoints = etcd.endpoints.join(",");
+    let root_pk = encode_public_key(&root.pk);
+    let roots = shared.display().to_string();
+    let envs = [
+        ("STRATA_NODE_ID", id),
+        ("STRATA_FLEET_NAME", "test"),
+        ("STRATA_FLEET_ROOT_PUBLIC_KEY", root_pk.as_str()),
+        (
+            "STRATA_FLEET_ENDORSEMENT_FILE",
+            endorsement_file.to_str().unwrap(),
+        ),
+        ("STRATA_FLEET_ETCD_ENDPOINTS", endpoints.as_str()),
+        ("STRATA_FLEET_MAX_STALENESS_SECS", "2"),
+        ("STRATA_GRANT_ROOTS", roots.as_str()),
+        ("STRATA_FS_ROOTS", roots.as_str()),
+    ];
+    Node {
+        identity: start_identity(base, &envs),
+        fs: start_fs(base, &envs),
+        shared: shared.to_path_buf(),
+    }
+}
+
+impl Node {
+    fn issue(&self, aud: Option<&str>) -> (String, String) {
+        let mut params = json!({"service": "fs", "actions": ["stat"], "path_prefix": self.data(), "ttl_seconds": 600});
+        if let Some(a) = aud {
+            params["aud"] = json!(a);
+        }
+        let r = Client::connect(&self.identity.socket)
+            .unwrap()
+            .call("identity.issue", None, &params)
+            .unwrap();
+        let r = r.into_result().unwrap_or_else(|e| panic!("issue: {e:?}"));
+        (
+            r["token"].as_str().unwrap().into(),
+            r["cap_id"].as_str().unwrap().into(),
+        )
+    }
+
+    fn data(&self) -> String {
+        self.shared.join("data").display().to_string()
+    }
+
+    /// fs.stat of `path` with `token`: Ok, or the error code and message.
+    fn stat(&self, token: &str, path: &str) -> Result<(), (u16, String)> {
+        let r = Client::connect(&self.fs.socket)
+            .unwrap()
+            .call("fs.stat", Some(token), &json!({"path": path}))
+            .unwrap();
+        r.into_result().map(drop).map_err(|e| (e.code, e.message))
+    }
+
+    fn health(&self) -> Value {
+        Client::connect(&self.fs.socket)
+            .unwrap()
+            .call("fs.health", None, &json!({}))
+            .unwrap()
+            .into_result()
+            .unwrap()
+    }
+
+    fn wait_fleet(&self, state: &str, nodes: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let h = self.health();
+            let f = &h["fleet"];
+            if f["state"] == state && f["nodes"].as_array().map_or(0, Vec::len) >= nodes {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fleet never {state} with {nodes} nodes: {f}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Polls until `f` holds, returning how long it took.
+fn until(within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "not within {within:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server); scripts/test-all.sh installs it"]
+fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut etcd) = Etcd::start(&dir.path().join("etcd")) else {
+        panic!("{NEEDS_ETCD}");
+    };
+    let root = keypair_from_seed(&[9; 32]);
+    let shared = dir.path().join("srv");
+    let a = node(
+        &dir.path().join("a"),
+        &shared,
+        "node-a",
+        [1; 32],
+        &root,
+        &etcd,
+    );
+    let b = node(
+        &dir.path().join("b"),
+        &shared,
+        "node-b",
+        [2; 32],
+        &root,
+        &etcd,
+    );
+    a.wait_fleet("fresh", 2, Duration::from_secs(20));
+    b.wait_fleet("fresh", 2, Duration::from_secs(20));
+
+    // A fleet token from node a is served by node b's fs.
+    let (fleet_token, fleet_cap) = a.issue(Some("fleet:test"));
+    let shared = a.data();
+    assert_eq!(a.stat(&fleet_token, &shared), Ok(()));
+    assert_eq!(b.stat(&fleet_token, &shared), Ok(()));
+
+    // A node-local token from a is not b's to serve.
+    let (local_token, _) = a.issue(None);
+    let e = b.stat(&local_token, &shared).unwrap_err();
+    assert_eq!(e.0, 2, "{e:?}");
+    assert!(e.1.contains("signed by node node-a"), "{e:?}");
+
+    // A revocation made on b reaches a within a second.
+    let r = Client::connect(&b.identity.socket)
+        .unwrap()
+        .call("identity.revoke", None, &json!({"cap_id": fleet_cap}))
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r["status"], "revoked");
+    let took = until(Duration::from_secs(1), || {
+        a.stat(&fleet_token, &shared)
+            .is_err_and(|e| e.1.contains("revoked"))
+    });
+    eprintln!("revocation on b refused on a after {took:?}");
+    assert!(b
+        .stat(&fleet_token, &shared)
+        .unwrap_err()
+        .1
+        .contains("revoked"));
+
+    // etcd gone: node-local tokens still served, fleet tokens refused with
+    // code 6 once maxStaleness (2 s) has passed.
+    let (fleet2, _) = a.issue(Some("fleet:test"));
+    assert_eq!(a.stat(&fleet2, &shared), Ok(()));
+    etcd.stop_all();
+    let cut = Instant::now();
+    let took = until(Duration::from_secs(5), || {
+        a.stat(&fleet2, &shared).is_err_and(|e| e.0 == 6)
+    });
+    eprintln!(
+        "fleet tokens refused {:?} after etcd stopped",
+        cut.elapsed()
+    );
+    assert!(took >= Duration::from_millis(1000), "{took:?}: too early");
+    let e = a.stat(&fleet2, &shared).unwrap_err();
+    assert!(e.1.contains("fleet test"), "{e:?}");
+    assert_eq!(a.health()["fleet"]["state"], "stale");
+    assert_eq!(a.stat(&local_token, &shared), Ok(()));
+
+    // Back: served again, and everything acknowledged before is still in
+    // force (etcd kept it on disk).
+    etcd.start_all();
+    let took = until(Duration::from_secs(15), || a.stat(&fleet2, &shared).is_ok());
+    eprintln!("fleet tokens served again {took:?} after etcd restarted");
+    assert!(a
+        .stat(&fleet_token, &shared)
+        .unwrap_err()
+        .1
+        .contains("revoked"));
+    a.wait_fleet("fresh", 2, Duration::from_secs(5));
+}
