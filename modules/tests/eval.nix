@@ -450,6 +450,7 @@ let
     inherit lib;
     coreutils = "/coreutils";
     makeWrapper = "makeWrapper";
+    protobuf = "protobuf";
     testers.runNixOSTest = test: test;
     # As nixpkgs' does for a function: its argument is the result itself.
     rustPlatform.buildRustPackage =
@@ -468,6 +469,7 @@ let
           "Cargo.toml"
           "bench"
           "ctl"
+          "fleet"
           "services"
           "shared"
           "systemd"
