@@ -3,7 +3,9 @@
 # system (lib.evalModules) and checks what it generates: with
 # `services.strata.enable = true`, with a non-trivial configuration, disabled,
 # with configurations its assertions must refuse, and with definitions the
-# module system must reject (including NixOS options that do not exist).
+# module system must reject (including NixOS options that do not exist);
+# likewise services.strata.grants and services.strata.fleet (whose network
+# settings are also compared with the Debian drop-in systemd/strata-fleet.conf).
 #
 #   scripts/eval-module.sh PATH-TO-NIXPKGS [SYSTEM]
 #
