@@ -55,4 +55,20 @@ else
 	esac
 fi
 
+# The VM tests' Python scripts (as the module and the stubs render them)
+# must at least parse: a syntax error would otherwise surface only on a
+# machine that can boot the VMs.
+if command -v jq >/dev/null && command -v python3 >/dev/null; then
+	for test in $(jq -r '.testScripts | keys[]' <<<"$result"); do
+		if err=$(jq -r --arg t "$test" '.testScripts[$t]' <<<"$result" |
+			python3 -c 'import ast, sys; ast.parse(sys.stdin.read(), "testScript")' 2>&1); then
+			echo "ok   vm test $test: its script parses (python3)"
+		else
+			echo "FAIL vm test $test: its script does not parse"
+			printf '%s\n' "$err" | sed 's/^/     /'
+			failed=$((failed + 1))
+		fi
+	done
+fi
+
 [ "$failed" -eq 0 ]

@@ -510,6 +510,7 @@ let
         && lib.attrNames packageArgs.passthru.tests == [
           "basic"
           "faults"
+          "fleet"
           "grants"
           "hardening"
           "non-admin"
@@ -848,8 +849,8 @@ let
         };
       };
     };
-  evalTestNode =
-    extra:
+  evalTestNodeWith =
+    node: extra:
     (lib.evalModules {
       modules = [
         ./nixos-stubs.nix
@@ -859,9 +860,11 @@ let
             runtimeShell = "/bin/sh";
           };
         }
-        vmTest.nodes.machine
-      ] ++ extra;
+      ]
+      ++ node
+      ++ extra;
     }).config;
+  evalTestNode = evalTestNodeWith [ vmTest.nodes.machine ];
   testNode = evalTestNode [ ];
   testNodeMore = evalTestNode [ testNode.specialisation.more.configuration ];
   vmTestChecks = lib.optionals (!full) [
@@ -1297,6 +1300,113 @@ let
     (check "fleet: sanity: the configuration the rejections start from evaluates" (fleetEvaluates withFleet) null)
   ];
 
+  # --- the VM test nixos-tests/fleet.nix, as far as the stubs go -----------
+  # Its three machines and their `fleet` specialisation, with the test
+  # network's addresses given as the test framework gives them.
+  fleetVmTest = import ../../nixos-tests/fleet.nix {
+    testers.runNixOSTest = test: test;
+    common = import ../../nixos-tests/common.nix { package = fakePackage; };
+  };
+  fleetTestNodes = lib.genAttrs [ "node1" "node2" "node3" ] (n: {
+    networking.primaryIPAddress = "192.168.1.${lib.removePrefix "node" n}";
+  });
+  fleetTestNodeOptions =
+    { lib, ... }:
+    {
+      options = {
+        # services.etcd and the firewall, loosely: NixOS's own, not Strata's.
+        services.etcd = lib.mkOption { type = lib.types.attrsOf lib.types.anything; };
+        networking.firewall.allowedTCPPorts = lib.mkOption { type = lib.types.listOf lib.types.port; };
+      };
+    };
+  evalFleetTestNode =
+    name: extra:
+    evalTestNodeWith [
+      fleetTestNodeOptions
+      { _module.args.nodes = fleetTestNodes; }
+      fleetVmTest.nodes.${name}
+    ] extra;
+  fleetTestNode = name: evalFleetTestNode name [ ];
+  fleetTestNodeInFleet =
+    name: evalFleetTestNode name [ (fleetTestNode name).specialisation.fleet.configuration ];
+  fleetRoot = builtins.fromJSON (builtins.readFile ../../nixos-tests/fleet-snakeoil-root.json);
+  fleetTestAddresses = [
+    "192.168.1.1"
+    "192.168.1.2"
+    "192.168.1.3"
+  ];
+  fleetVmTestScript = fleetVmTest.testScript { nodes = fleetTestNodes; };
+  fleetVmTestChecks = lib.optionals (!full) [
+    (check "vm test fleet: its three machines evaluate, without the fleet until they switch"
+      (lib.all (
+        n:
+        let
+          c = fleetTestNode n;
+        in
+        evaluates c && failedAssertions c == [ ] && fleetVars c "strata-fs" == { }
+      ) [ "node1" "node2" "node3" ])
+      null
+    )
+    (check "vm test fleet: one etcd cluster of the three machines"
+      (lib.all (
+        i:
+        let
+          etcd = (fleetTestNode "node${toString i}").services.etcd;
+        in
+        etcd.enable
+        && etcd.name == "node${toString i}"
+        && etcd.initialCluster == map (a: "node${lib.last (lib.splitString "." a)}=http://${a}:2380") fleetTestAddresses
+        && etcd.advertiseClientUrls == [ "http://192.168.1.${toString i}:2379" ]
+      ) [ 1 2 3 ])
+      (fleetTestNode "node1").services.etcd
+    )
+    (check "vm test fleet: in the fleet specialisation, each node's units get the fleet, its node id, the three members"
+      (lib.all (
+        i:
+        let
+          c = fleetTestNodeInFleet "node${toString i}";
+        in
+        fleetEvaluates c
+        && failedAssertions c == [ ]
+        && fleetVars c "strata-identity" == {
+          STRATA_FLEET_NAME = fleetRoot.fleet;
+          STRATA_FLEET_ROOT_PUBLIC_KEY = fleetRoot.public_key;
+          STRATA_FLEET_ENDORSEMENT_FILE = "%d/fleet-endorsement";
+          STRATA_FLEET_ETCD_ENDPOINTS = lib.concatMapStringsSep "," (a: "http://${a}:2379") fleetTestAddresses;
+          STRATA_FLEET_MAX_STALENESS_SECS = "5";
+          STRATA_NODE_ID = "node-${toString i}";
+        }
+        && (fleetUnit c "strata-fs").IPAddressAllow == fleetTestAddresses
+        && (fleetUnit c "strata-identity").LoadCredential == [ "fleet-endorsement:/var/lib/strata-fleet/endorsement" ]
+      ) [ 1 2 3 ])
+      (fleetVars (fleetTestNodeInFleet "node2") "strata-identity")
+    )
+    (check "vm test fleet: only node1 holds the (test-only) root key"
+      (
+        (fleetTestNode "node1").environment.etc ? "strata-fleet-test/root.json"
+        && !((fleetTestNode "node2").environment.etc ? "strata-fleet-test/root.json")
+        && !((fleetTestNode "node3").environment.etc ? "strata-fleet-test/root.json")
+      )
+      null
+    )
+    (check "vm test fleet: the script runs the issue's scenarios, with the test network's addresses"
+      (
+        lib.all (t: lib.hasInfix t fleetVmTestScript) [
+          "a fleet token issued on node1 is served on node2 and node3"
+          "a revocation on node3 is refused on node1 and node2 within 1 s"
+          "etcd's leader stopped"
+          "node3 partitioned"
+          "node3.block()"
+          "node3.unblock()"
+          "enforces the revocation it missed"
+          "not endorsed"
+        ]
+        && lib.hasInfix ''ETCD_ADDRESSES = ["192.168.1.1","192.168.1.2","192.168.1.3"]'' fleetVmTestScript
+      )
+      null
+    )
+  ];
+
   # --- disabled ------------------------------------------------------------
   disabled = (evalConfig { services.strata.enable = false; }).config;
   disabledChecks = [
@@ -1479,6 +1589,7 @@ let
     ++ grantsChecks
     ++ vmTestChecks
     ++ fleetChecks
+    ++ fleetVmTestChecks
     ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {
@@ -1487,4 +1598,9 @@ in
   passed = map (c: c.name) (lib.filter (c: c.ok) checks);
   failed = map (c: { inherit (c) name detail; }) (lib.filter (c: !c.ok) checks);
   inherit skipped;
+  # The VM tests' Python scripts, for scripts/eval-module.sh to parse.
+  testScripts = lib.optionalAttrs (!full) {
+    fleet = fleetVmTestScript;
+    grants = vmTest.testScript;
+  };
 }
