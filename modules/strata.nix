@@ -183,7 +183,6 @@ let
   # be bound in.
   underHome = p: lib.any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
 
-
   # --- Fleet (docs/fleet.md, the fleet contract's variables) ---------------
   fleet = cfg.fleet;
 
@@ -231,7 +230,8 @@ let
     let
       octets = ipv4Octets host;
     in
-    octets == null || lib.all (o: lib.toInt o <= 255 && (o == "0" || !lib.hasPrefix "0" o)) octets;
+    # (Leading zeros first: lib.toInt throws on them.)
+    octets == null || lib.all (o: (o == "0" || !lib.hasPrefix "0" o) && lib.toInt o <= 255) octets;
   endpointType =
     types.addCheck types.str (
       s:

@@ -1264,6 +1264,7 @@ let
     (rejectedFleet "an endpoint with user info" (endpoint "http://root@10.0.0.1:2379"))
     (rejectedFleet "an endpoint of another scheme" (endpoint "unix://10.0.0.1:2379"))
     (rejectedFleet "an IPv4 endpoint with an octet above 255" (endpoint "http://10.0.0.256:2379"))
+    (rejectedFleet "an IPv4 endpoint with a leading zero (octal to some parsers)" (endpoint "http://10.0.0.010:2379"))
     (rejectedFleet "an IPv6 endpoint without brackets" (endpoint "http://fd00::3:2379"))
     (rejectedFleet "maxStaleness = 0" { maxStaleness = 0; })
     (rejectedFleet "maxStaleness above 3600" { maxStaleness = 3601; })
