@@ -13,7 +13,8 @@
 # maxStaleness has passed, says so in `strata-ctl fleet status`, keeps
 # serving its node-local tokens, and after the partition heals enforces
 # the revocation made meanwhile before it serves fleet tokens again, while
-# the revocation it made itself during the partition reaches the others.
+# the revocation it made itself during the partition reaches the others;
+# etcd's members and a node's identity and fs restarted lose nothing.
 #
 # The root key is a fixture, fleet-snakeoil-root.json, made once with
 # `strata-ctl fleet init --fleet vmtest`: the nodes' configuration needs the
@@ -379,5 +380,22 @@ testers.runNixOSTest {
         )
         for node in NODES.values():
             until_refused(node, revoked_by_node3["token"], budget_ms=10000)
+
+    with subtest("etcd members restarted one by one, identity and fs restarted: nothing acknowledged is lost"):
+        for node in NODES.values():
+            node.succeed("systemctl restart etcd.service")
+            node1.wait_until_succeeds("etcdctl endpoint health --cluster", timeout=60)
+        node2.succeed("systemctl restart strata-identity.service strata-fs.service")
+        for node in NODES.values():
+            node.wait_until_succeeds("strata-ctl fleet status", timeout=30)
+            for t in [revoked_meanwhile, revoked_by_node3]:
+                ctl(node, f"cat {HELLO}", token=t["token"], expect=12)
+            assert ctl(node, f"cat {HELLO}", token=kept["token"]) == "hello"
+        # node2's identity published its key again: its tokens still serve.
+        from_node2 = issue(node2)["token"]
+        for node in NODES.values():
+            node.wait_until_succeeds(
+                f"STRATA_TOKEN={shlex.quote(from_node2)} strata-ctl cat {HELLO}", timeout=2 * MAX_STALENESS
+            )
   '';
 }
