@@ -225,6 +225,18 @@ testers.runNixOSTest {
             assert node.succeed("stat -c '%a %U' /var/lib/strata-fleet/endorsement").strip() == "600 root"
             # The module's own drop-in, not the packaged Debian one.
             assert "fleet.conf" not in node.succeed("systemctl cat strata-fs.service")
+        for unit in ["strata-identity", "strata-fs"]:
+            # With the network they now have, still within the bound the
+            # hardening test sets without a fleet (1.4 and 1.6 under the
+            # Debian drop-in, systemd 252).
+            exposure = float(
+                node1.succeed(
+                    f"systemd-analyze security --no-pager {unit}.service"
+                    " | sed -n 's/.*Overall exposure level.*: \\([0-9.]*\\).*/\\1/p'"
+                ).strip()
+            )
+            print(f"{unit}.service in the fleet: exposure {exposure}")
+            assert exposure <= 2.0, f"{unit}.service: exposure {exposure} above 2.0"
 
     with subtest("each identity publishes its key; each fs knows the three nodes"):
         node1.wait_until_succeeds(
