@@ -3,7 +3,9 @@
 #          so `nix run` and `nix shell` give it);
 #   out    the daemons (strata-identity, strata-fs, strata-supervisor), the
 #          unit files from systemd/, tmpfiles.d and sysusers.d: what a host
-#          needs, and what the NixOS module's systemd.packages takes;
+#          needs, and what the NixOS module's systemd.packages takes; and,
+#          in share/strata, the fleet drop-in strata-fleet.conf, for hosts
+#          that install it by hand (docs/configuration.md, "Fleet");
 #   tools  strata-bench, strata-loadgen and strata-v032 (a client of the
 #          prototype's v0.3.2 protocol), for the VM tests and benchmarks.
 # Called by flake.nix and by the NixOS module's default
@@ -86,6 +88,11 @@ rustPlatform.buildRustPackage (finalAttrs: {
       systemd/*.service systemd/*.socket systemd/*.target
     install -Dm444 systemd/strata-tmpfiles.conf $out/lib/tmpfiles.d/strata.conf
     install -Dm444 systemd/strata-sysusers.conf $out/lib/sysusers.d/strata.conf
+    # The fleet drop-in is not a unit's drop-in here: under lib/systemd/system
+    # systemd.packages would apply it on every NixOS host, fleet or not. The
+    # module renders its settings from services.strata.fleet instead; other
+    # hosts copy it into /etc/systemd/system/strata-{identity,fs}.service.d.
+    install -Dm444 systemd/strata-fleet.conf $out/share/strata/strata-fleet.conf
 
     # The units are written for a distribution layout (/usr/bin); point them
     # at this package instead.
@@ -109,6 +116,12 @@ rustPlatform.buildRustPackage (finalAttrs: {
       $bin/bin/strata-ctl $tools/bin/strata-bench $tools/bin/strata-loadgen $tools/bin/strata-v032; do
       test -x "$prog" || { echo "$prog was not installed" >&2; exit 1; }
     done
+    # The fleet drop-in is shipped, and is not active by itself.
+    test -f $out/share/strata/strata-fleet.conf || { echo "strata-fleet.conf was not installed" >&2; exit 1; }
+    if find $out/lib/systemd -name '*fleet*' | grep -q .; then
+      echo "a fleet drop-in is under lib/systemd, where every host would apply it" >&2
+      exit 1
+    fi
     # Only strata-ctl is meant for PATH.
     test "$(ls $bin/bin)" = strata-ctl || { echo "bin holds more than strata-ctl" >&2; exit 1; }
 

@@ -183,6 +183,179 @@ let
   # be bound in.
   underHome = p: lib.any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
 
+  # --- Fleet (docs/fleet.md, the fleet contract's variables) ---------------
+  fleet = cfg.fleet;
+
+  # shared/src/fleet.rs is_fleet_name (FLEET_NAME_RULE): one lowercase DNS
+  # label, [a-z0-9-], 1 to 63 bytes, no '-' at either end.
+  dnsLabel = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+  fleetName = types.strMatching dnsLabel // {
+    description = "fleet name (one lowercase DNS label: [a-z0-9-], 1 to 63 bytes, no '-' at either end)";
+  };
+  # shared/src/config.rs is_node_id (STRATA_NODE_ID): such labels joined by
+  # '.', at most 253 bytes.
+  nodeIdType = types.addCheck (types.strMatching "${dnsLabel}([.]${dnsLabel})*") (
+    s: lib.stringLength s <= 253
+  ) // {
+    description = "node id (lowercase DNS labels joined by '.', at most 253 bytes)";
+  };
+  # A public key as `strata-ctl fleet init` prints it: standard base64,
+  # padded, of 32 bytes (44 characters, the last data character carrying
+  # 2 bits of payload and 4 zero bits).
+  publicKeyType = types.strMatching "[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=" // {
+    description = "Ed25519 public key (standard base64 of 32 bytes, as `strata-ctl fleet init` prints it)";
+  };
+
+  # An etcd endpoint: http(s)://HOST:PORT and nothing more (no path, no
+  # user, no ','; the list is joined with ','). HOST is a DNS name, an IPv4
+  # address or a bracketed IPv6 address.
+  hostLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+  endpointParts =
+    s:
+    let
+      m = builtins.match "(https?)://(${hostLabel}([.]${hostLabel})*|[[][0-9A-Fa-f:.]+[]]):([1-9][0-9]{0,4})" s;
+    in
+    if m == null then
+      null
+    else
+      {
+        scheme = lib.head m;
+        host = lib.elemAt m 1;
+        port = lib.toInt (lib.last m);
+      };
+  ipv4Octets = host: builtins.match "([0-9]{1,3})[.]([0-9]{1,3})[.]([0-9]{1,3})[.]([0-9]{1,3})" host;
+  # A host that looks like an IPv4 address must be one.
+  validHost =
+    host:
+    let
+      octets = ipv4Octets host;
+    in
+    # (Leading zeros first: lib.toInt throws on them.)
+    octets == null || lib.all (o: (o == "0" || !lib.hasPrefix "0" o) && lib.toInt o <= 255) octets;
+  endpointType =
+    types.addCheck types.str (
+      s:
+      let
+        p = endpointParts s;
+      in
+      p != null && p.port <= 65535 && validHost p.host
+    )
+    // {
+      description = "etcd endpoint (http://HOST:PORT or https://HOST:PORT)";
+    };
+  endpoints = if fleet.etcd.endpoints == null then [ ] else fleet.etcd.endpoints;
+  endpointHosts = map (e: (endpointParts e).host) endpoints;
+  schemes = lib.unique (map (e: (endpointParts e).scheme) endpoints);
+  # The address IPAddressAllow= takes for a host, or null for a DNS name
+  # (which a kernel filter cannot follow).
+  literalAddress =
+    host:
+    if ipv4Octets host != null then
+      host
+    else if hasPrefix "[" host then
+      lib.removeSuffix "]" (lib.removePrefix "[" host)
+    else if host == "localhost" then
+      "localhost"
+    else
+      null;
+  namedHosts = filter (h: literalAddress h == null) endpointHosts;
+  allowedAddresses =
+    if fleet.etcd.allowedAddresses != null then
+      fleet.etcd.allowedAddresses
+    else
+      lib.unique (filter (a: a != null) (map literalAddress endpointHosts));
+
+  # An absolute path given as a string: a private key given as a Nix path
+  # literal would be copied into the world-readable Nix store.
+  externalFile = types.strMatching "/[^[:space:]]*" // {
+    description = "absolute path (a string, not a Nix path: the file stays out of the Nix store)";
+  };
+  # A public file: a Nix path (copied into the store) or an absolute path.
+  publicFile = types.addCheck types.path (p: builtins.match ".*[[:space:]].*" (toString p) == null);
+
+  tls = fleet.etcd.tls;
+  # Each file is handed to the service with LoadCredential= (systemd copies
+  # it into the service's private credentials directory, %d, readable by
+  # the service's user only), so the files may stay root:root 0600.
+  # name -> { variable; file; } for the files set; identity alone gets the
+  # endorsement (fs ignores it).
+  fleetFiles =
+    service:
+    lib.filterAttrs (_: f: f.file != null) (
+      {
+        fleet-etcd-ca = {
+          variable = "STRATA_FLEET_ETCD_CA_FILE";
+          file = tls.caFile;
+        };
+        fleet-etcd-cert = {
+          variable = "STRATA_FLEET_ETCD_CERT_FILE";
+          file = tls.certFile;
+        };
+        fleet-etcd-key = {
+          variable = "STRATA_FLEET_ETCD_KEY_FILE";
+          file = tls.keyFile;
+        };
+      }
+      // lib.optionalAttrs (service == "identity") {
+        fleet-endorsement = {
+          variable = "STRATA_FLEET_ENDORSEMENT_FILE";
+          file = fleet.endorsementFile;
+        };
+      }
+    );
+  # The contract's variables (docs/configuration.md, "Fleet"); empty when
+  # the fleet is off. The same values for identity and fs, so that they
+  # cannot disagree on the fleet or the node id.
+  fleetEnvironment =
+    service:
+    lib.optionalAttrs fleet.enable (
+      lib.filterAttrs (_: v: v != null) {
+        STRATA_FLEET_NAME = fleet.name;
+        STRATA_FLEET_ROOT_PUBLIC_KEY = fleet.rootPublicKey;
+        STRATA_FLEET_ETCD_ENDPOINTS = concatStringsSep "," endpoints;
+        STRATA_FLEET_MAX_STALENESS_SECS = toString fleet.maxStaleness;
+        STRATA_NODE_ID = fleet.nodeId;
+      }
+      // lib.mapAttrs' (name: f: lib.nameValuePair f.variable "%d/${name}") (fleetFiles service)
+    );
+  fleetCredentials = service: lib.mapAttrsToList (name: f: "${name}:${f.file}") (fleetFiles service);
+  # What the services' units forbid and a fleet needs: the host's network,
+  # and TCP to etcd's members only (systemd/strata-fleet.conf, the Debian
+  # drop-in, says the same; scripts/eval-module.sh compares them).
+  fleetServiceConfig = service: {
+    PrivateNetwork = false;
+    RestrictAddressFamilies = [
+      ""
+      "AF_UNIX AF_INET AF_INET6"
+    ];
+    # The unit's IPAddressDeny=any stays; these addresses are let through.
+    IPAddressAllow = allowedAddresses;
+  }
+  // lib.optionalAttrs (fleetCredentials service != [ ]) {
+    LoadCredential = fleetCredentials service;
+  };
+  # settings keys that services.strata.fleet sets: defined in both places,
+  # one would silently win.
+  fleetKeysInSettings = lib.concatMap (
+    service:
+    map (k: "settings.${service}.${k}") (
+      lib.attrNames (
+        lib.filterAttrs (
+          k: v: v != null && (hasPrefix "STRATA_FLEET_" k || k == "STRATA_NODE_ID")
+        ) cfg.settings.${service}
+      )
+    )
+  ) [ "identity" "fs" ];
+  missingFleetOptions = map (n: "services.strata.fleet.${n}") (
+    filter (n: lib.attrByPath (lib.splitString "." n) null fleet == null) [
+      "name"
+      "nodeId"
+      "rootPublicKey"
+      "endorsementFile"
+      "etcd.endpoints"
+    ]
+  );
+
 in
 {
   # services.strata.grants, in a file of its own.
@@ -405,9 +578,170 @@ in
         };
       };
     };
+
+    fleet = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether this node is a member of a fleet (docs/fleet.md): one
+          root key and one revocation log in etcd, shared by several nodes.
+          identity publishes its key and endorsement to etcd and commits
+          revocations there; fs accepts the fleet's tokens (`aud` naming
+          `fleet:<name>`) from every endorsed node, follows the
+          revocations, and refuses fleet tokens (code 6) once it has not
+          heard from etcd for `maxStaleness`. identity and fs then get the
+          host's network, may reach the etcd members only, and are started
+          with strata.target rather than on their first call: identity
+          publishes its key and retries pending revocations, fs keeps
+          following etcd.
+        '';
+      };
+
+      name = mkOption {
+        type = types.nullOr fleetName;
+        default = null;
+        example = "prod";
+        description = ''
+          The fleet's name, as given to `strata-ctl fleet init --fleet`
+          (STRATA_FLEET_NAME). Tokens for the fleet are issued with
+          `--aud fleet:<name>`.
+        '';
+      };
+
+      nodeId = mkOption {
+        type = types.nullOr nodeIdType;
+        default = null;
+        example = "node-1";
+        description = ''
+          This node's id (STRATA_NODE_ID, set for identity and fs alike):
+          the one its endorsement names (`strata-ctl fleet endorse
+          --node-id`). Unique in the fleet.
+        '';
+      };
+
+      rootPublicKey = mkOption {
+        type = types.nullOr publicKeyType;
+        default = null;
+        example = "6yuNSpOB+WfYkR8l0fLyJCtc+oWHtbUP9BgCq8A+SWc=";
+        description = ''
+          The fleet root's public key, as `strata-ctl fleet init` prints it
+          in `public_key` (STRATA_FLEET_ROOT_PUBLIC_KEY). Only keys endorsed
+          by this root are trusted; it is configured here, never read from
+          etcd.
+        '';
+      };
+
+      endorsementFile = mkOption {
+        type = types.nullOr publicFile;
+        default = null;
+        example = "/var/lib/strata-fleet/endorsement";
+        description = ''
+          This node's endorsement, the output of `strata-ctl fleet endorse`
+          for this node's identity key. It holds no secret: a Nix path is
+          fine (it is copied into the store); a string names a file managed
+          outside Nix. Handed to identity with `LoadCredential=`, so the
+          file may be root-only (0600); identity reads it from its
+          credentials directory (STRATA_FLEET_ENDORSEMENT_FILE =
+          `%d/fleet-endorsement`).
+        '';
+      };
+
+      maxStaleness = mkOption {
+        type = types.ints.between 1 3600;
+        default = 5;
+        example = 10;
+        description = ''
+          Seconds fs may go without hearing from etcd before it refuses
+          fleet tokens (code 6, UNAVAILABLE) until it has caught up again
+          (STRATA_FLEET_MAX_STALENESS_SECS). Node-local tokens are served
+          regardless. A revoked fleet token may be accepted up to this long
+          on a node cut off from etcd.
+        '';
+      };
+
+      etcd = {
+        endpoints = mkOption {
+          type = types.nullOr (types.nonEmptyListOf endpointType);
+          default = null;
+          example = [
+            "https://10.0.0.11:2379"
+            "https://10.0.0.12:2379"
+            "https://10.0.0.13:2379"
+          ];
+          description = ''
+            etcd's client URLs, `http://HOST:PORT` or `https://HOST:PORT`,
+            all of one scheme (STRATA_FLEET_ETCD_ENDPOINTS, joined with
+            `,`). List every member, so that one member down changes
+            nothing. Addresses given as IPs (or `localhost`) are what
+            identity and fs may connect to (`IPAddressAllow=`); for host
+            names, set {option}`services.strata.fleet.etcd.allowedAddresses`.
+          '';
+        };
+
+        allowedAddresses = mkOption {
+          type = types.nullOr (
+            types.listOf (
+              types.strMatching "[0-9A-Fa-f:.]+(/[0-9]{1,3})?|any|localhost|link-local|multicast"
+            )
+          );
+          default = null;
+          example = [
+            "10.0.0.0/24"
+            "localhost"
+          ];
+          description = ''
+            Addresses (or prefixes) identity and fs may reach
+            (`IPAddressAllow=`; the units' `IPAddressDeny=any` stays).
+            `null`: the endpoints' own addresses, which needs every endpoint
+            to be an IP address or `localhost`. With host names, list the
+            addresses they resolve to, and the resolver's if it is not
+            reached through nscd (e.g. `localhost` for systemd-resolved);
+            `[ "any" ]` lifts the filter.
+          '';
+        };
+
+        tls = {
+          caFile = mkOption {
+            type = types.nullOr publicFile;
+            default = null;
+            example = "/etc/etcd/ca.pem";
+            description = ''
+              PEM certificate(s) of the authority that signed etcd's server
+              certificates (STRATA_FLEET_ETCD_CA_FILE); needed with
+              `https://` endpoints. Passed with `LoadCredential=`.
+            '';
+          };
+          certFile = mkOption {
+            type = types.nullOr publicFile;
+            default = null;
+            example = "/etc/strata/fleet/etcd-client.pem";
+            description = ''
+              PEM client certificate for etcd's client certificate
+              authentication (STRATA_FLEET_ETCD_CERT_FILE), with
+              {option}`services.strata.fleet.etcd.tls.keyFile`. Passed with
+              `LoadCredential=`.
+            '';
+          };
+          keyFile = mkOption {
+            type = types.nullOr externalFile;
+            default = null;
+            example = "/run/keys/strata-etcd-client.key";
+            description = ''
+              The client certificate's private key, PEM
+              (STRATA_FLEET_ETCD_KEY_FILE). A string, not a Nix path, so
+              that it never enters the Nix store; it may be root-only
+              (0600): systemd hands each service a private copy
+              (`LoadCredential=`).
+            '';
+          };
+        };
+      };
+    };
   };
 
-  config = mkIf cfg.enable {
+  config = mkIf cfg.enable (lib.mkMerge [ {
     assertions = [
       {
         assertion = roots != [ ];
@@ -508,10 +842,13 @@ in
       wantedBy = [ "strata.target" ];
     });
 
-    systemd.services.strata-identity.environment = environmentOf cfg.settings.identity;
+    # (The fleet's variables win over settings; an assertion refuses
+    # settings that set them.)
+    systemd.services.strata-identity.environment =
+      environmentOf cfg.settings.identity // fleetEnvironment "identity";
 
     systemd.services.strata-fs = {
-      environment = environmentOf cfg.settings.fs;
+      environment = environmentOf cfg.settings.fs // fleetEnvironment "fs";
       serviceConfig = {
         # An empty assignment first (mkBefore: ahead of any other
         # definition) resets the unit's own list (`-/srv`), then the served
@@ -523,7 +860,85 @@ in
     };
 
     systemd.services.strata-supervisor.environment = environmentOf cfg.settings.supervisor;
-  };
+  }
+
+  (mkIf fleet.enable {
+    assertions = [
+      {
+        assertion = missingFleetOptions == [ ];
+        message = ''
+          services.strata.fleet.enable is set, but ${concatStringsSep ", " missingFleetOptions}
+          ${if lib.length missingFleetOptions == 1 then "is" else "are"} not. A fleet member needs the fleet's name, this node's id,
+          the root public key (`public_key` of `strata-ctl fleet init`), this
+          node's endorsement (`strata-ctl fleet endorse`) and etcd's endpoints;
+          see docs/fleet.md.
+        '';
+      }
+      {
+        assertion = (tls.certFile == null) == (tls.keyFile == null);
+        message = ''
+          services.strata.fleet.etcd.tls.certFile and keyFile go together (a
+          client certificate and its private key): set both or neither.
+        '';
+      }
+      {
+        assertion = lib.length schemes <= 1;
+        message = ''
+          services.strata.fleet.etcd.endpoints mixes http:// and https://:
+          ${concatStringsSep ", " endpoints}. Use one scheme for every member.
+        '';
+      }
+      {
+        assertion = schemes != [ "http" ] || lib.all (f: f == null) [ tls.caFile tls.certFile tls.keyFile ];
+        message = ''
+          services.strata.fleet.etcd.tls files are set, but the endpoints are
+          http://, so they would not be used and the traffic to etcd would be
+          plain text. Write the endpoints as https://HOST:PORT.
+        '';
+      }
+      {
+        assertion = schemes != [ "https" ] || tls.caFile != null;
+        message = ''
+          services.strata.fleet.etcd.endpoints are https://, but
+          services.strata.fleet.etcd.tls.caFile is not set: give the PEM
+          certificate of the authority that signed etcd's server certificates
+          (etcd's --trusted-ca-file side), so that identity and fs can tell
+          etcd from an impostor.
+        '';
+      }
+      {
+        assertion = fleet.etcd.allowedAddresses != null || namedHosts == [ ];
+        message = ''
+          services.strata.fleet.etcd.endpoints name hosts by name
+          (${concatStringsSep ", " (lib.unique namedHosts)}), and identity and fs may reach only
+          the addresses they are allowed (IPAddressDeny=any, IPAddressAllow=),
+          which a name cannot be. Give the endpoints as IP addresses, or list
+          the addresses they resolve to (and the resolver's, e.g. "localhost")
+          in services.strata.fleet.etcd.allowedAddresses ([ "any" ] lifts the
+          filter).
+        '';
+      }
+      {
+        assertion = fleetKeysInSettings == [ ];
+        message = ''
+          services.strata.fleet sets the fleet's variables and STRATA_NODE_ID
+          for identity and fs, but services.strata.${concatStringsSep ", services.strata." fleetKeysInSettings}
+          set them too. Remove them from settings and use the
+          services.strata.fleet options.
+        '';
+      }
+    ];
+
+    systemd.services.strata-identity = {
+      serviceConfig = fleetServiceConfig "identity";
+      wantedBy = [ "strata.target" ];
+    };
+    systemd.services.strata-fs = {
+      serviceConfig = fleetServiceConfig "fs";
+      wantedBy = [ "strata.target" ];
+    };
+  })
+  ]);
 
   # No meta.doc: the NixOS manual takes every module's meta.doc as a
   # chapter, and an out-of-tree chapter fails its anchor and redirect checks,

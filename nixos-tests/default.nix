@@ -14,7 +14,8 @@
 # directories allow; 25 takes strata-v032 from the package's tools);
 # 21-grants is done through services.strata.grants instead of hand-written
 # units (grants); 23-grants-identity-restart runs in the container only so
-# far.
+# far. fleet is a test of three machines (etcd and services.strata.fleet)
+# with no scenario script of its own: the container runner has its own.
 #
 # Called by package.nix (passthru.tests, which flake.nix's checks take), with
 # the very package under test.
@@ -33,4 +34,5 @@ in
   hardening = import ./hardening.nix args;
   faults = import ./faults.nix args;
   grants = import ./grants.nix args;
+  fleet = import ./fleet.nix args;
 }

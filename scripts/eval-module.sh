@@ -3,7 +3,9 @@
 # system (lib.evalModules) and checks what it generates: with
 # `services.strata.enable = true`, with a non-trivial configuration, disabled,
 # with configurations its assertions must refuse, and with definitions the
-# module system must reject (including NixOS options that do not exist).
+# module system must reject (including NixOS options that do not exist);
+# likewise services.strata.grants and services.strata.fleet (whose network
+# settings are also compared with the Debian drop-in systemd/strata-fleet.conf).
 #
 #   scripts/eval-module.sh PATH-TO-NIXPKGS [SYSTEM]
 #
@@ -51,6 +53,22 @@ else
 	*'"failed":[]'*) failed=0 ;;
 	*) failed=1 ;;
 	esac
+fi
+
+# The VM tests' Python scripts (as the module and the stubs render them)
+# must at least parse: a syntax error would otherwise surface only on a
+# machine that can boot the VMs.
+if command -v jq >/dev/null && command -v python3 >/dev/null; then
+	for test in $(jq -r '.testScripts | keys[]' <<<"$result"); do
+		if err=$(jq -r --arg t "$test" '.testScripts[$t]' <<<"$result" |
+			python3 -c 'import ast, sys; ast.parse(sys.stdin.read(), "testScript")' 2>&1); then
+			echo "ok   vm test $test: its script parses (python3)"
+		else
+			echo "FAIL vm test $test: its script does not parse"
+			printf '%s\n' "$err" | sed 's/^/     /'
+			failed=$((failed + 1))
+		fi
+	done
 fi
 
 [ "$failed" -eq 0 ]

@@ -512,6 +512,7 @@ let
         && lib.attrNames packageArgs.passthru.tests == [
           "basic"
           "faults"
+          "fleet"
           "grants"
           "hardening"
           "non-admin"
@@ -850,8 +851,8 @@ let
         };
       };
     };
-  evalTestNode =
-    extra:
+  evalTestNodeWith =
+    node: extra:
     (lib.evalModules {
       modules = [
         ./nixos-stubs.nix
@@ -861,9 +862,11 @@ let
             runtimeShell = "/bin/sh";
           };
         }
-        vmTest.nodes.machine
-      ] ++ extra;
+      ]
+      ++ node
+      ++ extra;
     }).config;
+  evalTestNode = evalTestNodeWith [ vmTest.nodes.machine ];
   testNode = evalTestNode [ ];
   testNodeMore = evalTestNode [ testNode.specialisation.more.configuration ];
   vmTestChecks = lib.optionals (!full) [
@@ -918,6 +921,493 @@ let
       "is not the grant's unit gets no token"
       "reloads identity"
     ]) null)
+  ];
+
+  # --- fleet (services.strata.fleet, docs/fleet.md) --------------------------
+  rootKey = "6yuNSpOB+WfYkR8l0fLyJCtc+oWHtbUP9BgCq8A+SWc=";
+  fleetBase = {
+    enable = true;
+    name = "prod";
+    nodeId = "node-1";
+    rootPublicKey = rootKey;
+    endorsementFile = "/var/lib/strata-fleet/endorsement";
+    etcd.endpoints = [
+      "http://192.168.1.1:2379"
+      "http://192.168.1.2:2379"
+      "http://[fd00::3]:2379"
+    ];
+  };
+  fleetConfig =
+    fleet:
+    (evalConfig {
+      services.strata = {
+        enable = true;
+        # (Deep: { etcd.tls.caFile = …; } keeps the base's endpoints.)
+        fleet = lib.recursiveUpdate fleetBase fleet;
+      };
+    }).config;
+  fleetTls = {
+    etcd = {
+      endpoints = [
+        "https://10.0.0.11:2379"
+        "https://10.0.0.12:2379"
+      ];
+      tls = {
+        caFile = "/etc/etcd/ca.pem";
+        certFile = "/etc/strata/fleet/etcd-client.pem";
+        keyFile = "/run/keys/strata-etcd-client.key";
+      };
+    };
+  };
+  withFleet = fleetConfig { };
+  withFleetTls = fleetConfig fleetTls;
+  # Evaluates cleanly, the units' [Service] settings included.
+  fleetEvaluates =
+    c:
+    (builtins.tryEval (
+      builtins.deepSeq [
+        c.services.strata.fleet
+        c.systemd.services.strata-identity.environment
+        c.systemd.services.strata-identity.serviceConfig
+        c.systemd.services.strata-fs.environment
+        c.systemd.services.strata-fs.serviceConfig
+        (failedAssertions c)
+      ] true
+    )).success;
+  # Only the variables the fleet adds (a full NixOS adds PATH and others).
+  fleetVars = c: unit: lib.filterAttrs (n: _: lib.hasPrefix "STRATA_FLEET_" n || n == "STRATA_NODE_ID") (env c unit);
+  fleetUnit = c: unit: c.systemd.services.${unit}.serviceConfig;
+
+  # The Debian drop-in, systemd/strata-fleet.conf: its active lines, as
+  # { key = [ values in order ]; }.
+  dropIn =
+    let
+      lines = lib.filter (l: l != "" && !lib.hasPrefix "#" l && !lib.hasPrefix "[" l) (
+        lib.splitString "\n" (builtins.readFile ../../systemd/strata-fleet.conf)
+      );
+      pairs = map (
+        l:
+        let
+          m = builtins.match "([A-Za-z]+)=(.*)" l;
+        in
+        {
+          key = lib.head m;
+          value = lib.last m;
+        }
+      ) lines;
+    in
+    lib.foldl' (acc: p: acc // { ${p.key} = (acc.${p.key} or [ ]) ++ [ p.value ]; }) { } pairs;
+
+  refusedByFleet =
+    name: fleet: needle:
+    let
+      msgs = failedAssertions (fleetConfig fleet);
+    in
+    check "fleet: refused: ${name}" (msgs != [ ] && lib.all (lib.hasInfix needle) msgs) msgs;
+  rejectedFleet =
+    name: fleet: check "fleet: rejected: ${name}" (!(fleetEvaluates (fleetConfig fleet))) null;
+  acceptedFleet =
+    name: fleet:
+    let
+      c = fleetConfig fleet;
+    in
+    check "fleet: accepted: ${name}" (fleetEvaluates c && failedAssertions c == [ ]) (
+      if fleetEvaluates c then failedAssertions c else "does not evaluate"
+    );
+  endpoint = e: { etcd.endpoints = [ e ]; };
+
+  fleetChecks = [
+    (check "fleet: no assertion fails" (failedAssertions withFleet == [ ]) (failedAssertions withFleet))
+    (check "fleet: identity gets the contract's variables, the endorsement from its credentials directory"
+      (
+        fleetVars withFleet "strata-identity" == {
+          STRATA_FLEET_NAME = "prod";
+          STRATA_FLEET_ROOT_PUBLIC_KEY = rootKey;
+          STRATA_FLEET_ENDORSEMENT_FILE = "%d/fleet-endorsement";
+          STRATA_FLEET_ETCD_ENDPOINTS = "http://192.168.1.1:2379,http://192.168.1.2:2379,http://[fd00::3]:2379";
+          STRATA_FLEET_MAX_STALENESS_SECS = "5";
+          STRATA_NODE_ID = "node-1";
+        }
+      )
+      (fleetVars withFleet "strata-identity")
+    )
+    (check "fleet: fs gets the same, without the endorsement (it ignores it)"
+      (fleetVars withFleet "strata-fs" == removeAttrs (fleetVars withFleet "strata-identity") [ "STRATA_FLEET_ENDORSEMENT_FILE" ])
+      (fleetVars withFleet "strata-fs")
+    )
+    (check "fleet: the endorsement is loaded as a credential of identity only (no chmod needed)"
+      (
+        (fleetUnit withFleet "strata-identity").LoadCredential == [ "fleet-endorsement:/var/lib/strata-fleet/endorsement" ]
+        && !((fleetUnit withFleet "strata-fs") ? LoadCredential)
+      )
+      (fleetUnit withFleet "strata-identity")
+    )
+    (check "fleet: both units get the host's network, TCP, and the endpoints' addresses only"
+      (lib.all (
+        u:
+        let
+          sc = fleetUnit withFleet u;
+        in
+        sc.PrivateNetwork == false
+        && sc.RestrictAddressFamilies == [
+          ""
+          "AF_UNIX AF_INET AF_INET6"
+        ]
+        && sc.IPAddressAllow == [
+          "192.168.1.1"
+          "192.168.1.2"
+          "fd00::3"
+        ]
+        && !(sc ? IPAddressDeny)
+      ) [ "strata-identity" "strata-fs" ])
+      (fleetUnit withFleet "strata-fs")
+    )
+    (check "fleet: identity and fs are started with strata.target"
+      (lib.all (u: withFleet.systemd.services.${u}.wantedBy == [ "strata.target" ]) [ "strata-identity" "strata-fs" ])
+      null
+    )
+    (check "fleet: maxStaleness reaches both services"
+      (
+        let
+          c = fleetConfig { maxStaleness = 30; };
+        in
+        (env c "strata-identity").STRATA_FLEET_MAX_STALENESS_SECS == "30"
+        && (env c "strata-fs").STRATA_FLEET_MAX_STALENESS_SECS == "30"
+      )
+      null
+    )
+    (check "fleet: TLS files are credentials of both units, the variables point into %d"
+      (
+        failedAssertions withFleetTls == [ ]
+        && lib.all (
+          u:
+          let
+            e = env withFleetTls u;
+          in
+          e.STRATA_FLEET_ETCD_CA_FILE == "%d/fleet-etcd-ca"
+          && e.STRATA_FLEET_ETCD_CERT_FILE == "%d/fleet-etcd-cert"
+          && e.STRATA_FLEET_ETCD_KEY_FILE == "%d/fleet-etcd-key"
+          && e.STRATA_FLEET_ETCD_ENDPOINTS == "https://10.0.0.11:2379,https://10.0.0.12:2379"
+        ) [ "strata-identity" "strata-fs" ]
+        && lib.sort lib.lessThan (fleetUnit withFleetTls "strata-fs").LoadCredential == [
+          "fleet-etcd-ca:/etc/etcd/ca.pem"
+          "fleet-etcd-cert:/etc/strata/fleet/etcd-client.pem"
+          "fleet-etcd-key:/run/keys/strata-etcd-client.key"
+        ]
+        && lib.sort lib.lessThan (fleetUnit withFleetTls "strata-identity").LoadCredential == [
+          "fleet-endorsement:/var/lib/strata-fleet/endorsement"
+          "fleet-etcd-ca:/etc/etcd/ca.pem"
+          "fleet-etcd-cert:/etc/strata/fleet/etcd-client.pem"
+          "fleet-etcd-key:/run/keys/strata-etcd-client.key"
+        ]
+      )
+      [
+        (fleetUnit withFleetTls "strata-identity")
+        (failedAssertions withFleetTls)
+      ]
+    )
+    (check "fleet: host-name endpoints with allowedAddresses: those addresses are allowed"
+      (
+        let
+          c = fleetConfig {
+            etcd.endpoints = [
+              "http://etcd-1.example.org:2379"
+              "http://etcd-2.example.org:2379"
+            ];
+            etcd.allowedAddresses = [
+              "10.0.0.0/24"
+              "localhost"
+            ];
+          };
+        in
+        failedAssertions c == [ ]
+        && (fleetUnit c "strata-fs").IPAddressAllow == [
+          "10.0.0.0/24"
+          "localhost"
+        ]
+      )
+      null
+    )
+    (check "fleet: off (the default), nothing of it reaches the units, even with its options set"
+      (
+        let
+          c =
+            (evalConfig {
+              services.strata = {
+                enable = true;
+                fleet = fleetBase // {
+                  enable = false;
+                };
+              };
+            }).config;
+        in
+        failedAssertions c == [ ]
+        && fleetVars c "strata-identity" == { }
+        && fleetVars c "strata-fs" == { }
+        && !((fleetUnit c "strata-identity") ? PrivateNetwork)
+        && !((fleetUnit c "strata-fs") ? PrivateNetwork)
+        && !((fleetUnit c "strata-fs") ? IPAddressAllow)
+        && !((fleetUnit c "strata-identity") ? LoadCredential)
+        && (c.systemd.services.strata-identity.wantedBy or [ ]) == [ ]
+        && !(minimal.systemd.services.strata-fs.serviceConfig ? PrivateNetwork)
+      )
+      null
+    )
+    (check "fleet: the Debian drop-in (systemd/strata-fleet.conf) opens the network as the module does"
+      (
+        dropIn.EnvironmentFile == [ "/etc/strata/fleet.env" ]
+        && dropIn.PrivateNetwork == [ "no" ]
+        && dropIn.RestrictAddressFamilies == (fleetUnit withFleet "strata-fs").RestrictAddressFamilies
+        && dropIn.LoadCredential == [ "fleet-endorsement:/etc/strata/fleet/endorsement" ]
+        && dropIn.Environment == [ "STRATA_FLEET_ENDORSEMENT_FILE=${(env withFleet "strata-identity").STRATA_FLEET_ENDORSEMENT_FILE}" ]
+        # Fail closed: the unit's IPAddressDeny=any stays, nothing allowed
+        # until the operator lists etcd's members.
+        && !(dropIn ? IPAddressAllow)
+        && !(dropIn ? IPAddressDeny)
+      )
+      dropIn
+    )
+    (refusedByFleet "no name" { name = null; } "services.strata.fleet.name")
+    (refusedByFleet "no node id" { nodeId = null; } "services.strata.fleet.nodeId")
+    (refusedByFleet "no root public key" { rootPublicKey = null; } "services.strata.fleet.rootPublicKey")
+    (refusedByFleet "no endorsement" { endorsementFile = null; } "services.strata.fleet.endorsementFile")
+    (refusedByFleet "no endpoints" { etcd.endpoints = null; } "services.strata.fleet.etcd.endpoints")
+    (
+      let
+        msgs = failedAssertions (
+          (evalConfig {
+            services.strata = {
+              enable = true;
+              fleet.enable = true;
+            };
+          }).config
+        );
+      in
+      check "fleet: refused: enable alone names all five missing options in one message" (
+        lib.length msgs == 1
+        && lib.all (n: lib.hasInfix "services.strata.fleet.${n}" (lib.head msgs)) [
+          "name"
+          "nodeId"
+          "rootPublicKey"
+          "endorsementFile"
+          "etcd.endpoints"
+        ]
+      ) msgs
+    )
+    (refusedByFleet "a client certificate without its key" {
+      etcd = fleetTls.etcd // {
+        tls = removeAttrs fleetTls.etcd.tls [ "keyFile" ];
+      };
+    } "set both or neither")
+    (refusedByFleet "http and https endpoints mixed" {
+      etcd.endpoints = [
+        "http://10.0.0.11:2379"
+        "https://10.0.0.12:2379"
+      ];
+      etcd.tls.caFile = "/etc/etcd/ca.pem";
+    } "mixes http:// and https://")
+    (refusedByFleet "TLS files with http:// endpoints" {
+      etcd.tls.caFile = "/etc/etcd/ca.pem";
+    } "plain text")
+    (refusedByFleet "https:// endpoints without a CA" {
+      etcd.endpoints = [ "https://10.0.0.11:2379" ];
+    } "caFile is not set")
+    (refusedByFleet "host-name endpoints without allowedAddresses" {
+      etcd.endpoints = [
+        "http://etcd-1.example.org:2379"
+        "http://10.0.0.12:2379"
+      ];
+    } "etcd-1.example.org")
+    (
+      let
+        msgs = failedAssertions (
+          (evalConfig {
+            services.strata = {
+              enable = true;
+              fleet = fleetBase;
+              settings.fs.STRATA_NODE_ID = "other";
+              settings.identity.STRATA_FLEET_NAME = "staging";
+            };
+          }).config
+        );
+      in
+      check "fleet: refused: settings that set the fleet's variables too" (
+        msgs != [ ]
+        && lib.all (
+          m: lib.hasInfix "settings.fs.STRATA_NODE_ID" m && lib.hasInfix "settings.identity.STRATA_FLEET_NAME" m
+        ) msgs
+      ) msgs
+    )
+    (rejectedFleet "an upper-case fleet name" { name = "Prod"; })
+    (rejectedFleet "a fleet name starting with '-'" { name = "-prod"; })
+    (rejectedFleet "a fleet name ending with '-'" { name = "prod-"; })
+    (rejectedFleet "a fleet name with '.'" { name = "prod.eu"; })
+    (rejectedFleet "an empty fleet name" { name = ""; })
+    (rejectedFleet "a fleet name of 64 bytes" { name = lib.concatStrings (lib.replicate 64 "a"); })
+    (rejectedFleet "an upper-case node id" { nodeId = "Node-1"; })
+    (rejectedFleet "a node id with '_'" { nodeId = "node_1"; })
+    (rejectedFleet "a node id with an empty label" { nodeId = "node..eu"; })
+    (rejectedFleet "a node id label ending with '-'" { nodeId = "node-.eu"; })
+    (rejectedFleet "a node id of 254 bytes" { nodeId = lib.concatStringsSep "." (lib.replicate 126 "a") + ".bc"; })
+    (rejectedFleet "a root public key of 31 bytes" { rootPublicKey = "6yuNSpOB+WfYkR8l0fLyJCtc+oWHtbUP9BgCq8A+SQ=="; })
+    (rejectedFleet "a root public key without its padding" { rootPublicKey = "6yuNSpOB+WfYkR8l0fLyJCtc+oWHtbUP9BgCq8A+SWc"; })
+    (rejectedFleet "a root public key whose last character carries bits past 32 bytes" {
+      rootPublicKey = "6yuNSpOB+WfYkR8l0fLyJCtc+oWHtbUP9BgCq8A+SWd=";
+    })
+    (rejectedFleet "a root public key in URL-safe base64" { rootPublicKey = "6yuNSpOB-WfYkR8l0fLyJCtc_oWHtbUP9BgCq8A+SWc="; })
+    (rejectedFleet "an empty endpoint list" { etcd.endpoints = [ ]; })
+    (rejectedFleet "endpoints as one comma-separated string" { etcd.endpoints = "http://10.0.0.1:2379,http://10.0.0.2:2379"; })
+    (rejectedFleet "an endpoint without a scheme" (endpoint "10.0.0.1:2379"))
+    (rejectedFleet "an endpoint without a port" (endpoint "http://10.0.0.1"))
+    (rejectedFleet "an endpoint with port 0" (endpoint "http://10.0.0.1:0"))
+    (rejectedFleet "an endpoint with port 65536" (endpoint "http://10.0.0.1:65536"))
+    (rejectedFleet "an endpoint with a path" (endpoint "http://10.0.0.1:2379/v3"))
+    (rejectedFleet "an endpoint with ','" (endpoint "http://10.0.0.1:2379,http://10.0.0.2:2379"))
+    (rejectedFleet "an endpoint with user info" (endpoint "http://root@10.0.0.1:2379"))
+    (rejectedFleet "an endpoint of another scheme" (endpoint "unix://10.0.0.1:2379"))
+    (rejectedFleet "an IPv4 endpoint with an octet above 255" (endpoint "http://10.0.0.256:2379"))
+    (rejectedFleet "an IPv4 endpoint with a leading zero (octal to some parsers)" (endpoint "http://10.0.0.010:2379"))
+    (rejectedFleet "an IPv6 endpoint without brackets" (endpoint "http://fd00::3:2379"))
+    (rejectedFleet "maxStaleness = 0" { maxStaleness = 0; })
+    (rejectedFleet "maxStaleness above 3600" { maxStaleness = 3601; })
+    (rejectedFleet "maxStaleness as a string" { maxStaleness = "5"; })
+    (rejectedFleet "a client key given as a Nix path (it would land in the store)" {
+      etcd = fleetTls.etcd // {
+        tls = fleetTls.etcd.tls // {
+          keyFile = ./eval.nix;
+        };
+      };
+    })
+    (rejectedFleet "a relative client key path" {
+      etcd = fleetTls.etcd // {
+        tls = fleetTls.etcd.tls // {
+          keyFile = "keys/client.key";
+        };
+      };
+    })
+    (rejectedFleet "a relative endorsement path" { endorsementFile = "endorsement"; })
+    (rejectedFleet "an allowed address that is a host name" {
+      etcd.allowedAddresses = [ "etcd-1.example.org" ];
+    })
+    (acceptedFleet "the bounds (a 63-byte name, a 253-byte node id, maxStaleness 1 and 3600)" {
+      name = lib.concatStrings (lib.replicate 63 "a");
+      nodeId = lib.concatStringsSep "." (lib.replicate 126 "a") + ".b";
+      maxStaleness = 3600;
+    })
+    (acceptedFleet "maxStaleness = 1, a one-character name, digits first" {
+      name = "0";
+      nodeId = "1";
+      maxStaleness = 1;
+    })
+    (acceptedFleet "port 65535 and localhost" (endpoint "http://localhost:65535"))
+    (check "fleet: sanity: the configuration the rejections start from evaluates" (fleetEvaluates withFleet) null)
+  ];
+
+  # --- the VM test nixos-tests/fleet.nix, as far as the stubs go -----------
+  # Its three machines and their `fleet` specialisation, with the test
+  # network's addresses given as the test framework gives them.
+  fleetVmTest = import ../../nixos-tests/fleet.nix {
+    testers.runNixOSTest = test: test;
+    common = import ../../nixos-tests/common.nix { package = fakePackage; };
+  };
+  fleetTestNodes = lib.genAttrs [ "node1" "node2" "node3" ] (n: {
+    networking.primaryIPAddress = "192.168.1.${lib.removePrefix "node" n}";
+  });
+  fleetTestNodeOptions =
+    { lib, ... }:
+    {
+      options = {
+        # services.etcd and the firewall, loosely: NixOS's own, not Strata's.
+        services.etcd = lib.mkOption { type = lib.types.attrsOf lib.types.anything; };
+        networking.firewall.allowedTCPPorts = lib.mkOption { type = lib.types.listOf lib.types.port; };
+      };
+    };
+  evalFleetTestNode =
+    name: extra:
+    evalTestNodeWith [
+      fleetTestNodeOptions
+      { _module.args.nodes = fleetTestNodes; }
+      fleetVmTest.nodes.${name}
+    ] extra;
+  fleetTestNode = name: evalFleetTestNode name [ ];
+  fleetTestNodeInFleet =
+    name: evalFleetTestNode name [ (fleetTestNode name).specialisation.fleet.configuration ];
+  fleetRoot = builtins.fromJSON (builtins.readFile ../../nixos-tests/fleet-snakeoil-root.json);
+  fleetTestAddresses = [
+    "192.168.1.1"
+    "192.168.1.2"
+    "192.168.1.3"
+  ];
+  fleetVmTestScript = fleetVmTest.testScript { nodes = fleetTestNodes; };
+  fleetVmTestChecks = lib.optionals (!full) [
+    (check "vm test fleet: its three machines evaluate, without the fleet until they switch"
+      (lib.all (
+        n:
+        let
+          c = fleetTestNode n;
+        in
+        evaluates c && failedAssertions c == [ ] && fleetVars c "strata-fs" == { }
+      ) [ "node1" "node2" "node3" ])
+      null
+    )
+    (check "vm test fleet: one etcd cluster of the three machines"
+      (lib.all (
+        i:
+        let
+          etcd = (fleetTestNode "node${toString i}").services.etcd;
+        in
+        etcd.enable
+        && etcd.name == "node${toString i}"
+        && etcd.initialCluster == map (a: "node${lib.last (lib.splitString "." a)}=http://${a}:2380") fleetTestAddresses
+        && etcd.advertiseClientUrls == [ "http://192.168.1.${toString i}:2379" ]
+      ) [ 1 2 3 ])
+      (fleetTestNode "node1").services.etcd
+    )
+    (check "vm test fleet: in the fleet specialisation, each node's units get the fleet, its node id, the three members"
+      (lib.all (
+        i:
+        let
+          c = fleetTestNodeInFleet "node${toString i}";
+        in
+        fleetEvaluates c
+        && failedAssertions c == [ ]
+        && fleetVars c "strata-identity" == {
+          STRATA_FLEET_NAME = fleetRoot.fleet;
+          STRATA_FLEET_ROOT_PUBLIC_KEY = fleetRoot.public_key;
+          STRATA_FLEET_ENDORSEMENT_FILE = "%d/fleet-endorsement";
+          STRATA_FLEET_ETCD_ENDPOINTS = lib.concatMapStringsSep "," (a: "http://${a}:2379") fleetTestAddresses;
+          STRATA_FLEET_MAX_STALENESS_SECS = "5";
+          STRATA_NODE_ID = "node-${toString i}";
+        }
+        && (fleetUnit c "strata-fs").IPAddressAllow == fleetTestAddresses
+        && (fleetUnit c "strata-identity").LoadCredential == [ "fleet-endorsement:/var/lib/strata-fleet/endorsement" ]
+      ) [ 1 2 3 ])
+      (fleetVars (fleetTestNodeInFleet "node2") "strata-identity")
+    )
+    (check "vm test fleet: only node1 holds the (test-only) root key"
+      (
+        (fleetTestNode "node1").environment.etc ? "strata-fleet-test/root.json"
+        && !((fleetTestNode "node2").environment.etc ? "strata-fleet-test/root.json")
+        && !((fleetTestNode "node3").environment.etc ? "strata-fleet-test/root.json")
+      )
+      null
+    )
+    (check "vm test fleet: the script runs the issue's scenarios, with the test network's addresses"
+      (
+        lib.all (t: lib.hasInfix t fleetVmTestScript) [
+          "a fleet token issued on node1 is served on node2 and node3"
+          "a revocation on node3 is refused on node1 and node2 within 1 s"
+          "etcd's leader stopped"
+          "node3 partitioned"
+          "node3.block()"
+          "node3.unblock()"
+          "enforces the revocation it missed"
+          "not endorsed"
+        ]
+        && lib.hasInfix ''ETCD_ADDRESSES = ["192.168.1.1","192.168.1.2","192.168.1.3"]'' fleetVmTestScript
+      )
+      null
+    )
   ];
 
   # --- disabled ------------------------------------------------------------
@@ -1101,6 +1591,8 @@ let
     ++ packageChecks
     ++ grantsChecks
     ++ vmTestChecks
+    ++ fleetChecks
+    ++ fleetVmTestChecks
     ++ disabledChecks ++ assertionChecks ++ typeChecks ++ fullChecks;
 in
 {
@@ -1109,4 +1601,9 @@ in
   passed = map (c: c.name) (lib.filter (c: c.ok) checks);
   failed = map (c: { inherit (c) name detail; }) (lib.filter (c: !c.ok) checks);
   inherit skipped;
+  # The VM tests' Python scripts, for scripts/eval-module.sh to parse.
+  testScripts = lib.optionalAttrs (!full) {
+    fleet = fleetVmTestScript;
+    grants = vmTest.testScript;
+  };
 }

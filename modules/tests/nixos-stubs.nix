@@ -228,6 +228,9 @@ in
             description = "Environment variables passed to the service's processes.";
           };
 
+          # nixos/lib/systemd-unit-options.nix: sharedOptions
+          inherit wantedBy;
+
           # nixos/lib/systemd-unit-options.nix: commonUnitOptions
           wants = mkOption {
             type = types.listOf unitNameType;
