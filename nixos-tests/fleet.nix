@@ -350,7 +350,7 @@ testers.runNixOSTest {
         message = ctl(node3, f"cat {HELLO}", token=kept["token"], expect=16)
         assert "fleet" in message, message
         rc, status = fleet_status(node3)
-        assert rc == 1 and status["state"] == "stale", status
+        assert rc == 3 and status["state"] == "stale", status
         assert status["since_heard_ms"] is None or status["since_heard_ms"] >= MAX_STALENESS * 1000, status
         assert json.loads(ctl(node3, "status"))["fleet"]["state"] == "stale"
         # Its own node-local tokens do not depend on etcd.
