@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use serde::Serialize;
 use strata_shared::capability::{self, VerificationCache, Verifier};
 use strata_shared::fleet::verify_endorsement;
@@ -193,14 +193,14 @@ impl FleetView {
     /// Applies one record put in etcd. Anything that does not verify is
     /// ignored and logged: whoever writes to etcd may remove keys (a denial
     /// of service) but never add one.
-    fn put(&self, kv: &KeyValue, sink: &RevocationSink) {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        if kv.value().len() > MAX_RECORD {
+    fn put(&self, key: &[u8], value: &[u8], sink: &RevocationSink) {
+        let key = String::from_utf8_lossy(key).into_owned();
+        if value.len() > MAX_RECORD {
             tracing::warn!(fleet = %self.config.name, "ignoring {key}: larger than {MAX_RECORD} bytes");
             return;
         }
         if let Some(node) = key.strip_prefix(&self.config.keys_prefix()) {
-            match self.endorsed(node, kv.value()) {
+            match self.endorsed(node, value) {
                 Ok(k) => {
                     let mut keys = self.keys.write().expect("fleet keys lock");
                     keys.retain(|_, old| old.node_id != node);
@@ -217,7 +217,7 @@ impl FleetView {
                 }
             }
         } else if let Some(cap) = key.strip_prefix(&self.config.revoked_prefix()) {
-            match parse_revocation(cap, kv.value()) {
+            match parse_revocation(cap, value) {
                 Ok((id, exp)) => {
                     sink(id, exp);
                     self.progress
@@ -230,8 +230,8 @@ impl FleetView {
         }
     }
 
-    fn delete(&self, kv: &KeyValue) {
-        let key = String::from_utf8_lossy(kv.key());
+    fn delete(&self, key: &[u8]) {
+        let key = String::from_utf8_lossy(key);
         // A revocation's record goes when its lease ends, after its token
         // expired: fs keeps its own entry until then anyway.
         if let Some(node) = key.strip_prefix(&self.config.keys_prefix()) {
@@ -362,8 +362,8 @@ async fn session(
                 for event in resp.events() {
                     let Some(kv) = event.kv() else { continue };
                     match event.event_type() {
-                        EventType::Put => view.put(kv, sink),
-                        EventType::Delete => view.delete(kv),
+                        EventType::Put => view.put(kv.key(), kv.value(), sink),
+                        EventType::Delete => view.delete(kv.key()),
                     }
                     delivered = delivered.max(kv.mod_revision());
                 }
@@ -415,7 +415,7 @@ async fn load(
         .map_err(|e| format!("reading {}: {e}", view.config.prefix()))?;
     view.keys.write().expect("fleet keys lock").clear();
     for kv in resp.kvs() {
-        view.put(kv, sink);
+        view.put(kv.key(), kv.value(), sink);
     }
     let revision = resp.header().map_or(0, |h| h.revision());
     view.applied(revision);
@@ -464,5 +464,155 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+    use strata_shared::fleet::{encode_public_key, endorse};
+    use strata_shared::token::{key_id, keypair_from_seed};
+
+    fn view() -> (FleetView, ed25519_compact::KeyPair) {
+        let root = keypair_from_seed(&[7; 32]);
+        let config = FleetConfig {
+            name: "prod".into(),
+            node_id: "node-a".into(),
+            root: root.pk,
+            endorsement_file: None,
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            tls: Default::default(),
+            max_staleness: Duration::from_millis(200),
+        };
+        (FleetView::new(config, 16), root)
+    }
+
+    fn record(root: &ed25519_compact::SecretKey, node: &str, seed: u8, fleet: &str) -> Vec<u8> {
+        let pk = keypair_from_seed(&[seed; 32]).pk;
+        serde_json::to_vec(&KeyRecord {
+            node_id: node.into(),
+            kid: key_id(&pk),
+            public_key: encode_public_key(&pk),
+            endorsement: endorse(root, fleet, node, &pk, 0, None).unwrap(),
+        })
+        .unwrap()
+    }
+
+    fn sink() -> (RevocationSink, Arc<StdMutex<Vec<(u128, i64)>>>) {
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let s = seen.clone();
+        (
+            Arc::new(move |id, exp| s.lock().unwrap().push((id, exp))),
+            seen,
+        )
+    }
+
+    #[test]
+    fn only_keys_the_root_endorsed_for_that_node_count() {
+        let (v, root) = view();
+        let (sink, _) = sink();
+        let now = capability::now();
+        let kid_b = key_id(&keypair_from_seed(&[2; 32]).pk);
+        v.put(
+            b"/strata/prod/keys/node-b",
+            &record(&root.sk, "node-b", 2, "prod"),
+            &sink,
+        );
+        assert_eq!(v.node_key(&kid_b, now).unwrap().node_id, "node-b");
+        // Signed by another root: ignored.
+        let other = keypair_from_seed(&[8; 32]);
+        let kid_c = key_id(&keypair_from_seed(&[3; 32]).pk);
+        v.put(
+            b"/strata/prod/keys/node-c",
+            &record(&other.sk, "node-c", 3, "prod"),
+            &sink,
+        );
+        assert!(v.node_key(&kid_c, now).is_none());
+        // Another fleet's endorsement, or published under another node's
+        // name: ignored.
+        v.put(
+            b"/strata/prod/keys/node-c",
+            &record(&root.sk, "node-c", 3, "staging"),
+            &sink,
+        );
+        v.put(
+            b"/strata/prod/keys/node-d",
+            &record(&root.sk, "node-c", 3, "prod"),
+            &sink,
+        );
+        assert!(v.node_key(&kid_c, now).is_none());
+        // Garbage in place of node-b's record takes node-b's key away
+        // (whoever writes etcd can deny, never grant).
+        v.put(b"/strata/prod/keys/node-b", b"{}", &sink);
+        assert!(v.node_key(&kid_b, now).is_none());
+        v.put(
+            b"/strata/prod/keys/node-b",
+            &record(&root.sk, "node-b", 2, "prod"),
+            &sink,
+        );
+        v.delete(b"/strata/prod/keys/node-b");
+        assert!(v.node_key(&kid_b, now).is_none());
+        assert!(v.status().nodes.is_empty());
+    }
+
+    #[test]
+    fn revocations_reach_the_sink_and_bad_ones_do_not() {
+        let (v, _) = view();
+        let (sink, seen) = sink();
+        let cap = "00112233445566778899aabbccddeeff";
+        let good = format!(r#"{{"cap_id":"{cap}","exp":99,"by":"node-b"}}"#);
+        v.put(
+            format!("/strata/prod/revoked/{cap}").as_bytes(),
+            good.as_bytes(),
+            &sink,
+        );
+        // Stored under another id, or not a record: ignored.
+        v.put(
+            b"/strata/prod/revoked/ffffffffffffffffffffffffffffffff",
+            good.as_bytes(),
+            &sink,
+        );
+        v.put(
+            format!("/strata/prod/revoked/{cap}").as_bytes(),
+            b"[]",
+            &sink,
+        );
+        let big = vec![b' '; MAX_RECORD + 1];
+        v.put(
+            format!("/strata/prod/revoked/{cap}").as_bytes(),
+            &big,
+            &sink,
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(parse_cap_id(cap).unwrap(), 99)]
+        );
+        assert_eq!(v.status().revocations, 1);
+    }
+
+    #[test]
+    fn fresh_only_between_a_confirmation_and_max_staleness() {
+        let (v, _) = view();
+        assert_eq!(v.status().state, "syncing");
+        assert!(v.check_fresh().unwrap_err().contains("not yet in step"));
+        v.progress.lock().unwrap().loaded = true;
+        v.heard(Instant::now());
+        assert_eq!(v.status().state, "fresh");
+        assert!(v.check_fresh().is_ok());
+        v.failed("quorum read: timed out".into());
+        std::thread::sleep(Duration::from_millis(250));
+        let why = v.check_fresh().unwrap_err();
+        assert!(
+            why.contains("fleet prod: no word from etcd") && why.contains("timed out"),
+            "{why}"
+        );
+        assert_eq!(v.status().state, "stale");
+        // An older confirmation arriving late changes nothing.
+        v.heard(Instant::now() - Duration::from_secs(1));
+        assert_eq!(v.status().state, "stale");
+        v.heard(Instant::now());
+        assert_eq!(v.status().state, "fresh");
+        assert!(v.status().error.is_none());
     }
 }

@@ -267,13 +267,11 @@ impl Authority {
         token: &str,
         now: i64,
     ) -> Result<Arc<Capability>, AuthFailure> {
-        let cap = match key.decode(token) {
-            Ok(cap) => cap,
-            // Perhaps another node's key: its footer says which.
-            Err(e @ (InvalidToken::UnknownKey(_) | InvalidToken::Token(_))) => {
-                let Some(kid) = self.fleet().and_then(|_| footer_kid(token)) else {
-                    return Err(AuthFailure::new(e.into(), None));
-                };
+        // In a fleet, a token not verified here before may be another
+        // node's: its footer says which key to verify it with, before a
+        // signature check with the wrong key is spent on it.
+        if self.fleet().is_some() && key.cached(token).is_none() {
+            if let Some(kid) = footer_kid(token).filter(|kid| kid != key.verifier().kid()) {
                 let Some(node) = self.fleet_key(&kid, now) else {
                     return Err(AuthFailure::new(self.unknown_key(kid), None));
                 };
@@ -283,8 +281,10 @@ impl Authority {
                     .map_err(|e| AuthFailure::new(e.into(), None))?;
                 return self.check_fleet(&node.tokens, token, cap, Some(&node.node_id), now);
             }
-            Err(e) => return Err(AuthFailure::new(e.into(), None)),
-        };
+        }
+        let cap = key
+            .decode(token)
+            .map_err(|e| AuthFailure::new(e.into(), None))?;
         self.check_fleet(key, token, cap, None, now)
     }
 
