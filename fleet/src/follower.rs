@@ -499,7 +499,9 @@ mod tests {
         .unwrap()
     }
 
-    fn sink() -> (RevocationSink, Arc<StdMutex<Vec<(u128, i64)>>>) {
+    type Seen = Arc<StdMutex<Vec<(u128, i64)>>>;
+
+    fn sink() -> (RevocationSink, Seen) {
         let seen = Arc::new(StdMutex::new(Vec::new()));
         let s = seen.clone();
         (
