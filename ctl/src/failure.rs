@@ -3,8 +3,8 @@
 //! Exit statuses are a contract that scripts code against:
 //! 0 ok, 1 the service could not be reached (or stdout failed, or an audit
 //! trail or a fleet file could not be read or written), 2 usage, 3 an audit
-//! trail's chain is broken or `fleet verify` refused an endorsement,
-//! 10 + code when the service answered an error.
+//! trail's chain is broken, `fleet verify` refused an endorsement, or
+//! `fleet status` found fleet tokens refused, 10 + code when the service answered an error.
 
 use std::io;
 use std::path::PathBuf;
@@ -16,8 +16,9 @@ use strata_shared::config;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the service cannot be reached or the output cannot be written.
 pub const EXIT_IO: u8 = 1;
-/// Exit status of `audit verify` when a chain is broken, and of `fleet
-/// verify` when the endorsement is refused: what was checked does not hold.
+/// Exit status of `audit verify` when a chain is broken, of `fleet
+/// verify` when the endorsement is refused, and of `fleet status` when
+/// fleet tokens are refused: what was checked does not hold.
 pub const EXIT_BROKEN: u8 = 3;
 /// Largest exit status used for a service error; above it shells give
 /// statuses their own meanings (126, 127, 128+signal).
