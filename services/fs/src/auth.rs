@@ -288,7 +288,8 @@ impl Authority {
         self.check_fleet(key, token, cap, None, now)
     }
 
-    /// The checks after the signature: fleet rules, revocation, time.
+    /// The checks after the signature: another node's key only for fleet
+    /// tokens, revocation, time, and fleet tokens only while fresh.
     fn check_fleet(
         &self,
         key: &VerificationCache,
@@ -297,27 +298,22 @@ impl Authority {
         signer: Option<&str>,
         now: i64,
     ) -> Result<Arc<Capability>, AuthFailure> {
-        if let Some((view, audience)) = self.fleet.get() {
-            let fleet_token = cap
-                .claims
+        let fleet = self.fleet.get();
+        let fleet_token = fleet.is_some_and(|(_, audience)| {
+            cap.claims
                 .aud
                 .as_ref()
-                .is_some_and(|a| a.contains(audience));
-            if let Some(node) = signer.filter(|_| !fleet_token) {
-                // Code 2, as for an unknown key: another node's key speaks
-                // here only for the fleet.
-                let error = Error::unauthenticated(format!(
-                    "token was signed by node {node} of fleet {}, whose tokens are served \
-                     here only when their aud includes {audience:?}",
-                    view.config().name
-                ));
-                return Err(AuthFailure::new(error, Some(cap)));
-            }
-            if fleet_token {
-                if let Err(why) = view.check_fresh() {
-                    return Err(AuthFailure::new(Error::exhausted(why), Some(cap)));
-                }
-            }
+                .is_some_and(|a| a.contains(audience))
+        });
+        if let (Some(node), Some((view, audience)), false) = (signer, fleet, fleet_token) {
+            // Code 2, as for an unknown key: another node's key speaks
+            // here only for the fleet.
+            let error = Error::unauthenticated(format!(
+                "token was signed by node {node} of fleet {}, whose tokens are served \
+                 here only when their aud includes {audience:?}",
+                view.config().name
+            ));
+            return Err(AuthFailure::new(error, Some(cap)));
         }
         if let Some(revoked) = self.revocations.revoked_in(cap.lineage()) {
             return Err(AuthFailure::new(revoked_error(&cap, revoked), Some(cap)));
@@ -328,6 +324,12 @@ impl Authority {
                 key.forget(token);
             }
             return Err(AuthFailure::new(e.into(), Some(cap)));
+        }
+        // Last: a token known to be revoked or expired says so, stale or not.
+        if let (true, Some((view, _))) = (fleet_token, fleet) {
+            if let Err(why) = view.check_fresh() {
+                return Err(AuthFailure::new(Error::exhausted(why), Some(cap)));
+            }
         }
         Ok(cap)
     }

@@ -95,6 +95,39 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    fn block<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(&self.endpoints, None)
+            .await
+            .unwrap()
+    }
+
+    fn put(&self, key: &str, value: &str) {
+        self.block(async {
+            self.client().await.put(key, value, None).await.unwrap();
+        })
+    }
+
+    /// The lease of `key` and its remaining TTL in seconds.
+    fn lease_of(&self, key: &str) -> (i64, i64) {
+        self.block(async {
+            let mut c = self.client().await;
+            let r = c.get(key, None).await.unwrap();
+            let lease = r.kvs().first().expect("the key is there").lease();
+            let ttl = c.lease_time_to_live(lease, None).await.unwrap().ttl();
+            (lease, ttl)
+        })
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop_all();
@@ -280,6 +313,50 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
         .1
         .contains("revoked"));
 
+    // The record carries a lease that outlives the token.
+    let (lease, ttl) = etcd.lease_of(&format!("/strata/test/revoked/{fleet_cap}"));
+    assert_ne!(lease, 0, "the revocation record has no lease");
+    assert!(ttl >= 600 - 5, "lease TTL {ttl} s, token lives 600 s");
+
+    // A key put in etcd by hand, without the root's endorsement, is
+    // ignored: a token signed by it is refused as from an unknown key.
+    let rogue = keypair_from_seed(&[66; 32]);
+    let other_root = keypair_from_seed(&[67; 32]);
+    let record = json!({
+        "node_id": "rogue",
+        "kid": strata_shared::token::key_id(&rogue.pk),
+        "public_key": encode_public_key(&rogue.pk),
+        "endorsement": endorse(&other_root.sk, "test", "rogue", &rogue.pk, 0, None).unwrap(),
+    });
+    etcd.put("/strata/test/keys/rogue", &record.to_string());
+    let now = strata_shared::capability::now();
+    let forged = strata_shared::capability::issue_addressed(
+        &rogue.sk,
+        &strata_shared::token::key_id(&rogue.pk),
+        &strata_shared::capability::Grant {
+            cap_id: "0123456789abcdef0123456789abcdef",
+            service: "fs",
+            actions: &["stat".to_string()],
+            path_prefix: Some(&shared),
+            holder: None,
+            chain: &[],
+            issued: now,
+            expires: now + 60,
+            rate_limit: None,
+        },
+        Some(&strata_shared::capability::Addressing {
+            iss: "identity@rogue",
+            aud: &strata_shared::capability::Audience(vec!["fleet:test".into()]),
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for n in [&a, &b] {
+        let e = n.stat(&forged, &shared).unwrap_err();
+        assert_eq!(e.0, 2, "{e:?}");
+        assert!(e.1.contains("unknown key"), "{e:?}");
+    }
+    assert_eq!(b.health()["fleet"]["nodes"], json!(["node-a", "node-b"]));
+
     // etcd gone: node-local tokens still served, fleet tokens refused with
     // code 6 once maxStaleness (2 s) has passed.
     let (fleet2, _) = a.issue(Some("fleet:test"));
@@ -299,6 +376,23 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
     assert_eq!(a.health()["fleet"]["state"], "stale");
     assert_eq!(a.stat(&local_token, &shared), Ok(()));
 
+    // A revocation made while etcd is down: in force on its node at once,
+    // answered code 6 (not acknowledged by the fleet), and committed by
+    // identity once etcd is back.
+    let (fleet3, cap3) = b.issue(Some("fleet:test"));
+    let r = Client::connect(&b.identity.socket)
+        .unwrap()
+        .call("identity.revoke", None, &json!({"cap_id": cap3}))
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    assert_eq!(r.code, 6, "{r:?}");
+    assert!(
+        r.message.contains("not yet committed to fleet test"),
+        "{r:?}"
+    );
+    assert!(b.stat(&fleet3, &shared).unwrap_err().1.contains("revoked"));
+
     // Back: served again, and everything acknowledged before is still in
     // force (etcd kept it on disk).
     etcd.start_all();
@@ -310,4 +404,8 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
         .1
         .contains("revoked"));
     a.wait_fleet("fresh", 2, Duration::from_secs(5));
+    until(Duration::from_secs(10), || {
+        a.stat(&fleet3, &shared)
+            .is_err_and(|e| e.1.contains("revoked"))
+    });
 }
