@@ -279,18 +279,18 @@ impl Authority {
                     .tokens
                     .decode(token)
                     .map_err(|e| AuthFailure::new(e.into(), None))?;
-                return self.check_fleet(&node.tokens, token, cap, Some(&node.node_id), now);
+                return self.check_verified(&node.tokens, token, cap, Some(&node.node_id), now);
             }
         }
         let cap = key
             .decode(token)
             .map_err(|e| AuthFailure::new(e.into(), None))?;
-        self.check_fleet(key, token, cap, None, now)
+        self.check_verified(key, token, cap, None, now)
     }
 
     /// The checks after the signature: another node's key only for fleet
     /// tokens, revocation, time, and fleet tokens only while fresh.
-    fn check_fleet(
+    fn check_verified(
         &self,
         key: &VerificationCache,
         token: &str,
