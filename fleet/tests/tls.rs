@@ -160,10 +160,10 @@ fn etcd_over_tls_with_a_client_certificate() {
         .unwrap();
     rt.block_on(async {
         // With the client certificate: a put and a get go through.
-        let config = config(&endpoint, d, true);
+        let with_cert = config(&endpoint, d, true);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut c = loop {
-            match connect(&config).await {
+            match connect(&with_cert).await {
                 Ok(mut c) => {
                     if c.put("/strata/tls/probe", "1", None).await.is_ok() {
                         break c;
