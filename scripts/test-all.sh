@@ -44,6 +44,8 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 # is built. etcd: the fleet integration test runs a three-member cluster.
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
+# openssl: the fleet's TLS test makes its certificates with it.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
