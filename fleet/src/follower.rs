@@ -2,28 +2,32 @@
 //! endorsed node keys and hand every revocation to fs, and know how fresh
 //! that knowledge is.
 //!
-//! **No gap.** The first session reads the whole prefix at one revision,
-//! then watches from the next one; a later session (after a lost
-//! connection) resumes the watch from the revision after the last one it
-//! applied. If etcd has compacted that far, the session reads the whole
-//! prefix again: revocation records live until their tokens expire (their
-//! leases outlast them), so the current records hold every revocation that
-//! still matters.
+//! Two paths, so that neither has to be trusted alone:
 //!
-//! **Freshness.** A watch alone cannot tell a quiet fleet from a member cut
-//! off from its quorum, which may still answer with old data. So every
-//! [`HEARTBEAT`] a linearizable read (which needs a quorum) gives the
-//! cluster's current revision R at time t; once the watch has delivered
-//! everything up to R (its events, or a progress notification asked for
-//! with `request_progress`), this node knew everything etcd knew at t.
-//! Fleet tokens are served only while the latest such t is less than
-//! `maxStaleness` ago ([`FleetView::check_fresh`]).
+//! - **The watch** delivers each change within milliseconds. It starts
+//!   from the revision after the last one applied: the first session reads
+//!   the whole prefix at one revision first, and a later one (after a lost
+//!   connection) resumes where the last stopped. If etcd compacted that
+//!   far, the session reads the whole prefix again. Revocation records live
+//!   until their tokens expire, so the records then present hold every
+//!   revocation that still matters.
+//! - **The check**, every [`HEARTBEAT`]: a linearizable read (served only
+//!   through a quorum, so a member cut off from the others cannot answer it)
+//!   of every revocation record modified after the last revision applied,
+//!   and of all node key records, at one revision R. Once applied, this node
+//!   knew at the time of the read everything etcd had up to R, whatever the
+//!   watch delivered. etcd's progress notifications are not used for this:
+//!   in etcd 3.4 they may arrive before the events they should follow.
+//!
+//! Fleet tokens are served only while the last check is less than
+//! `maxStaleness` old ([`FleetView::check_fresh`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 use serde::Serialize;
 use strata_shared::capability::{self, VerificationCache, Verifier};
 use strata_shared::fleet::verify_endorsement;
@@ -50,6 +54,9 @@ pub struct NodeKey {
     pub tokens: Arc<VerificationCache>,
     /// The endorsement's `exp` (Unix seconds), if it has one.
     pub expires: Option<i64>,
+    /// The etcd revision of the record it came from: an unchanged record is
+    /// not verified again, and its tokens stay cached.
+    mod_revision: i64,
 }
 
 /// What this node knows of its fleet, shared between the follower task and
@@ -60,6 +67,9 @@ pub struct FleetView {
     keys: RwLock<HashMap<String, NodeKey>>,
     progress: Mutex<Progress>,
     cache_entries: usize,
+    /// Records refused, by etcd key, with their revision: each is logged
+    /// once, not at every check.
+    refused: Mutex<HashMap<String, i64>>,
 }
 
 #[derive(Default)]
@@ -101,6 +111,7 @@ impl FleetView {
             keys: RwLock::new(HashMap::new()),
             progress: Mutex::new(Progress::default()),
             cache_entries,
+            refused: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,43 +192,28 @@ impl FleetView {
         }
     }
 
-    fn failed(&self, why: String) {
-        self.progress.lock().expect("fleet progress lock").error = Some(why);
-    }
-
     fn applied(&self, revision: i64) {
         let mut p = self.progress.lock().expect("fleet progress lock");
         p.revision = p.revision.max(revision);
     }
 
-    /// Applies one record put in etcd. Anything that does not verify is
-    /// ignored and logged: whoever writes to etcd may remove keys (a denial
-    /// of service) but never add one.
-    fn put(&self, key: &[u8], value: &[u8], sink: &RevocationSink) {
-        let key = String::from_utf8_lossy(key).into_owned();
-        if value.len() > MAX_RECORD {
-            tracing::warn!(fleet = %self.config.name, "ignoring {key}: larger than {MAX_RECORD} bytes");
-            return;
-        }
-        if let Some(node) = key.strip_prefix(&self.config.keys_prefix()) {
-            match self.endorsed(node, value) {
-                Ok(k) => {
-                    let mut keys = self.keys.write().expect("fleet keys lock");
-                    keys.retain(|_, old| old.node_id != node);
-                    let kid = k.tokens.verifier().kid().to_string();
-                    tracing::info!(fleet = %self.config.name, node, kid, "endorsed node key");
-                    keys.insert(kid, k);
-                }
-                Err(why) => {
-                    tracing::warn!(
-                        fleet = %self.config.name,
-                        "ignoring the node key at {key}: not endorsed by the fleet's root key: {why}"
-                    );
-                    self.remove_node(node);
-                }
+    /// Records a failure of the follower, for [`Self::status`].
+    pub fn failed(&self, why: String) {
+        self.progress.lock().expect("fleet progress lock").error = Some(why);
+    }
+
+    /// Applies one record put in etcd (from the watch). Anything that does
+    /// not verify is ignored and logged: whoever writes to etcd may remove
+    /// keys (a denial of service) but never add one.
+    fn put(&self, kv: Record<'_>, sink: &RevocationSink) {
+        if let Some(node) = kv.key.strip_prefix(&self.config.keys_prefix()) {
+            let mut keys = self.keys.write().expect("fleet keys lock");
+            keys.retain(|_, old| old.node_id != node);
+            if let Some(k) = self.endorsed(node, &kv) {
+                keys.insert(k.tokens.verifier().kid().to_string(), k);
             }
-        } else if let Some(cap) = key.strip_prefix(&self.config.revoked_prefix()) {
-            match parse_revocation(cap, value) {
+        } else if let Some(cap) = kv.key.strip_prefix(&self.config.revoked_prefix()) {
+            match parse_revocation(cap, kv.value) {
                 Ok((id, exp)) => {
                     sink(id, exp);
                     self.progress
@@ -225,29 +221,99 @@ impl FleetView {
                         .expect("fleet progress lock")
                         .revocations += 1;
                 }
-                Err(why) => tracing::warn!(fleet = %self.config.name, "ignoring {key}: {why}"),
+                Err(why) => self.refuse(&kv, &why),
             }
         }
     }
 
-    fn delete(&self, key: &[u8]) {
-        let key = String::from_utf8_lossy(key);
+    /// Replaces the node keys with the endorsed ones among `records`, all
+    /// of `keys/` at one revision: a key removed from etcd goes.
+    fn replace_keys<'a>(&self, records: impl IntoIterator<Item = Record<'a>>) {
+        let old = self.keys.read().expect("fleet keys lock").clone();
+        let mut keys = HashMap::new();
+        for kv in records {
+            let Some(node) = kv.key.strip_prefix(&self.config.keys_prefix()) else {
+                continue;
+            };
+            let unchanged = old
+                .values()
+                .find(|k| k.node_id == node && k.mod_revision == kv.mod_revision);
+            if let Some(k) = unchanged.cloned().or_else(|| self.endorsed(node, &kv)) {
+                keys.insert(k.tokens.verifier().kid().to_string(), k);
+            }
+        }
+        for gone in old
+            .values()
+            .filter(|k| !keys.values().any(|n| n.node_id == k.node_id))
+        {
+            tracing::warn!(fleet = %self.config.name, node = %gone.node_id, "node key no longer in etcd");
+        }
+        *self.keys.write().expect("fleet keys lock") = keys;
+    }
+
+    fn delete(&self, key: &str) {
         // A revocation's record goes when its lease ends, after its token
         // expired: fs keeps its own entry until then anyway.
         if let Some(node) = key.strip_prefix(&self.config.keys_prefix()) {
             tracing::warn!(fleet = %self.config.name, node, "node key removed from etcd");
-            self.remove_node(node);
+            self.keys
+                .write()
+                .expect("fleet keys lock")
+                .retain(|_, k| k.node_id != node);
         }
     }
 
-    fn remove_node(&self, node: &str) {
-        self.keys
-            .write()
-            .expect("fleet keys lock")
-            .retain(|_, k| k.node_id != node);
+    fn refuse(&self, kv: &Record<'_>, why: &str) {
+        let mut refused = self.refused.lock().expect("fleet refused lock");
+        if refused.len() >= 1024 {
+            // Bounded whatever etcd holds; at worst a record is logged again.
+            refused.clear();
+        }
+        if refused.get(kv.key) != Some(&kv.mod_revision) {
+            refused.insert(kv.key.to_string(), kv.mod_revision);
+            tracing::warn!(fleet = %self.config.name, "ignoring {}: {why}", kv.key);
+        }
     }
 
-    fn endorsed(&self, node: &str, value: &[u8]) -> Result<NodeKey, String> {
+    /// The node key of `kv`, if the root endorsed it for this node;
+    /// otherwise logged (`not endorsed`) and `None`.
+    fn endorsed(&self, node: &str, kv: &Record<'_>) -> Option<NodeKey> {
+        match self.verify_key(node, kv.value) {
+            Ok((node_id, public_key, expires)) => {
+                let kid = strata_shared::token::key_id(&public_key);
+                tracing::info!(fleet = %self.config.name, node, kid, "endorsed node key");
+                self.refused
+                    .lock()
+                    .expect("fleet refused lock")
+                    .remove(kv.key);
+                Some(NodeKey {
+                    node_id,
+                    tokens: Arc::new(VerificationCache::new(
+                        Verifier::new(public_key),
+                        self.cache_entries,
+                    )),
+                    expires,
+                    mod_revision: kv.mod_revision,
+                })
+            }
+            Err(why) => {
+                self.refuse(
+                    kv,
+                    &format!("the node key is not endorsed by the fleet's root key: {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn verify_key(
+        &self,
+        node: &str,
+        value: &[u8],
+    ) -> Result<(String, ed25519_compact::PublicKey, Option<i64>), String> {
+        if value.len() > MAX_RECORD {
+            return Err(format!("larger than {MAX_RECORD} bytes"));
+        }
         let record: KeyRecord =
             serde_json::from_slice(value).map_err(|e| format!("not a key record: {e}"))?;
         let e = verify_endorsement(
@@ -268,18 +334,32 @@ impl FleetView {
         {
             return Err("the record's key is not the one the endorsement names".into());
         }
-        Ok(NodeKey {
-            node_id: e.node_id,
-            tokens: Arc::new(VerificationCache::new(
-                Verifier::new(e.public_key),
-                self.cache_entries,
-            )),
-            expires: e.expires,
-        })
+        Ok((e.node_id, e.public_key, e.expires))
+    }
+}
+
+/// One record as read from etcd.
+struct Record<'a> {
+    key: &'a str,
+    value: &'a [u8],
+    mod_revision: i64,
+}
+
+impl<'a> Record<'a> {
+    fn of(kv: &'a KeyValue) -> Self {
+        Self {
+            // Keys Strata writes are ASCII; anything else matches no prefix.
+            key: std::str::from_utf8(kv.key()).unwrap_or(""),
+            value: kv.value(),
+            mod_revision: kv.mod_revision(),
+        }
     }
 }
 
 fn parse_revocation(cap: &str, value: &[u8]) -> Result<(u128, i64), String> {
+    if value.len() > MAX_RECORD {
+        return Err(format!("larger than {MAX_RECORD} bytes"));
+    }
     let r: RevocationRecord =
         serde_json::from_slice(value).map_err(|e| format!("not a revocation record: {e}"))?;
     if r.cap_id != cap {
@@ -290,8 +370,21 @@ fn parse_revocation(cap: &str, value: &[u8]) -> Result<(u128, i64), String> {
 }
 
 /// Follows the fleet in etcd for as long as fs runs, reconnecting after
-/// every failure. Each failure is kept for [`FleetView::status`].
+/// every failure; each failure is kept for [`FleetView::status`]. A panic in
+/// the follower is such a failure too: it starts again, from a full read.
 pub async fn follow(view: Arc<FleetView>, sink: RevocationSink) {
+    loop {
+        let run = tokio::spawn(follow_sessions(view.clone(), sink.clone()));
+        if let Err(e) = run.await {
+            view.failed(format!(
+                "the fleet follower stopped ({e}); starting it again"
+            ));
+            tokio::time::sleep(MAX_BACKOFF).await;
+        }
+    }
+}
+
+async fn follow_sessions(view: Arc<FleetView>, sink: RevocationSink) {
     let mut resume = None;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -309,8 +402,85 @@ pub async fn follow(view: Arc<FleetView>, sink: RevocationSink) {
     }
 }
 
-/// One connection: read (or resume), watch, and keep checking freshness.
-/// Returns only on failure.
+/// What one check read: at `at`, through a quorum, at `revision`.
+struct Check {
+    at: Instant,
+    revision: i64,
+    /// Revocation records modified after the revision asked for.
+    revocations: Vec<KeyValue>,
+    /// Every node key record.
+    keys: Vec<KeyValue>,
+}
+
+/// Records at most this many at a time, so that no answer nears gRPC's
+/// message size limit however many revocations there are.
+const PAGE: i64 = 500;
+
+/// Reads the fleet's records through a quorum: revocation records modified
+/// after `since`, and all key records, at one revision.
+async fn read_fleet(
+    client: &mut Client,
+    config: &FleetConfig,
+    since: i64,
+) -> Result<Check, String> {
+    let at = Instant::now();
+    let (revocations, revision) =
+        read_prefix(client, &config.revoked_prefix(), None, since + 1).await?;
+    let (keys, _) = read_prefix(client, &config.keys_prefix(), Some(revision), 0).await?;
+    Ok(Check {
+        at,
+        revision,
+        revocations,
+        keys,
+    })
+}
+
+/// Every record under `prefix` (modified at or after `min_mod`, when > 0),
+/// at `revision` or the current one, page by page. Returns them with the
+/// revision read.
+async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    revision: Option<i64>,
+    min_mod: i64,
+) -> Result<(Vec<KeyValue>, i64), String> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix is not empty") += 1;
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = revision;
+    let mut records = Vec::new();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(r) = revision {
+            options = options.with_revision(r);
+        }
+        if min_mod > 0 {
+            options = options.with_min_mod_revision(min_mod);
+        }
+        let mut resp = client
+            .get(from.clone(), Some(options))
+            .await
+            .map_err(|e| format!("reading {prefix}: {e}"))?;
+        let read_at = resp.header().map_or(0, |h| h.revision());
+        let revision = *revision.get_or_insert(read_at);
+        let more = resp.more();
+        let page = resp.take_kvs();
+        match page.last() {
+            Some(last) if more => {
+                from = last.key().to_vec();
+                from.push(0);
+                records.extend(page);
+            }
+            _ => {
+                records.extend(page);
+                return Ok((records, revision));
+            }
+        }
+    }
+}
+
+/// One connection: read (or resume), then watch and check until something
+/// fails.
 async fn session(
     view: &Arc<FleetView>,
     sink: &RevocationSink,
@@ -318,29 +488,49 @@ async fn session(
 ) -> Result<(), String> {
     let config = &view.config;
     let mut client = store::connect(config).await?;
-    let start = match *resume {
-        Some(revision) => revision + 1,
-        None => load(view, sink, &mut client).await? + 1,
+    let mut delivered = match *resume {
+        Some(revision) => revision,
+        None => {
+            let check =
+                tokio::time::timeout(REQUEST_TIMEOUT * 4, read_fleet(&mut client, config, 0))
+                    .await
+                    .map_err(|_| "reading the fleet's records: no answer".to_string())??;
+            let revision = check.revision;
+            let mut applied = 0;
+            apply(view, sink, check, &mut applied);
+            view.progress.lock().expect("fleet progress lock").loaded = true;
+            tracing::info!(
+                fleet = %config.name,
+                revision,
+                nodes = view.keys.read().expect("fleet keys lock").len(),
+                "read the fleet's records"
+            );
+            revision
+        }
     };
+    *resume = Some(delivered);
     let options = WatchOptions::new()
         .with_prefix()
-        .with_start_revision(start)
-        .with_progress_notify();
-    let (mut watcher, mut stream) = tokio::time::timeout(
+        .with_start_revision(delivered + 1)
+        .with_fragment();
+    let (_watcher, mut stream) = tokio::time::timeout(
         REQUEST_TIMEOUT,
         client.watch(config.prefix(), Some(options)),
     )
     .await
     .map_err(|_| "watch: no answer".to_string())?
     .map_err(|e| format!("watch: {e}"))?;
-    // The linearizable reads run on their own task, so that a slow or cut
-    // off member never holds up the events.
-    let (checks_tx, mut checks) = mpsc::channel::<Result<(Instant, i64), String>>(4);
-    let heartbeat = tokio::spawn(quorum_reads(client.clone(), config.prefix(), checks_tx));
-    let _abort = AbortOnDrop(heartbeat);
-    // Everything up to `delivered` has reached this node.
-    let mut delivered = start - 1;
-    let mut waiting: Option<(Instant, i64)> = None;
+    // The checks run on their own task, so that a slow or cut off member
+    // never holds up the watch's events.
+    let shared = Arc::new(AtomicI64::new(delivered));
+    let (checks_tx, mut checks) = mpsc::channel::<Result<Check, String>>(2);
+    let checker = tokio::spawn(check_loop(
+        client.clone(),
+        config.clone(),
+        shared.clone(),
+        checks_tx,
+    ));
+    let _abort = AbortOnDrop(checker);
     loop {
         tokio::select! {
             message = stream.message() => {
@@ -352,108 +542,67 @@ async fn session(
                         // Compacted past where we were: read it all again.
                         *resume = None;
                         return Err(format!(
-                            "history compacted to revision {} (needed {start}); reading the \
+                            "history compacted to revision {} (needed {}); reading the \
                              fleet's records again",
-                            resp.compact_revision()
+                            resp.compact_revision(),
+                            delivered + 1
                         ));
                     }
                     return Err(format!("etcd cancelled the watch: {}", resp.cancel_reason()));
                 }
                 for event in resp.events() {
                     let Some(kv) = event.kv() else { continue };
+                    let record = Record::of(kv);
                     match event.event_type() {
-                        EventType::Put => view.put(kv.key(), kv.value(), sink),
-                        EventType::Delete => view.delete(kv.key()),
+                        EventType::Put => view.put(record, sink),
+                        EventType::Delete => view.delete(record.key),
                     }
                     delivered = delivered.max(kv.mod_revision());
                 }
-                if resp.events().is_empty() && !resp.created() {
-                    // A progress notification: every event up to the
-                    // header's revision has been sent.
-                    if let Some(h) = resp.header() {
-                        delivered = delivered.max(h.revision());
-                    }
-                }
-                *resume = Some(delivered);
-                view.applied(delivered);
             }
             check = checks.recv() => {
-                let (at, revision) = check.ok_or("quorum reads stopped")??;
-                if waiting.is_none_or(|(_, r)| r < revision) {
-                    waiting = Some((at, revision));
-                }
-                if revision > delivered {
-                    watcher.request_progress().await.map_err(|e| format!("watch: {e}"))?;
-                }
+                let check = check.ok_or("the checks stopped")??;
+                apply(view, sink, check, &mut delivered);
             }
         }
-        if let Some((at, revision)) = waiting {
-            if revision <= delivered {
-                view.heard(at);
-                waiting = None;
-            } else if at.elapsed() > config.max_staleness {
-                return Err(format!(
-                    "the watch is at revision {delivered}, a quorum at {revision}: it stopped \
-                     delivering; resuming it"
-                ));
-            }
-        }
+        shared.store(delivered, Ordering::Relaxed);
+        *resume = Some(delivered);
+        view.applied(delivered);
     }
 }
 
-/// Reads the fleet's records at one revision, replacing the keys and
-/// handing on every revocation. Returns that revision.
-async fn load(
-    view: &Arc<FleetView>,
-    sink: &RevocationSink,
-    client: &mut Client,
-) -> Result<i64, String> {
-    let at = Instant::now();
-    let resp = client
-        .get(view.config.prefix(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| format!("reading {}: {e}", view.config.prefix()))?;
-    view.keys.write().expect("fleet keys lock").clear();
-    for kv in resp.kvs() {
-        view.put(kv.key(), kv.value(), sink);
+/// Applies a check: its revocations, its keys unless the watch is already
+/// past its revision, and then the confirmation.
+fn apply(view: &FleetView, sink: &RevocationSink, check: Check, delivered: &mut i64) {
+    for kv in &check.revocations {
+        view.put(Record::of(kv), sink);
     }
-    let revision = resp.header().map_or(0, |h| h.revision());
-    view.applied(revision);
-    view.progress.lock().expect("fleet progress lock").loaded = true;
-    view.heard(at);
-    tracing::info!(
-        fleet = %view.config.name,
-        revision,
-        nodes = view.keys.read().expect("fleet keys lock").len(),
-        "read the fleet's records"
-    );
-    Ok(revision)
+    if check.revision >= *delivered {
+        view.replace_keys(check.keys.iter().map(Record::of));
+    }
+    *delivered = (*delivered).max(check.revision);
+    view.applied(*delivered);
+    view.heard(check.at);
 }
 
-/// Every [`HEARTBEAT`], a linearizable (quorum) read of the fleet's
-/// prefix, counting only: the cluster's revision then, and when it was
-/// asked.
-async fn quorum_reads(
+/// Every [`HEARTBEAT`], a check ([`read_fleet`]) from the revision applied
+/// so far.
+async fn check_loop(
     mut client: Client,
-    prefix: String,
-    out: mpsc::Sender<Result<(Instant, i64), String>>,
+    config: FleetConfig,
+    delivered: Arc<AtomicI64>,
+    out: mpsc::Sender<Result<Check, String>>,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let at = Instant::now();
-        let read = client
-            .get(
-                prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await;
-        let result = match read {
-            Ok(resp) => Ok((at, resp.header().map_or(0, |h| h.revision()))),
-            Err(e) => Err(format!("quorum read: {e}")),
-        };
-        if out.send(result).await.is_err() {
+        let since = delivered.load(Ordering::Relaxed);
+        let check =
+            tokio::time::timeout(REQUEST_TIMEOUT * 2, read_fleet(&mut client, &config, since))
+                .await
+                .unwrap_or_else(|_| Err("check: no answer from etcd".into()));
+        if out.send(check).await.is_err() {
             return;
         }
     }
@@ -473,6 +622,14 @@ mod tests {
     use std::sync::Mutex as StdMutex;
     use strata_shared::fleet::{encode_public_key, endorse};
     use strata_shared::token::{key_id, keypair_from_seed};
+
+    fn rec<'a>(key: &'a str, value: &'a [u8]) -> Record<'a> {
+        Record {
+            key,
+            value,
+            mod_revision: 1,
+        }
+    }
 
     fn view() -> (FleetView, ed25519_compact::KeyPair) {
         let root = keypair_from_seed(&[7; 32]);
@@ -517,8 +674,10 @@ mod tests {
         let now = capability::now();
         let kid_b = key_id(&keypair_from_seed(&[2; 32]).pk);
         v.put(
-            b"/strata/prod/keys/node-b",
-            &record(&root.sk, "node-b", 2, "prod"),
+            rec(
+                "/strata/prod/keys/node-b",
+                &record(&root.sk, "node-b", 2, "prod"),
+            ),
             &sink,
         );
         assert_eq!(v.node_key(&kid_b, now).unwrap().node_id, "node-b");
@@ -526,36 +685,82 @@ mod tests {
         let other = keypair_from_seed(&[8; 32]);
         let kid_c = key_id(&keypair_from_seed(&[3; 32]).pk);
         v.put(
-            b"/strata/prod/keys/node-c",
-            &record(&other.sk, "node-c", 3, "prod"),
+            rec(
+                "/strata/prod/keys/node-c",
+                &record(&other.sk, "node-c", 3, "prod"),
+            ),
             &sink,
         );
         assert!(v.node_key(&kid_c, now).is_none());
         // Another fleet's endorsement, or published under another node's
         // name: ignored.
         v.put(
-            b"/strata/prod/keys/node-c",
-            &record(&root.sk, "node-c", 3, "staging"),
+            rec(
+                "/strata/prod/keys/node-c",
+                &record(&root.sk, "node-c", 3, "staging"),
+            ),
             &sink,
         );
         v.put(
-            b"/strata/prod/keys/node-d",
-            &record(&root.sk, "node-c", 3, "prod"),
+            rec(
+                "/strata/prod/keys/node-d",
+                &record(&root.sk, "node-c", 3, "prod"),
+            ),
             &sink,
         );
         assert!(v.node_key(&kid_c, now).is_none());
         // Garbage in place of node-b's record takes node-b's key away
         // (whoever writes etcd can deny, never grant).
-        v.put(b"/strata/prod/keys/node-b", b"{}", &sink);
+        v.put(rec("/strata/prod/keys/node-b", b"{}"), &sink);
         assert!(v.node_key(&kid_b, now).is_none());
         v.put(
-            b"/strata/prod/keys/node-b",
-            &record(&root.sk, "node-b", 2, "prod"),
+            rec(
+                "/strata/prod/keys/node-b",
+                &record(&root.sk, "node-b", 2, "prod"),
+            ),
             &sink,
         );
-        v.delete(b"/strata/prod/keys/node-b");
+        v.delete("/strata/prod/keys/node-b");
         assert!(v.node_key(&kid_b, now).is_none());
         assert!(v.status().nodes.is_empty());
+    }
+
+    #[test]
+    fn a_full_read_keeps_unchanged_keys_and_their_cache_and_drops_removed_ones() {
+        let (v, root) = view();
+        let (b, c) = (
+            record(&root.sk, "node-b", 2, "prod"),
+            record(&root.sk, "node-c", 3, "prod"),
+        );
+        let rec_at = |key, value, mod_revision| Record {
+            key,
+            value,
+            mod_revision,
+        };
+        let now = capability::now();
+        let kid_b = key_id(&keypair_from_seed(&[2; 32]).pk);
+        let kid_c = key_id(&keypair_from_seed(&[3; 32]).pk);
+        v.replace_keys([
+            rec_at("/strata/prod/keys/node-b", &b[..], 5),
+            rec_at("/strata/prod/keys/node-c", &c[..], 6),
+            rec_at("/strata/prod/keys/rogue", b"{}", 7),
+        ]);
+        let cache_b = v.node_key(&kid_b, now).unwrap().tokens;
+        assert!(v.node_key(&kid_c, now).is_some());
+        assert_eq!(v.status().nodes, ["node-b", "node-c"]);
+        // node-c removed from etcd; node-b unchanged keeps its cache.
+        v.replace_keys([rec_at("/strata/prod/keys/node-b", &b[..], 5)]);
+        assert!(Arc::ptr_eq(
+            &cache_b,
+            &v.node_key(&kid_b, now).unwrap().tokens
+        ));
+        assert!(v.node_key(&kid_c, now).is_none());
+        // Rewritten (a new revision): verified again, a new cache.
+        v.replace_keys([rec_at("/strata/prod/keys/node-b", &b[..], 9)]);
+        assert!(!Arc::ptr_eq(
+            &cache_b,
+            &v.node_key(&kid_b, now).unwrap().tokens
+        ));
     }
 
     #[test]
@@ -565,27 +770,20 @@ mod tests {
         let cap = "00112233445566778899aabbccddeeff";
         let good = format!(r#"{{"cap_id":"{cap}","exp":99,"by":"node-b"}}"#);
         v.put(
-            format!("/strata/prod/revoked/{cap}").as_bytes(),
-            good.as_bytes(),
+            rec(&format!("/strata/prod/revoked/{cap}"), good.as_bytes()),
             &sink,
         );
         // Stored under another id, or not a record: ignored.
         v.put(
-            b"/strata/prod/revoked/ffffffffffffffffffffffffffffffff",
-            good.as_bytes(),
+            rec(
+                "/strata/prod/revoked/ffffffffffffffffffffffffffffffff",
+                good.as_bytes(),
+            ),
             &sink,
         );
-        v.put(
-            format!("/strata/prod/revoked/{cap}").as_bytes(),
-            b"[]",
-            &sink,
-        );
+        v.put(rec(&format!("/strata/prod/revoked/{cap}"), b"[]"), &sink);
         let big = vec![b' '; MAX_RECORD + 1];
-        v.put(
-            format!("/strata/prod/revoked/{cap}").as_bytes(),
-            &big,
-            &sink,
-        );
+        v.put(rec(&format!("/strata/prod/revoked/{cap}"), &big), &sink);
         assert_eq!(
             *seen.lock().unwrap(),
             vec![(parse_cap_id(cap).unwrap(), 99)]

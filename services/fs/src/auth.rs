@@ -72,13 +72,21 @@ impl Revocations {
         lineage.find(|id| ids.contains_key(id))
     }
 
-    /// Records a revocation. True when it was not known before.
+    /// Records a revocation, kept until the later of `expires` and what was
+    /// known before: a later report (from a store anyone may write to)
+    /// never shortens one. True when it was not known before.
     pub fn insert(&self, id: u128, expires: i64) -> bool {
-        self.ids
-            .write()
-            .expect("revocation lock")
-            .insert(id, expires)
-            .is_none()
+        let mut ids = self.ids.write().expect("revocation lock");
+        match ids.get_mut(&id) {
+            Some(known) => {
+                *known = (*known).max(expires);
+                false
+            }
+            None => {
+                ids.insert(id, expires);
+                true
+            }
+        }
     }
 
     /// Forgets revocations whose tokens have expired by `now`.
@@ -500,6 +508,10 @@ pub(crate) mod tests {
         let r = Revocations::default();
         assert!(r.insert(1, 100));
         assert!(!r.insert(1, 100));
+        // Never shortened by a later report.
+        assert!(!r.insert(1, 50));
+        r.prune(60);
+        assert!(r.contains(1));
         assert!(r.insert(2, 300));
         r.prune(200);
         assert!(!r.contains(1));

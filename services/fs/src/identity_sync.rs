@@ -273,6 +273,10 @@ pub(crate) fn revoke(
     expires: i64,
     from: &str,
 ) {
+    // Already expired: the token is refused as such, nothing to keep.
+    if expires <= strata_shared::capability::now() {
+        return;
+    }
     if authority.revocations.insert(id, expires) {
         let ended = handles.drop_cap(id);
         for handle in &ended {
