@@ -296,14 +296,14 @@ pub enum FleetCommand {
     ///   strata-ctl fleet endorse --root-key root.json --node-id node-a \
     ///       --node-key "$(ssh node-a cat /run/strata/identity.pub)" > node-a.endorsement
     Endorse(FleetEndorseArgs),
-    /// Check an endorsement against the root public key: print
-    /// {"fleet","node_id","kid","public_key","issued","expires"}, or why it
-    /// is refused (exit 3).
     /// Show this node's view of its fleet (fs.health's `fleet`):
     /// {"name","state","since_heard_ms","max_staleness_ms","revision","nodes",
     /// "revocations","error"?}. Exit 0 when `state` is fresh (fleet tokens
     /// served), 3 when stale or syncing (refused).
     Status,
+    /// Check an endorsement against the root public key: print
+    /// {"fleet","node_id","kid","public_key","issued","expires"}, or why it
+    /// is refused (exit 3).
     Verify {
         /// The fleet's root public key, as `fleet init` printed it.
         #[arg(long, value_name = "PUBKEY")]

@@ -259,7 +259,6 @@ fn call_on(
     })
 }
 
-/// One request on a fresh connection.
 /// `strata-ctl fleet status`: fs's view of its fleet. Exit 0 when fleet
 /// tokens are served, 3 when they are refused (stale or syncing).
 ///
@@ -290,6 +289,7 @@ fn fleet_status() -> Option<Value> {
         .map(Value::take)
 }
 
+/// One request on a fresh connection.
 fn call(method: &str, token: Option<&str>, params: &Value) -> Result<Value, Failure> {
     call_on(&mut connect(method)?, method, token, params)
 }

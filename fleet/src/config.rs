@@ -106,6 +106,15 @@ impl FleetConfig {
             ));
         }
         let secure = endpoints.iter().any(|e| e.starts_with("https://"));
+        if secure && endpoints.iter().any(|e| e.starts_with("http://")) {
+            // One connection setting serves every member: TLS for some and
+            // not others would be applied to all, or to none.
+            return Err(bad(
+                "STRATA_FLEET_ETCD_ENDPOINTS",
+                &endpoints.join(","),
+                "every endpoint is http:// or every one is https://, not a mix".into(),
+            ));
+        }
         if !secure && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
             return Err(bad(
                 "STRATA_FLEET_ETCD_ENDPOINTS",

@@ -323,6 +323,16 @@ impl Authority {
             ));
             return Err(AuthFailure::new(error, Some(cap)));
         }
+        // Another node's token names that node as its issuer, if it names
+        // one: the audit trail then says who signed it.
+        if let (Some(node), Some(iss)) = (signer, cap.claims.iss.as_deref()) {
+            if iss.strip_prefix("identity@") != Some(node) {
+                let error = Error::unauthenticated(format!(
+                    "token was signed by node {node}'s key but says it was issued by {iss:?}"
+                ));
+                return Err(AuthFailure::new(error, Some(cap)));
+            }
+        }
         if let Some(revoked) = self.revocations.revoked_in(cap.lineage()) {
             return Err(AuthFailure::new(revoked_error(&cap, revoked), Some(cap)));
         }

@@ -356,6 +356,31 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
         assert!(e.1.contains("unknown key"), "{e:?}");
     }
     assert_eq!(b.health()["fleet"]["nodes"], json!(["node-a", "node-b"]));
+    // Signed by node a's (endorsed) key, but naming node b as its issuer:
+    // refused, so the audit trail never names the wrong signer.
+    let a_key = keypair_from_seed(&[1; 32]);
+    let misnamed = strata_shared::capability::issue_addressed(
+        &a_key.sk,
+        &strata_shared::token::key_id(&a_key.pk),
+        &strata_shared::capability::Grant {
+            cap_id: "0123456789abcdef0123456789abcde0",
+            service: "fs",
+            actions: &["stat".to_string()],
+            path_prefix: Some(&shared),
+            holder: None,
+            chain: &[],
+            issued: now,
+            expires: now + 60,
+            rate_limit: None,
+        },
+        Some(&strata_shared::capability::Addressing {
+            iss: "identity@node-b",
+            aud: &strata_shared::capability::Audience(vec!["fleet:test".into()]),
+        }),
+    );
+    let e = b.stat(&misnamed, &shared).unwrap_err();
+    assert_eq!(e.0, 2, "{e:?}");
+    assert!(e.1.contains("says it was issued by"), "{e:?}");
 
     // etcd gone: node-local tokens still served, fleet tokens refused with
     // code 6 once maxStaleness (2 s) has passed.
