@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, EventType, KeyValue, WatchOptions};
 use serde::Serialize;
 use strata_shared::capability::{self, VerificationCache, Verifier};
 use strata_shared::fleet::verify_endorsement;
@@ -35,7 +35,7 @@ use strata_shared::ids::parse_cap_id;
 use tokio::sync::mpsc;
 
 use crate::config::FleetConfig;
-use crate::store::{self, KeyRecord, RevocationRecord, MAX_RECORD, REQUEST_TIMEOUT};
+use crate::store::{self, read_prefix, KeyRecord, RevocationRecord, MAX_RECORD, REQUEST_TIMEOUT};
 
 /// How often the follower checks that it is in step with a quorum.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -412,10 +412,6 @@ struct Check {
     keys: Vec<KeyValue>,
 }
 
-/// Records at most this many at a time, so that no answer nears gRPC's
-/// message size limit however many revocations there are.
-const PAGE: i64 = 500;
-
 /// Reads the fleet's records through a quorum: revocation records modified
 /// after `since`, and all key records, at one revision.
 async fn read_fleet(
@@ -433,50 +429,6 @@ async fn read_fleet(
         revocations,
         keys,
     })
-}
-
-/// Every record under `prefix` (modified at or after `min_mod`, when > 0),
-/// at `revision` or the current one, page by page. Returns them with the
-/// revision read.
-async fn read_prefix(
-    client: &mut Client,
-    prefix: &str,
-    revision: Option<i64>,
-    min_mod: i64,
-) -> Result<(Vec<KeyValue>, i64), String> {
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("a prefix is not empty") += 1;
-    let mut from = prefix.as_bytes().to_vec();
-    let mut revision = revision;
-    let mut records = Vec::new();
-    loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-        if let Some(r) = revision {
-            options = options.with_revision(r);
-        }
-        if min_mod > 0 {
-            options = options.with_min_mod_revision(min_mod);
-        }
-        let mut resp = client
-            .get(from.clone(), Some(options))
-            .await
-            .map_err(|e| format!("reading {prefix}: {e}"))?;
-        let read_at = resp.header().map_or(0, |h| h.revision());
-        let revision = *revision.get_or_insert(read_at);
-        let more = resp.more();
-        let page = resp.take_kvs();
-        match page.last() {
-            Some(last) if more => {
-                from = last.key().to_vec();
-                from.push(0);
-                records.extend(page);
-            }
-            _ => {
-                records.extend(page);
-                return Ok((records, revision));
-            }
-        }
-    }
 }
 
 /// One connection: read (or resume), then watch and check until something

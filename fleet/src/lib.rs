@@ -17,4 +17,6 @@ pub mod publish;
 pub mod store;
 
 pub use config::FleetConfig;
+/// The etcd client the fleet connects with ([`store::connect`]).
+pub use etcd_client::Client;
 pub use follower::{FleetStatus, FleetView};

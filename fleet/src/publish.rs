@@ -2,16 +2,16 @@
 //! endorsement, and commit revocations to etcd, each kept until its token
 //! expires.
 //!
-//! A put returns once etcd's leader has the write in a quorum's log, so a
-//! revocation acknowledged after [`commit_revocation`] survives any
+//! A write returns once etcd's leader has it in a quorum's log, so a
+//! revocation acknowledged after [`commit_revocations`] survives any
 //! minority of members failing, and etcd restarting.
 
 use std::collections::HashMap;
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use crate::config::FleetConfig;
-use crate::store::{KeyRecord, RevocationRecord};
+use crate::store::{read_prefix, KeyRecord, RevocationRecord};
 
 /// Revocations are grouped by when their tokens expire, in buckets of this
 /// many seconds, one etcd lease per bucket: a few leases rather than one
@@ -72,48 +72,136 @@ pub async fn publish_key(
         .map_err(|e| format!("publishing {key}: {e}"))
 }
 
-/// Commits the revocation of `cap_id` (whose token expires at `exp`) to
-/// etcd; returns once a quorum has it.
+/// Most revocations committed in one transaction (etcd allows 128
+/// operations per transaction by default).
+pub const BATCH: usize = 64;
+
+/// Commits the revocations `entries` (capability id, the Unix time its
+/// token expires) to etcd in one transaction; returns once a quorum has
+/// them. Entries already expired at `now` are skipped: their tokens are
+/// refused anyway.
 ///
 /// # Errors
-/// etcd's refusal or silence: the revocation is then not known to be in
-/// the fleet, and must be committed again.
-pub async fn commit_revocation(
+/// etcd's refusal or silence: none of them is then known to be in the
+/// fleet, and all must be committed again.
+pub async fn commit_revocations(
     client: &mut Client,
     leases: &mut Leases,
     config: &FleetConfig,
-    cap_id: &str,
-    exp: i64,
+    entries: &[(String, i64)],
     now: i64,
 ) -> Result<(), String> {
-    let key = format!("{}{cap_id}", config.revoked_prefix());
-    let value = serde_json::to_vec(&RevocationRecord {
-        cap_id: cap_id.into(),
-        exp,
-        by: config.node_id.clone(),
-    })
-    .expect("a revocation record serializes");
     let mut retried = false;
     loop {
-        let lease = leases.lease_for(client, exp, now).await?;
-        match client
-            .put(
-                key.as_str(),
-                value.clone(),
+        let mut ops = Vec::with_capacity(entries.len());
+        for (cap_id, exp) in entries.iter().filter(|(_, exp)| *exp > now) {
+            let lease = leases.lease_for(client, *exp, now).await?;
+            let value = serde_json::to_vec(&RevocationRecord {
+                cap_id: cap_id.clone(),
+                exp: *exp,
+                by: config.node_id.clone(),
+            })
+            .expect("a revocation record serializes");
+            let key = format!("{}{cap_id}", config.revoked_prefix());
+            ops.push(TxnOp::put(
+                key,
+                value,
                 Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-        {
+            ));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match client.txn(Txn::new().and_then(ops)).await {
             Ok(_) => return Ok(()),
-            // The lease is gone (etcd lost it, or it was revoked by hand):
-            // grant a new one once.
+            // A lease is gone (etcd lost it, or it was revoked by hand):
+            // grant new ones once.
             Err(e) if !retried && e.to_string().contains("lease not found") => {
-                leases.by_bucket.remove(&Leases::bucket_end(exp));
+                leases.by_bucket.clear();
                 retried = true;
             }
-            Err(e) => return Err(format!("committing {key}: {e}")),
+            Err(e) => return Err(format!("committing {} revocation(s): {e}", entries.len())),
         }
     }
+}
+
+/// Removes this node's key record if it holds another key than
+/// `current_kid`: after identity's key was replaced (a rotation, a key that
+/// may have leaked), the old one must not stay trusted by the fleet just
+/// because its endorsement never expires. Returns the kid removed.
+///
+/// # Errors
+/// etcd's refusal or silence.
+pub async fn retract_stale_key(
+    client: &mut Client,
+    config: &FleetConfig,
+    current_kid: &str,
+) -> Result<Option<String>, String> {
+    let key = format!("{}{}", config.keys_prefix(), config.node_id);
+    let resp = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?;
+    let Some(kv) = resp.kvs().first() else {
+        return Ok(None);
+    };
+    let kid = serde_json::from_slice::<KeyRecord>(kv.value())
+        .map(|r| r.kid)
+        .unwrap_or_default();
+    if kid == current_kid {
+        return Ok(None);
+    }
+    // Only the record read: a newer one (this node's, published meanwhile)
+    // stays.
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            kv.mod_revision(),
+        )])
+        .and_then([TxnOp::delete(key.as_str(), None)]);
+    client
+        .txn(txn)
+        .await
+        .map_err(|e| format!("removing {key}: {e}"))?;
+    Ok(Some(kid))
+}
+
+/// Deletes revocation records whose tokens expired more than
+/// [`LEASE_SLACK_SECS`] before `now`. Their leases should have done it, but
+/// etcd 3.4 gives a lease its whole TTL again at every leader change, so
+/// with long-lived tokens and frequent elections a lease may never run
+/// out. Returns how many were deleted.
+///
+/// # Errors
+/// etcd's refusal or silence.
+pub async fn sweep_expired(
+    client: &mut Client,
+    config: &FleetConfig,
+    now: i64,
+) -> Result<usize, String> {
+    let (records, _) = read_prefix(client, &config.revoked_prefix(), None, 0).await?;
+    let mut deleted = 0;
+    for kv in records {
+        let expired = serde_json::from_slice::<RevocationRecord>(kv.value())
+            .is_ok_and(|r| r.exp + LEASE_SLACK_SECS < now);
+        if !expired {
+            continue;
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                kv.key(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::delete(kv.key(), None)]);
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| format!("sweeping expired revocations: {e}"))?;
+        deleted += usize::from(resp.succeeded());
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::FleetConfig;
@@ -67,4 +69,55 @@ pub async fn connect(config: &FleetConfig) -> Result<Client, String> {
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Records read at a time, so that no answer nears gRPC's message size
+/// limit however many revocations there are.
+const PAGE: i64 = 500;
+
+/// Every record under `prefix` (modified at or after `min_mod`, when > 0),
+/// at `revision` or the current one, page by page. Returns them with the
+/// revision read.
+///
+/// # Errors
+/// etcd's refusal or silence.
+pub async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    revision: Option<i64>,
+    min_mod: i64,
+) -> Result<(Vec<KeyValue>, i64), String> {
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().expect("a prefix is not empty") += 1;
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = revision;
+    let mut records = Vec::new();
+    loop {
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if let Some(r) = revision {
+            options = options.with_revision(r);
+        }
+        if min_mod > 0 {
+            options = options.with_min_mod_revision(min_mod);
+        }
+        let mut resp = client
+            .get(from.clone(), Some(options))
+            .await
+            .map_err(|e| format!("reading {prefix}: {e}"))?;
+        let read_at = resp.header().map_or(0, |h| h.revision());
+        let revision = *revision.get_or_insert(read_at);
+        let more = resp.more();
+        let page = resp.take_kvs();
+        match page.last() {
+            Some(last) if more => {
+                from = last.key().to_vec();
+                from.push(0);
+                records.extend(page);
+            }
+            _ => {
+                records.extend(page);
+                return Ok((records, revision));
+            }
+        }
+    }
 }

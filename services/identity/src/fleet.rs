@@ -165,29 +165,37 @@ fn read_endorsement(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{}: not text", path.display()))
 }
 
+/// Quiet rounds (30 s each) between sweeps of expired revocation records:
+/// ten minutes.
+const SWEEP_EVERY: u32 = 20;
+
 /// Keeps the fleet up to date for as long as identity runs: publishes the
-/// key (again after every reconnection) and commits each revocation of
-/// identity's list.
+/// key (again after every reconnection, and every 30 s without a
+/// revocation, in case the record was lost), commits each revocation of
+/// identity's list, newest first, and now and then deletes expired
+/// revocation records.
 pub async fn run(id: Arc<Identity>, link: Arc<FleetLink>) {
     let mut since = 0;
+    // Oldest first; committed from the end, so that a revoke waiting for
+    // its answer is not queued behind the list re-committed at start.
     let mut pending: Vec<(String, i64)> = Vec::new();
     let mut client = None;
     let mut leases = Leases::default();
     let mut key_published = false;
+    let mut quiet_rounds = 0u32;
+    let mut last_warning = None;
     loop {
         let idle = pending.is_empty() && key_published && client.is_some();
-        let delta = id
-            .revocations
-            .delta(
-                since,
-                None,
-                if idle {
-                    Duration::from_secs(30)
-                } else {
-                    Duration::ZERO
-                },
-            )
-            .await;
+        let wait = if idle {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        };
+        let delta = id.revocations.delta(since, None, wait).await;
+        if idle && delta.revocations.is_empty() {
+            key_published = false;
+            quiet_rounds += 1;
+        }
         since = delta.seq;
         pending.extend(delta.revocations.into_iter().map(|r| (r.cap_id, r.expires)));
         link.state.lock().expect("fleet link lock").uncommitted = pending.len();
@@ -204,47 +212,37 @@ pub async fn run(id: Arc<Identity>, link: Arc<FleetLink>) {
         let c = client.as_mut().expect("connected above");
         let result = async {
             if !key_published {
-                match link.key_record() {
-                    Ok(record) => {
-                        publish::publish_key(c, &link.config, &record).await?;
-                        tracing::info!(fleet = %link.config.name, kid = %record.kid, "published this node's key");
-                    }
-                    Err(why) => tracing::warn!(fleet = %link.config.name, "{why}"),
-                }
-                // Not retried until the next reconnection or restart when
-                // the endorsement is wrong: the warning says what to do.
+                publish_or_retract(c, &link, &mut last_warning).await?;
                 key_published = true;
             }
-            while let Some((cap_id, exp)) = pending.first().cloned() {
+            while !pending.is_empty() {
+                let batch = pending.split_off(pending.len().saturating_sub(publish::BATCH));
                 let now = capability::now();
-                if exp > now {
-                    publish::commit_revocation(c, &mut leases, &link.config, &cap_id, exp, now)
-                        .await?;
+                if let Err(why) =
+                    publish::commit_revocations(c, &mut leases, &link.config, &batch, now).await
+                {
+                    pending.extend(batch);
+                    return Err(why);
                 }
-                link.committed
-                    .lock()
-                    .expect("fleet link lock")
-                    .insert(cap_id, exp);
-                pending.remove(0);
+                let mut committed = link.committed.lock().expect("fleet link lock");
+                committed.retain(|_, exp| *exp > now - 60);
+                committed.extend(batch);
+                drop(committed);
                 link.commits.send_modify(|n| *n += 1);
+            }
+            if quiet_rounds >= SWEEP_EVERY {
+                quiet_rounds = 0;
+                let swept = publish::sweep_expired(c, &link.config, capability::now()).await?;
+                if swept > 0 {
+                    tracing::info!(fleet = %link.config.name, swept, "deleted expired revocation records");
+                }
             }
             Ok::<(), String>(())
         }
         .await;
-        {
-            let mut state = link.state.lock().expect("fleet link lock");
-            state.uncommitted = pending.len();
-            state.key_published = key_published && link.key_record().is_ok();
-        }
+        link.state.lock().expect("fleet link lock").uncommitted = pending.len();
         match result {
-            Ok(()) => {
-                link.state.lock().expect("fleet link lock").error = None;
-                let now = capability::now();
-                link.committed
-                    .lock()
-                    .expect("fleet link lock")
-                    .retain(|_, exp| *exp > now - 60);
-            }
+            Ok(()) => link.state.lock().expect("fleet link lock").error = None,
             Err(why) => {
                 link.failed(why);
                 client = None;
@@ -253,4 +251,41 @@ pub async fn run(id: Arc<Identity>, link: Arc<FleetLink>) {
             }
         }
     }
+}
+
+/// Publishes this node's key record, or, when its endorsement does not
+/// hold for this identity's key, removes a record of this node that names
+/// another key (the one before a rotation) so that the fleet stops
+/// trusting it.
+async fn publish_or_retract(
+    c: &mut strata_fleet::Client,
+    link: &FleetLink,
+    last_warning: &mut Option<String>,
+) -> Result<(), String> {
+    let published = match link.key_record() {
+        Ok(record) => {
+            publish::publish_key(c, &link.config, &record).await?;
+            if last_warning.take().is_some() || !link.status().key_published {
+                tracing::info!(fleet = %link.config.name, kid = %record.kid, "published this node's key");
+            }
+            true
+        }
+        Err(why) => {
+            if last_warning.as_deref() != Some(why.as_str()) {
+                tracing::warn!(fleet = %link.config.name, "{why}");
+                *last_warning = Some(why);
+            }
+            let current = key_id(&link.public_key);
+            if let Some(old) = publish::retract_stale_key(c, &link.config, &current).await? {
+                tracing::warn!(
+                    fleet = %link.config.name,
+                    "removed this node's key record (kid {old}) from etcd: it is not this \
+                     identity's key ({current})"
+                );
+            }
+            false
+        }
+    };
+    link.state.lock().expect("fleet link lock").key_published = published;
+    Ok(())
 }
