@@ -70,6 +70,8 @@ pub struct FleetView {
     /// Records refused, by etcd key, with their revision: each is logged
     /// once, not at every check.
     refused: Mutex<HashMap<String, i64>>,
+    /// Set once the fleet's records have been read the first time.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -112,6 +114,7 @@ impl FleetView {
             progress: Mutex::new(Progress::default()),
             cache_entries,
             refused: Mutex::new(HashMap::new()),
+            loaded: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -125,6 +128,19 @@ impl FleetView {
         keys.get(kid)
             .filter(|k| k.expires.is_none_or(|exp| exp > now))
             .cloned()
+    }
+
+    /// Waits until the fleet's records have been read once, at most
+    /// `within`: fs, socket-activated by a request with a fleet token,
+    /// answers it after its first read rather than refuse it.
+    pub async fn wait_loaded(&self, within: Duration) {
+        let mut loaded = self.loaded.subscribe();
+        let _ = tokio::time::timeout(within, loaded.wait_for(|l| *l)).await;
+    }
+
+    /// Whether the fleet's records have been read once.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
     }
 
     /// Whether fleet tokens may be served now.
@@ -451,6 +467,7 @@ async fn session(
             let mut applied = 0;
             apply(view, sink, check, &mut applied);
             view.progress.lock().expect("fleet progress lock").loaded = true;
+            view.loaded.send_replace(true);
             tracing::info!(
                 fleet = %config.name,
                 revision,

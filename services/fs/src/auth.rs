@@ -266,6 +266,15 @@ impl Authority {
         let Some(key) = self.key().await else {
             return Err(AuthFailure::new(Error::internal(NO_KEY), None));
         };
+        // Likewise the fleet's first read, for a fleet token that started fs.
+        if let Some(view) = self.fleet().filter(|v| !v.is_loaded()) {
+            let left = self
+                .wait_for_key_until
+                .saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                view.wait_loaded(left).await;
+            }
+        }
         self.check(&key, token, capability::now())
     }
 

@@ -433,4 +433,19 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
         a.stat(&fleet3, &shared)
             .is_err_and(|e| e.1.contains("revoked"))
     });
+
+    // A restarted fs reads the fleet before it answers its first fleet
+    // token (socket activation starts fs with that very request), and
+    // every revocation is still in force.
+    let mut a = a;
+    a.fs.restart().unwrap();
+    a.fs.wait_notify("READY=1", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(a.stat(&fleet2, &shared), Ok(()));
+    assert!(a
+        .stat(&fleet_token, &shared)
+        .unwrap_err()
+        .1
+        .contains("revoked"));
+    assert!(a.stat(&fleet3, &shared).unwrap_err().1.contains("revoked"));
 }
