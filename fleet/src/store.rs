@@ -6,6 +6,7 @@
 //! only with an endorsement that verifies with the root key each node is
 //! configured with, and a revocation can only take a right away.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -42,10 +43,23 @@ pub struct RevocationRecord {
     pub by: String,
 }
 
-/// Connects to the fleet's etcd members, with TLS when configured.
+/// Which member the next [`connect`] tries first: each connection starts
+/// one further along the list.
+static NEXT_MEMBER: AtomicUsize = AtomicUsize::new(0);
+
+/// Connects to one of the fleet's etcd members that is part of a quorum,
+/// with TLS when configured.
+///
+/// One member at a time, each call starting at the next one, and only one
+/// that answers a linearizable read: a client spread over every endpoint
+/// kept sending to a stopped member, and one connected to a member cut off
+/// from the others would wait on it forever. A caller reconnects after
+/// any failure, so a dead or isolated member is left within a request
+/// timeout or two.
 ///
 /// # Errors
-/// A TLS file that cannot be read, or no member reachable.
+/// A TLS file that cannot be read, or no member in a quorum reachable: the
+/// last member's error.
 pub async fn connect(config: &FleetConfig) -> Result<Client, String> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
@@ -62,9 +76,28 @@ pub async fn connect(config: &FleetConfig) -> Result<Client, String> {
         }
         options = options.with_tls(tls);
     }
-    Client::connect(&config.endpoints, Some(options))
-        .await
-        .map_err(|e| format!("cannot reach etcd at {}: {e}", config.endpoints.join(",")))
+    let n = config.endpoints.len();
+    let first = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
+    let mut last_error = String::from("no endpoint");
+    for i in 0..n {
+        let endpoint = &config.endpoints[(first + i) % n];
+        let attempt = async {
+            let mut client = Client::connect([endpoint], Some(options.clone())).await?;
+            client
+                .get(
+                    config.prefix(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await?;
+            Ok::<_, etcd_client::Error>(client)
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => last_error = format!("etcd at {endpoint}: {e}"),
+            Err(_) => last_error = format!("etcd at {endpoint}: no answer"),
+        }
+    }
+    Err(last_error)
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {

@@ -312,3 +312,24 @@ fn revocations_are_committed_with_leases_swept_when_expired_and_old_keys_retract
         assert_eq!(c.get(key.as_str(), None).await.unwrap().kvs().len(), 1);
     });
 }
+
+#[test]
+#[ignore = "needs etcd (Debian's etcd-server); scripts/test-all.sh installs it"]
+fn a_member_that_does_not_answer_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = Member::start(dir.path(), "http", &[]);
+    // A port nothing listens on, first in the list.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let config = FleetConfig {
+        endpoints: vec![dead, member.endpoint.clone()],
+        ..plain_config(&member.endpoint)
+    };
+    block(async {
+        connected(&plain_config(&member.endpoint)).await;
+        // Whichever member each call starts with, it ends on the live one.
+        for _ in 0..4 {
+            let mut c = connect(&config).await.expect("the live member is found");
+            c.put("/strata/probe", "2", None).await.unwrap();
+        }
+    });
+}

@@ -192,6 +192,11 @@ pub async fn run(id: Arc<Identity>, link: Arc<FleetLink>) {
             Duration::ZERO
         };
         let delta = id.revocations.delta(since, None, wait).await;
+        // Stopping: long polls now answer at once, so this loop would spin
+        // and keep the runtime from shutting down.
+        if id.revocations.is_closing() {
+            return;
+        }
         if idle && delta.revocations.is_empty() {
             key_published = false;
             quiet_rounds += 1;

@@ -268,6 +268,11 @@ impl RevocationStore {
         self.snapshot(since, epoch)
     }
 
+    /// Whether the service is stopping ([`Self::close`]).
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Answers every long poll now and every later one at once.
     pub fn close(&self) {
         self.closing.send_replace(true);
