@@ -320,14 +320,27 @@ endpoints_of() {
     echo "$out"
 }
 
-# The drop-in of docs/fleet.md (contract: systemd/strata-fleet.conf, which
-# the packaging work adds; written here until then). IPAddressAllow= opens
-# the units' IPAddressDeny=any to the bridge's subnet and loopback only.
-FLEET_DROPIN="[Service]
+# The drop-in for identity and fs (docs/fleet.md): the repository's
+# systemd/strata-fleet.conf when it has one (it loads the endorsement from
+# /etc/strata/fleet/endorsement as a credential and sets
+# STRATA_FLEET_ENDORSEMENT_FILE itself), else the fleet contract's text,
+# written here, with the endorsement named in fleet.env. Either way a second
+# drop-in opens the units' IPAddressDeny=any to the bridge's subnet and
+# loopback, the only addresses etcd is reached at.
+DROPIN_SRC=$REPO/systemd/strata-fleet.conf
+CONTRACT_DROPIN="[Service]
 EnvironmentFile=/etc/strata/fleet.env
 PrivateNetwork=no
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+ALLOW_DROPIN="[Service]
 IPAddressAllow=$SUBNET.0/24 127.0.0.0/8"
+if [ -f "$DROPIN_SRC" ]; then
+    ENDORSEMENT=/etc/strata/fleet/endorsement
+    log "drop-in: $DROPIN_SRC"
+else
+    ENDORSEMENT=/etc/strata/fleet-endorsement
+    log "drop-in: the fleet contract's (no $DROPIN_SRC)"
+fi
 
 for i in $(seq 1 "$NODES"); do
     "$CTL" fleet endorse --root-key "$ROOT_KEY" --node-id "node-$i" \
@@ -335,21 +348,32 @@ for i in $(seq 1 "$NODES"); do
         die "strata-ctl fleet endorse failed for node-$i"
     "$CTL" fleet verify --root-public-key "$ROOT_PUB" --fleet "$FLEET_NAME" \
         "$RUN_DIR/node-$i.endorsement" >/dev/null || die "node-$i's endorsement does not verify"
-    in_node "$i" mkdir -p /etc/strata /etc/systemd/system/strata-identity.service.d \
+    in_node "$i" mkdir -p "$(dirname "$ENDORSEMENT")" /etc/systemd/system/strata-identity.service.d \
         /etc/systemd/system/strata-fs.service.d
-    # Public (no secret in it); readable by identity's dynamic user.
-    in_node "$i" sh -c 'cat >/etc/strata/fleet-endorsement && chmod 0644 /etc/strata/fleet-endorsement' \
-        <"$RUN_DIR/node-$i.endorsement"
+    if [ -f "$DROPIN_SRC" ]; then
+        # Root-only: systemd hands it to the services as a credential.
+        in_node "$i" sh -c "umask 077 && cat >$ENDORSEMENT" <"$RUN_DIR/node-$i.endorsement"
+        endorsement_env=""
+    else
+        # Public (no secret in it); readable by identity's dynamic user.
+        in_node "$i" sh -c "cat >$ENDORSEMENT && chmod 0644 $ENDORSEMENT" <"$RUN_DIR/node-$i.endorsement"
+        endorsement_env="STRATA_FLEET_ENDORSEMENT_FILE=$ENDORSEMENT"
+    fi
     in_node "$i" sh -c 'cat >/etc/strata/fleet.env && chmod 0644 /etc/strata/fleet.env' <<EOF
 STRATA_FLEET_NAME=$FLEET_NAME
 STRATA_FLEET_ROOT_PUBLIC_KEY=$ROOT_PUB
-STRATA_FLEET_ENDORSEMENT_FILE=/etc/strata/fleet-endorsement
+$endorsement_env
 STRATA_FLEET_ETCD_ENDPOINTS=$(endpoints_of "$i")
 STRATA_FLEET_MAX_STALENESS_SECS=$MAX_STALENESS
 STRATA_NODE_ID=node-$i
 EOF
     for u in strata-identity strata-fs; do
-        printf '%s\n' "$FLEET_DROPIN" | in_node "$i" sh -c "cat >/etc/systemd/system/$u.service.d/fleet.conf"
+        if [ -f "$DROPIN_SRC" ]; then
+            in_node "$i" sh -c "cat >/etc/systemd/system/$u.service.d/fleet.conf" <"$DROPIN_SRC"
+        else
+            printf '%s\n' "$CONTRACT_DROPIN" | in_node "$i" sh -c "cat >/etc/systemd/system/$u.service.d/fleet.conf"
+        fi
+        printf '%s\n' "$ALLOW_DROPIN" | in_node "$i" sh -c "cat >/etc/systemd/system/$u.service.d/fleet-test.conf"
     done
     in_node "$i" systemctl daemon-reload
     # identity keeps its key (its state directory) across the restart.

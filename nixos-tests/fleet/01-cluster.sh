@@ -39,6 +39,43 @@ for n in $(seq 1 "$NODES"); do
 done
 log "strata: identity, fs and supervisor up on every node; a node-local token is served"
 
+# The fleet configuration reaches both services: fleet.env in their
+# environment, the host's network namespace (PrivateNetwork=no), and the
+# address filter lets them reach etcd on the bridge.
+for n in $(seq 1 "$NODES"); do
+    for u in strata-identity strata-fs; do
+        pid=$(on_node "$n" systemctl show -p MainPID --value "$u.service")
+        [ "$pid" -gt 0 ] || fail "node-$n: $u has no main process"
+        envs=$(on_node "$n" cat "/proc/$pid/environ" | tr '\0' '\n')
+        printf '%s\n' "$envs" | grep -qx "STRATA_FLEET_NAME=$FLEET_NAME" &&
+            printf '%s\n' "$envs" | grep -qx "STRATA_NODE_ID=node-$n" &&
+            printf '%s\n' "$envs" | grep -q '^STRATA_FLEET_ETCD_ENDPOINTS=http://' ||
+            fail "node-$n: $u runs without the fleet's environment: $envs"
+        [ "$(on_node "$n" readlink "/proc/$pid/ns/net")" = "$(on_node "$n" readlink /proc/1/ns/net)" ] ||
+            fail "node-$n: $u is not in the node's network namespace (PrivateNetwork=no missing)"
+    done
+    # identity reads its endorsement as its own (dynamic) user.
+    pid=$(on_node "$n" systemctl show -p MainPID --value strata-identity.service)
+    file=$(on_node "$n" cat "/proc/$pid/environ" | tr '\0' '\n' | sed -n 's/^STRATA_FLEET_ENDORSEMENT_FILE=//p')
+    [ -n "$file" ] || fail "node-$n: identity has no STRATA_FLEET_ENDORSEMENT_FILE"
+    ok on_node "$n" nsenter -t "$pid" -m -S "$(on_node "$n" stat -c %u "/proc/$pid")" cat "$file"
+    ok "$FLEET_CTL" fleet verify --root-public-key "$(jq -r .public_key "$FLEET_ROOT_KEY")" --fleet "$FLEET_NAME" - <<<"$OUT"
+    [ "$(jget "$OUT" .node_id)" = "node-$n" ] || fail "node-$n's endorsement names $(jget "$OUT" .node_id)"
+done
+# The units' IPAddressDeny=any with the runner's IPAddressAllow=: etcd on
+# the bridge is reachable from a unit so confined.
+ok on_node 1 systemd-run --wait --pipe --quiet -p IPAddressDeny=any \
+    -p "IPAddressAllow=${IPS[1]%.*}.0/24 127.0.0.0/8" -p RestrictAddressFamilies="AF_UNIX AF_INET AF_INET6" \
+    etcdctl --endpoints="http://${IPS[1]}:2379" --dial-timeout=2s endpoint health
+run on_node 1 systemd-run --wait --pipe --quiet -p IPAddressDeny=any \
+    etcdctl --endpoints="http://${IPS[1]}:2379" --dial-timeout=2s endpoint health
+if [ "$RC" = 0 ]; then
+    log "note: IPAddressDeny= is not enforced in these containers (no BPF firewall for their systemd)"
+else
+    log "IPAddressDeny=any is enforced here: without the allow list etcd is unreachable"
+fi
+log "fleet configuration: environment, network namespace and endorsement in place on every node"
+
 # A partition: node-3's member loses its leader (unhealthy), the other two
 # keep a quorum and stay writable; node-3 reads nothing new meanwhile.
 partition 3

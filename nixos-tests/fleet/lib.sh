@@ -159,15 +159,28 @@ local_token() {
     ctl "$1" issue --service fs --actions list,stat,open,read --path-prefix "$FLEET_TD" \
         --ttl "${2:-900}"
 }
+# revoke_timed N CAP_ID: `strata-ctl revoke CAP_ID` on node N, as root;
+# ACK_MS is when it returned, read on the node right after it (not after
+# nsenter's own exit); OUT/RC/ERR as run sets them. A later refusal's time
+# minus ACK_MS is the propagation latency (<= 0: refused before the
+# acknowledgement reached the client).
+revoke_timed() {
+    run on_node "$1" sh -c 'strata-ctl revoke "$1"; rc=$?; date +%s%3N; exit $rc' _ "$2"
+    ACK_MS=$(printf '%s\n' "$OUT" | tail -n 1)
+    OUT=$(printf '%s\n' "$OUT" | sed '$d')
+    [ "$RC" = 0 ] || fail "revoke $2 on node-$1: exit $RC: $OUT $ERR"
+}
 # stat_on N TOKEN: fs.stat of the test data on node N with TOKEN (raw form:
 # the envelope on stdout, exit 10+code on an error answer).
 stat_on() { ctl_tok "$1" "$2" fs.stat "{\"path\":\"$FLEET_TD/hello.txt\"}"; }
 
 # fleet_fresh N: `strata-ctl fleet status` on node N says fresh (exit 0).
 fleet_fresh() {
-    local s
-    s=$(ctl "$1" fleet status 2>/dev/null) || return 1
-    [ "$(printf '%s' "$s" | jq -r .state)" = fresh ]
+    local s rc=0
+    s=$(ctl "$1" fleet status 2>&1) || rc=$?
+    # A usage error will not go away by waiting.
+    [ "$rc" != 2 ] || fail "node-$1: strata-ctl fleet status is a usage error (a build without the fleet?): $s"
+    [ "$rc" = 0 ] && [ "$(printf '%s' "$s" | jq -r .state 2>/dev/null)" = fresh ]
 }
 wait_fleet_fresh() {
     local n
@@ -193,16 +206,23 @@ poll_wait_first() {
     wait_until 15 "poller $1 to see its first status ($(cat "$WORK/$1" 2>/dev/null))" \
         grep -q '^first ' "$WORK/$1"
 }
-# poll_result NAME: waits for the poller to end; prints the time (ms) at
-# which it saw WANT, or fails with what it saw instead.
+# poll_result NAME: waits for the poller to end and sets POLL_AT to the
+# time (ms) at which it saw WANT and POLL_LINE to its report, or fails with
+# what it saw instead. Not in a command substitution: the poller is a child
+# of the scenario's shell, not of a subshell.
 poll_result() {
-    local pid rc=0 line
+    local pid rc=0
     pid=$(cat "$WORK/$1.pid")
     wait "$pid" || rc=$?
-    line=$(grep -v '^first ' "$WORK/$1" | tail -n 1)
-    [ "$rc" = 0 ] || fail "poller $1: ${line:-no output} (exit $rc)"
-    printf '%s\n' "${line%% *}"
+    POLL_LINE=$(grep -v '^first ' "$WORK/$1" | tail -n 1)
+    [ "$rc" = 0 ] || fail "poller $1: ${POLL_LINE:-no output} (exit $rc)"
+    POLL_AT=${POLL_LINE%% *}
 }
+# poll_answer: the answer (JSON envelope) of the last poll_result.
+poll_answer() { printf '%s\n' "$POLL_LINE" | cut -d' ' -f3-; }
+
+# fleet_of JSON: the `fleet` object wherever it sits in a status answer.
+fleet_of() { printf '%s' "$1" | jq -c 'first(.. | objects | select(has("fleet")) | .fleet | objects) // empty'; }
 
 # figure NAME JSON: records a figure for the runner's summary and
 # target/fleet-figures.json.
@@ -215,7 +235,7 @@ figure() {
 # percentiles FILE: {"n","median","p99","max","min"} of the numbers in FILE
 # (one a line); nearest-rank percentiles.
 percentiles() {
-    sort -n "$1" | jq -s '{n: length, min: .[0], max: .[-1],
+    sort -n "$1" | jq -cs '{n: length, min: .[0], max: .[-1],
         median: (if length % 2 == 1 then .[(length - 1) / 2] else (.[length / 2 - 1] + .[length / 2]) / 2 end),
         p99: .[((length * 0.99) | ceil) - 1]}'
 }
