@@ -159,9 +159,15 @@ for i in $(seq 1 "$NODES"); do
     IPS+=("$SUBNET.$i")
 done
 
+SCEN_PID=""
 teardown() {
     local rc=$? i
     set +e
+    # A scenario still running (interrupted): timeout passes TERM on to it.
+    if [ -n "$SCEN_PID" ]; then
+        kill -TERM "$SCEN_PID" 2>/dev/null
+        wait "$SCEN_PID" 2>/dev/null
+    fi
     # Halt all at once, then wait for each.
     for i in "${!NSPAWN_PIDS[@]}"; do
         [ -z "${PID1S[$i]:-}" ] || kill -s RTMIN+3 "${PID1S[$i]}" 2>/dev/null
@@ -405,12 +411,18 @@ for s in "${SCENARIOS[@]}"; do
     for i in $(seq 1 "$NODES"); do
         cursors+=("$(in_node "$i" journalctl -n0 --show-cursor --no-pager 2>/dev/null | sed -n 's/^-- cursor: //p')") || true
     done
-    if timeout --kill-after=10 "$SCEN_TIMEOUT" bash "$SCEN_DIR/$s" >"$out" 2>&1; then
+    # In the background and waited for: `wait` returns at once on a signal,
+    # so INT/TERM tear down without waiting for the scenario to end.
+    timeout --kill-after=10 "$SCEN_TIMEOUT" bash "$SCEN_DIR/$s" >"$out" 2>&1 &
+    SCEN_PID=$!
+    if wait "$SCEN_PID"; then
+        SCEN_PID=""
         sed 's/^/    /' "$out"
         log "PASS $s ($(($(date +%s) - start)) s)"
         passed+=("$s")
     else
         rc=$?
+        SCEN_PID=""
         sed 's/^/    /' "$out"
         log "FAIL $s (exit $rc, $(($(date +%s) - start)) s); journals of strata and etcd during it:"
         for i in $(seq 1 "$NODES"); do
