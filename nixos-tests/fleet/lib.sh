@@ -174,18 +174,21 @@ revoke_timed() {
 # the envelope on stdout, exit 10+code on an error answer).
 stat_on() { ctl_tok "$1" "$2" fs.stat "{\"path\":\"$FLEET_TD/hello.txt\"}"; }
 
-# fleet_fresh N: `strata-ctl fleet status` on node N says fresh (exit 0).
-fleet_fresh() {
-    local s rc=0
-    s=$(ctl "$1" fleet status 2>&1) || rc=$?
-    # A usage error will not go away by waiting.
-    [ "$rc" != 2 ] || fail "node-$1: strata-ctl fleet status is a usage error (a build without the fleet?): $s"
-    [ "$rc" = 0 ] && [ "$(printf '%s' "$s" | jq -r .state 2>/dev/null)" = fresh ]
-}
+# wait_fleet_fresh N...: waits (30 s at most) until `strata-ctl fleet
+# status` on each node N exits 0 with state fresh. Clobbers OUT/RC/ERR.
 wait_fleet_fresh() {
-    local n
+    local n i
     for n in "$@"; do
-        wait_until 30 "fleet status fresh on node-$n ($(ctl "$n" fleet status 2>&1 || true))" fleet_fresh "$n"
+        i=0
+        while :; do
+            run ctl "$n" fleet status
+            # A usage error will not go away by waiting.
+            [ "$RC" != 2 ] || fail "node-$n: 'strata-ctl fleet status' is a usage error (a build without the fleet?): $ERR"
+            [ "$RC" = 0 ] && [ "$(printf '%s' "$OUT" | jq -r .state 2>/dev/null)" = fresh ] && break
+            i=$((i + 1))
+            [ "$i" -le 150 ] || fail "node-$n's fleet not fresh after 30 s: exit $RC, $OUT $ERR"
+            sleep 0.2
+        done
     done
 }
 
