@@ -4,7 +4,7 @@
 #  - it refuses fleet tokens with code 6 and a message naming the fleet once
 #    it has not heard from etcd for maxStaleness, within maxStaleness + 1 s
 #    of the cut (figure: time to fail closed);
-#  - `strata-ctl fleet status` exits 1 with state stale, and
+#  - `strata-ctl fleet status` exits 3 with state stale, and
 #    `strata-ctl status` shows the same;
 #  - a revocation made on node-1 during the partition is enforced on node-3
 #    after healing: its token goes from code 6 to code 2, never served;
@@ -43,7 +43,7 @@ log "partitioned node-3 fails closed after $fail_closed ms: $(printf '%s' "$answ
 ok stat_on 3 "$L3"
 expect_rc 16 stat_on 3 "$T2"
 run ctl 3 fleet status
-[ "$RC" = 1 ] && [ "$(jget "$OUT" .state)" = stale ] || fail "fleet status on partitioned node-3: exit $RC, $OUT $ERR"
+[ "$RC" = 3 ] && [ "$(jget "$OUT" .state)" = stale ] || fail "fleet status on partitioned node-3: exit $RC (want 3), $OUT $ERR"
 [ "$(jget "$OUT" .since_heard_ms)" -ge $((FLEET_MAX_STALENESS * 1000)) ] || fail "stale, yet heard from etcd recently: $OUT"
 run ctl 3 status
 st=$(fleet_of "$OUT")
