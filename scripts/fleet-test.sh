@@ -401,6 +401,24 @@ export FLEET_PID1S="${PID1S[*]}" FLEET_NETNS="$NETNS" FLEET_BRIDGE="$BRIDGE" \
     FLEET_PORTS="${PORTS[*]}" FLEET_IPS="${IPS[*]}" FLEET_NAME FLEET_MAX_STALENESS="$MAX_STALENESS" \
     FLEET_ROOT_KEY="$ROOT_KEY" FLEET_CTL="$CTL" FLEET_FIGURES="$FIGURES" FLEET_TD="$TD"
 
+# reset_nodes: what a scenario may have left behind when it failed half
+# way, undone so that the next one starts from a whole fleet: every port
+# back on the bridge, every etcd member and strata.target started, the
+# cluster healthy.
+reset_nodes() {
+    local i
+    for i in $(seq 1 "$NODES"); do
+        ip -n "$NETNS" link set "${PORTS[$((i - 1))]}" master "$BRIDGE"
+        in_node "$i" systemctl start --no-block etcd.service strata.target
+    done
+    for _ in $(seq 1 60); do
+        in_node 1 env ETCDCTL_API=3 etcdctl --endpoints="$endpoints" --dial-timeout=2s \
+            endpoint health --cluster >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    log "warning: the etcd cluster is not healthy again 30 s after a scenario"
+}
+
 passed=()
 failed=()
 for s in "${SCENARIOS[@]}"; do
@@ -431,6 +449,7 @@ for s in "${SCENARIOS[@]}"; do
                 -u 'strata*' -u etcd.service 2>&1 | tail -n 60 | sed 's/^/    | /' || true
         done
         failed+=("$s")
+        reset_nodes
     fi
 done
 

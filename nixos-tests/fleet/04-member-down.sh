@@ -8,6 +8,12 @@
 . "$(dirname "$0")/lib.sh"
 
 wait_fleet_fresh 1 2 3
+restarted=0
+cleanup() {
+    [ "$restarted" = 1 ] || etcd_start 3 || true
+    cleanup_work
+}
+trap cleanup EXIT
 etcd_stop 3
 stopped=$(now_ms)
 wait_until 10 "the cluster to be writable without node-3's member" \
@@ -47,6 +53,7 @@ done
 log "node-3 (own member down) issued and revoked; every node fresh"
 
 etcd_start 3
+restarted=1
 wait_until 30 "the whole cluster healthy again" cluster_healthy 1
 ok etcdctl_on 3 get --print-value-only "/strata/$FLEET_NAME/revoked/$cap"
 [ "$(jget "$OUT" .cap_id)" = "$cap" ] || fail "node-3's member, back, lacks the revocation of $cap: $OUT"

@@ -70,6 +70,9 @@ all_enforced "identity restarted on node-1 and node-3, killed on node-2"
 for n in 1 2 3; do ok on_node "$n" systemctl restart --no-block etcd.service; done
 sleep 1
 wait_until 60 "the etcd cluster healthy after restarting every member" cluster_healthy 1
+# With the whole cluster down for a moment, every fs went stale: fleet
+# tokens are refused until each has caught up again.
+wait_fleet_fresh 1 2 3
 revoke_one 1 2
 all_enforced "every etcd member restarted"
 
