@@ -49,14 +49,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${STRATA_CT_CACHE:-/var/cache/strata}
 WORKBASE=${STRATA_CT_WORKDIR:-/var/tmp}
-SUITE=bookworm
-# Packages on top of debootstrap's minbase. Kept small on purpose: systemd
-# and dbus to boot and to talk to PID 1, procps for ps/pgrep in scenarios,
-# jq to read JSON answers (the NixOS tests add pkgs.jq likewise), passwd for
-# useradd.
-PACKAGES=systemd,systemd-sysv,dbus,procps,jq,passwd
 KEEP=0
 REBUILD=0
 BUILD=1
@@ -92,6 +85,10 @@ done
 
 log() { printf '[container-test] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
+# The root file system (package list, cache), install, boot and exec
+# helpers, shared with scripts/fleet-test.sh.
+# shellcheck source=scripts/lib/container-root.sh
+. "$REPO/scripts/lib/container-root.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, nspawn and nsenter need it)"
 if [ -n "$PROTOTYPE" ] || [ -n "$BENCH_ARGS" ]; then
@@ -156,70 +153,10 @@ for b in "${BINS[@]}"; do
 done
 
 # -------------------------------------------------------- cached rootfs ----
-# The Debian mirror the host's apt uses (deb822 .sources or one-line
-# sources.list), so that this works wherever apt works.
-host_mirror() {
-    local f uri
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        # First URIs: of a stanza whose Suites: has bookworm (not -security).
-        uri=$(awk '
-            /^[[:space:]]*$/ { if (!done && u != "" && s ~ / bookworm /) { print u; done=1 } u=""; s=""; next }
-            tolower($1) == "uris:"   { u=$2 }
-            tolower($1) == "suites:" { s=" "; for (i=2;i<=NF;i++) s=s $i " " }
-            END { if (!done && u != "" && s ~ / bookworm /) print u }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk '$1=="deb" { for (i=2;i<=NF;i++) if ($i !~ /^\[/ && $i ~ /:\/\//) { if ($(i+1)=="bookworm") { print $i; exit } break } }' "$f")
-        [ -n "$uri" ] && { echo "$uri"; return; }
-    done
-    echo http://deb.debian.org/debian
-}
-
-mkdir -p "$CACHE"
-ROOTFS_CACHE=$CACHE/rootfs-$SUITE
-# The cache is keyed by the package list: changing PACKAGES rebuilds it.
-STAMP="suite=$SUITE packages=$PACKAGES v=1"
-
-build_rootfs() {
-    local mirror tmp
-    mirror=${STRATA_CT_MIRROR:-$(host_mirror)}
-    tmp=$CACHE/.rootfs-$SUITE.tmp
-    rm -rf "$tmp"
-    log "debootstrap $SUITE from $mirror (cached in $ROOTFS_CACHE afterwards)"
-    if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$mirror" \
-            >"$CACHE/debootstrap.log" 2>&1; then
-        tail -n 30 "$CACHE/debootstrap.log" >&2
-        die "debootstrap failed (log: $CACHE/debootstrap.log)"
-    fi
-    # Container hygiene: nothing to log in on (the runner uses nsenter), no
-    # first-boot prompts, a hostname; apt lists are dead weight.
-    chroot "$tmp" systemctl mask console-getty.service getty@tty1.service \
-        systemd-firstboot.service >/dev/null 2>&1 || true
-    echo strata-ct >"$tmp/etc/hostname"
-    rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/*.bin
-    echo "$STAMP" >"$tmp/.strata-rootfs-stamp"
-    rm -rf "$ROOTFS_CACHE"
-    mv "$tmp" "$ROOTFS_CACHE"
-}
-
-# Serialize cache creation between concurrent runs on one machine.
-exec 9>"$CACHE/.lock"
-flock 9
-if [ "$REBUILD" -eq 1 ] || [ "$(cat "$ROOTFS_CACHE/.strata-rootfs-stamp" 2>/dev/null)" != "$STAMP" ]; then
-    build_rootfs
-else
-    log "using cached root file system $ROOTFS_CACHE"
-fi
-
 # A fresh copy per run, so that runs never see each other's state.
 RUN_DIR=$(mktemp -d "$WORKBASE/strata-ct.XXXXXX")
 ROOT=$RUN_DIR/rootfs
-cp -a --reflink=auto "$ROOTFS_CACHE" "$ROOT"
-flock -u 9
-exec 9>&-
+ct_copy_rootfs "$REBUILD" "$ROOT"
 
 NSPAWN_PID=""
 PID1=""
@@ -228,20 +165,7 @@ MACHINE=strata-ct-$$
 teardown() {
     local rc=$?
     set +e
-    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-        # Clean shutdown first (systemd's SIGRTMIN+3 = halt), then force.
-        if [ -n "$PID1" ]; then kill -s RTMIN+3 "$PID1" 2>/dev/null; fi
-        for _ in $(seq 1 100); do
-            kill -0 "$NSPAWN_PID" 2>/dev/null || break
-            sleep 0.2
-        done
-        if kill -0 "$NSPAWN_PID" 2>/dev/null; then
-            log "container did not stop in 20 s; killing it"
-            kill -KILL "$NSPAWN_PID" 2>/dev/null
-            [ -n "$PID1" ] && kill -KILL "$PID1" 2>/dev/null
-        fi
-        wait "$NSPAWN_PID" 2>/dev/null
-    fi
+    ct_stop "$NSPAWN_PID" "$PID1" container
     if [ "$KEEP" -eq 1 ]; then
         log "kept root file system: $ROOT (console log: $RUN_DIR/console.log)"
     else
@@ -253,23 +177,7 @@ trap teardown EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------- install -----
-# Binaries where a Debian package puts them; units unchanged where a package
-# puts them (/usr/lib/systemd/system), so /etc stays free for drop-ins.
-for b in "${BINS[@]}"; do
-    install -m 0755 "$TARGET_DIR/release/$b" "$ROOT/usr/bin/$b"
-done
-UNITDIR=$ROOT/usr/lib/systemd/system
-mkdir -p "$UNITDIR" "$ROOT/usr/lib/sysusers.d" "$ROOT/usr/lib/tmpfiles.d"
-for u in "$REPO"/systemd/*.service "$REPO"/systemd/*.socket "$REPO"/systemd/*.target; do
-    [ -f "$u" ] && install -m 0644 "$u" "$UNITDIR/"
-done
-[ -f "$REPO/systemd/strata-sysusers.conf" ] &&
-    install -m 0644 "$REPO/systemd/strata-sysusers.conf" "$ROOT/usr/lib/sysusers.d/strata.conf"
-[ -f "$REPO/systemd/strata-tmpfiles.conf" ] &&
-    install -m 0644 "$REPO/systemd/strata-tmpfiles.conf" "$ROOT/usr/lib/tmpfiles.d/strata.conf"
-# What a package's postinst does: create the system users now (also done at
-# boot by systemd-sysusers.service, but only when /etc needs an update).
-chroot "$ROOT" systemd-sysusers >/dev/null
+ct_install_strata "$ROOT" "$TARGET_DIR" "${BINS[@]}"
 rm -rf "$ROOT/opt/strata-tests"
 mkdir -p "$ROOT/opt/strata-tests"
 cp -a "$SCEN_DIR/." "$ROOT/opt/strata-tests/"
@@ -283,15 +191,9 @@ if [ -n "$PROTOTYPE_CTL" ]; then
     mkdir -p "$ROOT/opt/strata-prototype"
     install -m 0755 "$PROTOTYPE_CTL" "$ROOT/opt/strata-prototype/strata-ctl"
 fi
-# A machine id of its own per run (journal files are named after it).
-od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$ROOT/etc/machine-id"
-echo >>"$ROOT/etc/machine-id"
 
 # --------------------------------------------------------------- boot ------
-mkdir -p /run/systemd/nspawn
-if ! mountpoint -q /run/systemd/nspawn; then
-    mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
-fi
+ct_prepare_host
 
 log "booting container $MACHINE"
 # --private-network: the container gets its own network namespace (only lo),
@@ -301,50 +203,12 @@ systemd-nspawn -q -D "$ROOT" -M "$MACHINE" -b --register=no --keep-unit \
     </dev/null >"$RUN_DIR/console.log" 2>&1 &
 NSPAWN_PID=$!
 
-# The container's PID 1 is the descendant of nspawn whose pid in its own pid
-# namespace is 1 (last field of NSpid).
-find_pid1() {
-    local p nspid
-    for p in $(pgrep -P "$NSPAWN_PID" 2>/dev/null) \
-             $(for c in $(pgrep -P "$NSPAWN_PID" 2>/dev/null); do pgrep -P "$c"; done); do
-        nspid=$(awk '/^NSpid:/ { print $NF }' "/proc/$p/status" 2>/dev/null)
-        if [ "$nspid" = 1 ]; then echo "$p"; return 0; fi
-    done
-    return 1
-}
-for _ in $(seq 1 100); do
-    kill -0 "$NSPAWN_PID" 2>/dev/null || { cat "$RUN_DIR/console.log" >&2; die "systemd-nspawn exited"; }
-    PID1=$(find_pid1) && break
-    sleep 0.1
-done
-[ -n "$PID1" ] || die "could not find the container's PID 1"
+PID1=$(ct_wait_pid1 "$NSPAWN_PID" "$RUN_DIR/console.log")
 
-# Run a command inside the container: every namespace of its PID 1, a clean
-# environment (nothing of the host's leaks in), cwd /.
-in_ct() {
-    nsenter -t "$PID1" -m -u -i -n -p -C -r -w -- \
-        /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
-}
+in_ct() { ct_exec "$PID1" "$@"; }
 
 log "waiting for the container's systemd (PID $PID1 on the host)"
-state=""
-for _ in $(seq 1 240); do
-    state=$(in_ct systemctl is-system-running 2>/dev/null) || true
-    case $state in
-        running|degraded) break ;;
-    esac
-    sleep 0.5
-done
-case $state in
-    running) log "container is running" ;;
-    degraded)
-        log "container is degraded (not fatal); failed units:"
-        in_ct systemctl --no-pager --failed >&2 || true ;;
-    *)
-        cat "$RUN_DIR/console.log" >&2
-        die "container did not finish booting (state: '${state:-none}')" ;;
-esac
+ct_wait_booted "$PID1" "$RUN_DIR/console.log" container
 
 # ----------------------------------------------------------- scenarios -----
 passed=()

@@ -10,8 +10,9 @@
 #
 # Needs root (the container, the sandbox's namespaces, and tests that switch
 # uid). Installs what it needs when missing: Debian packages
-# (systemd-container, debootstrap, nix-bin, util-linux, protobuf-compiler,
-# etcd-server) and cargo-fuzz.
+# (systemd-container, debootstrap, nix-bin, util-linux, iproute2,
+# protobuf-compiler, etcd-server, openssl) and cargo-fuzz; the containers'
+# root carries etcd-server and iproute2.
 #
 # Usage: sudo scripts/test-all.sh [--skip-container] [--skip-fuzz]
 set -euo pipefail
@@ -46,6 +47,7 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 # openssl: the fleet's TLS test makes its certificates with it.
 command -v openssl >/dev/null || missing+=(openssl)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -110,6 +112,11 @@ if [ "$SKIP_CONTAINER" -eq 0 ]; then
     # and there is no prototype here, so that comparison says it is skipped.
     step "strata-bench --systemd under systemd (nspawn), smoke mode"
     scripts/container-test.sh --no-build --bench --bench-args --quick
+
+    # Three nodes on a private bridge, one etcd cluster, Strata as one fleet
+    # (docs/fleet.md "Tests"); its figures go to target/fleet-figures.json.
+    step "the fleet: three containers, one etcd cluster (nspawn)"
+    scripts/fleet-test.sh --no-build
 fi
 
 step "all tests passed"
