@@ -244,6 +244,32 @@ impl Node {
     }
 }
 
+/// A fleet token for `fs.stat` under `prefix`, signed by `key` and naming
+/// `iss`: what only a node's identity should be able to make.
+fn fleet_token_signed_by(key: &ed25519_compact::KeyPair, iss: &str, prefix: &str) -> String {
+    use strata_shared::capability::{issue_addressed, Addressing, Audience, Grant};
+    let now = strata_shared::capability::now();
+    issue_addressed(
+        &key.sk,
+        &strata_shared::token::key_id(&key.pk),
+        &Grant {
+            cap_id: &strata_shared::random::id128(),
+            service: "fs",
+            actions: &["stat".to_string()],
+            path_prefix: Some(prefix),
+            holder: None,
+            chain: &[],
+            issued: now,
+            expires: now + 60,
+            rate_limit: None,
+        },
+        Some(&Addressing {
+            iss,
+            aud: &Audience(vec!["fleet:test".into()]),
+        }),
+    )
+}
+
 /// Polls until `f` holds, returning how long it took.
 fn until(within: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -329,26 +355,7 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
         "endorsement": endorse(&other_root.sk, "test", "rogue", &rogue.pk, 0, None).unwrap(),
     });
     etcd.put("/strata/test/keys/rogue", &record.to_string());
-    let now = strata_shared::capability::now();
-    let forged = strata_shared::capability::issue_addressed(
-        &rogue.sk,
-        &strata_shared::token::key_id(&rogue.pk),
-        &strata_shared::capability::Grant {
-            cap_id: "0123456789abcdef0123456789abcdef",
-            service: "fs",
-            actions: &["stat".to_string()],
-            path_prefix: Some(&shared),
-            holder: None,
-            chain: &[],
-            issued: now,
-            expires: now + 60,
-            rate_limit: None,
-        },
-        Some(&strata_shared::capability::Addressing {
-            iss: "identity@rogue",
-            aud: &strata_shared::capability::Audience(vec!["fleet:test".into()]),
-        }),
-    );
+    let forged = fleet_token_signed_by(&rogue, "identity@rogue", &shared);
     std::thread::sleep(Duration::from_millis(300));
     for n in [&a, &b] {
         let e = n.stat(&forged, &shared).unwrap_err();
@@ -359,25 +366,7 @@ fn fleet_tokens_cross_nodes_revocations_reach_every_node_and_a_cut_off_node_fail
     // Signed by node a's (endorsed) key, but naming node b as its issuer:
     // refused, so the audit trail never names the wrong signer.
     let a_key = keypair_from_seed(&[1; 32]);
-    let misnamed = strata_shared::capability::issue_addressed(
-        &a_key.sk,
-        &strata_shared::token::key_id(&a_key.pk),
-        &strata_shared::capability::Grant {
-            cap_id: "0123456789abcdef0123456789abcde0",
-            service: "fs",
-            actions: &["stat".to_string()],
-            path_prefix: Some(&shared),
-            holder: None,
-            chain: &[],
-            issued: now,
-            expires: now + 60,
-            rate_limit: None,
-        },
-        Some(&strata_shared::capability::Addressing {
-            iss: "identity@node-b",
-            aud: &strata_shared::capability::Audience(vec!["fleet:test".into()]),
-        }),
-    );
+    let misnamed = fleet_token_signed_by(&a_key, "identity@node-b", &shared);
     let e = b.stat(&misnamed, &shared).unwrap_err();
     assert_eq!(e.0, 2, "{e:?}");
     assert!(e.1.contains("says it was issued by"), "{e:?}");
