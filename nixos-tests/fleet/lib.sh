@@ -87,49 +87,9 @@ etcdctl_on() {
         --dial-timeout=2s --command-timeout=3s "$@"
 }
 
-# run CMD...: runs a command, never aborts; stdout in $OUT, stderr in $ERR,
-# exit status in $RC.
-run() {
-    local errf
-    errf=$(mktemp)
-    set +e
-    OUT=$("$@" 2>"$errf")
-    RC=$?
-    set -e
-    ERR=$(cat "$errf")
-    rm -f "$errf"
-}
-
-# expect_rc N CMD...: fails unless CMD exits with N. strata-ctl: 0 ok,
-# 10+code for an error answer (12 = code 2 UNAUTHENTICATED, 16 = code 6
-# UNAVAILABLE), 1 cannot reach the service, 2 usage error.
-expect_rc() {
-    local want=$1
-    shift
-    run "$@"
-    [ "$RC" = "$want" ] ||
-        fail "expected exit $want from '$*', got $RC; stdout: ${OUT:-<empty>}; stderr: ${ERR:-<empty>}"
-}
-ok() { expect_rc 0 "$@"; }
-
-# jget JSON FILTER: one field (jq -r); fails when absent or null.
-jget() {
-    local v
-    v=$(printf '%s' "$1" | jq -r "$2" 2>/dev/null) || fail "not JSON (or bad filter '$2'): $1"
-    [ "$v" != null ] || fail "no '$2' in JSON: $1"
-    printf '%s\n' "$v"
-}
-
-# wait_until SECONDS DESCRIPTION CMD...: polls CMD every 0.2 s.
-wait_until() {
-    local secs=$1 what=$2 i=0
-    shift 2
-    while ! "$@" >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ "$i" -le $((secs * 5)) ] || fail "timed out after ${secs}s waiting for: $what"
-        sleep 0.2
-    done
-}
+# run, expect_rc, ok, jget, wait_until: the single-node scenarios' own.
+# shellcheck source=nixos-tests/scenarios/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scenarios/checks.sh"
 
 # ------------------------------------------------------------ network -----
 # partition N: cut node N off the bridge (its port leaves the bridge: every
