@@ -73,6 +73,23 @@ fn init(path: &Path, fleet: &str) -> Value {
     serde_json::from_str(&out.stdout).unwrap()
 }
 
+/// `fleet endorse` of node-a's key `node_key` with the root key file `key`,
+/// plus `extra` options.
+fn endorse(key: &Path, node_key: &str, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "fleet",
+        "endorse",
+        "--root-key",
+        key.to_str().unwrap(),
+        "--node-id",
+        "node-a",
+        "--node-key",
+        node_key,
+    ];
+    args.extend_from_slice(extra);
+    ctl(&args)
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -120,21 +137,7 @@ fn endorse_then_verify_through_the_binary() {
     let key = d.path().join("root.json");
     let root = init(&key, "prod");
     let root_pk = root["public_key"].as_str().unwrap();
-    let out = expect(
-        ctl(&[
-            "fleet",
-            "endorse",
-            "--root-key",
-            key.to_str().unwrap(),
-            "--node-id",
-            "node-a",
-            "--node-key",
-            NODE_KEY,
-            "--ttl",
-            "3600",
-        ]),
-        0,
-    );
+    let out = expect(endorse(&key, NODE_KEY, &["--ttl", "3600"]), 0);
     let endorsement = out.stdout;
     assert!(endorsement.starts_with("v2.public."), "{endorsement}");
     let file = d.path().join("node-a.endorsement");
@@ -202,21 +205,7 @@ fn endorse_then_verify_through_the_binary() {
     assert!(out.stderr.contains("another root key"), "{}", out.stderr);
 
     // The fleet is the key file's: another one is a usage error.
-    let out = expect(
-        ctl(&[
-            "fleet",
-            "endorse",
-            "--root-key",
-            key.to_str().unwrap(),
-            "--node-id",
-            "node-a",
-            "--node-key",
-            NODE_KEY,
-            "--fleet",
-            "staging",
-        ]),
-        2,
-    );
+    let out = expect(endorse(&key, NODE_KEY, &["--fleet", "staging"]), 2);
     assert!(
         out.stderr.contains("root key of fleet \"prod\""),
         "{}",
@@ -224,16 +213,7 @@ fn endorse_then_verify_through_the_binary() {
     );
     // A node key in another form is refused with what the form is.
     let out = expect(
-        ctl(&[
-            "fleet",
-            "endorse",
-            "--root-key",
-            key.to_str().unwrap(),
-            "--node-id",
-            "node-a",
-            "--node-key",
-            "DXJQKP1Aqa5GjJ6_D89-1XD_lvJvB2WL3d-NJzWkPdQ",
-        ]),
+        endorse(&key, "DXJQKP1Aqa5GjJ6_D89-1XD_lvJvB2WL3d-NJzWkPdQ", &[]),
         2,
     );
     assert!(out.stderr.contains("identity.pub"), "{}", out.stderr);
@@ -246,19 +226,7 @@ fn a_key_file_readable_by_others_is_refused() {
     init(&key, "prod");
     for loose in [0o640, 0o604] {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(loose)).unwrap();
-        let out = expect(
-            ctl(&[
-                "fleet",
-                "endorse",
-                "--root-key",
-                key.to_str().unwrap(),
-                "--node-id",
-                "node-a",
-                "--node-key",
-                NODE_KEY,
-            ]),
-            2,
-        );
+        let out = expect(endorse(&key, NODE_KEY, &[]), 2);
         assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
         assert!(out.stdout.is_empty());
     }
@@ -267,18 +235,6 @@ fn a_key_file_readable_by_others_is_refused() {
     let mut content: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
     content["kid"] = Value::from("00000000000000000000000000000000");
     std::fs::write(&key, content.to_string()).unwrap();
-    let out = expect(
-        ctl(&[
-            "fleet",
-            "endorse",
-            "--root-key",
-            key.to_str().unwrap(),
-            "--node-id",
-            "node-a",
-            "--node-key",
-            NODE_KEY,
-        ]),
-        2,
-    );
+    let out = expect(endorse(&key, NODE_KEY, &[]), 2);
     assert!(out.stderr.contains("damaged"), "{}", out.stderr);
 }
