@@ -258,6 +258,16 @@ struct Footer {
     kid: String,
 }
 
+/// The key id in a token's footer, read before anything is checked: only to
+/// choose which key to verify the token with (a verifier holding several,
+/// as fs in a fleet), which then checks everything.
+pub fn footer_kid(token: &str) -> Option<String> {
+    let footer = token::footer(token)?;
+    serde_json::from_slice::<Footer>(&footer)
+        .ok()
+        .map(|f| f.kid)
+}
+
 /// A token whose signature, footer, claims and validity window checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capability {
@@ -798,6 +808,27 @@ mod tests {
         let t = issue(&kp.sk, &token::key_id(&kp.pk), &g);
         let cap = Verifier::new(kp.pk).verify(&t, now()).unwrap();
         assert_eq!(cap.claims.holder, Some(holder));
+    }
+
+    #[test]
+    fn footer_kid_reads_only_the_footer() {
+        let kp = keypair_from_seed(&[9; 32]);
+        let v = Verifier::new(kp.pk);
+        let actions = vec!["read".to_string()];
+        let t = issue(&kp.sk, v.kid(), &grant(&actions, now(), now() + 60));
+        assert_eq!(footer_kid(&t).as_deref(), Some(v.kid()));
+        // Without a footer, or not a token: none.
+        let bare = t.rsplit_once('.').unwrap().0;
+        assert_eq!(footer_kid(bare), None);
+        for bad in [
+            "",
+            "v2.public.",
+            "v2.local.a.b",
+            "v2.public.a.!!",
+            "v2.public.a.e30",
+        ] {
+            assert_eq!(footer_kid(bad), None, "{bad}");
+        }
     }
 
     #[test]

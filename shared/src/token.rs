@@ -91,6 +91,17 @@ pub struct Decoded {
     pub footer: Vec<u8>,
 }
 
+/// The decoded footer of a `v2.public` token, and nothing else: not the
+/// payload, not the signature. For choosing a key by the footer's key id
+/// before verifying; `None` when there is no footer or it cannot be read.
+pub fn footer(token: &str) -> Option<Vec<u8>> {
+    let (_, footer) = token.strip_prefix(HEADER)?.split_once('.')?;
+    if footer.len() > MAX_FOOTER_LEN * 4 / 3 + 4 {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(footer).ok()
+}
+
 /// Splits a token into its decoded payload, signature and footer without
 /// checking the signature. Used by [`verify`] and by fuzz targets.
 pub fn decode(token: &str) -> Result<Decoded, TokenError> {

@@ -120,19 +120,6 @@ pub fn revoked_error(cap: &Capability, revoked: u128) -> Error {
     }
 }
 
-/// The `kid` in a token's footer, read before any check: only to choose
-/// which fleet key to verify it with, which then checks everything.
-fn footer_kid(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Footer {
-        kid: String,
-    }
-    let decoded = strata_shared::token::decode(token).ok()?;
-    serde_json::from_slice::<Footer>(&decoded.footer)
-        .ok()
-        .map(|f| f.kid)
-}
-
 /// Decides whether a token is a valid fs capability right now.
 pub struct Authority {
     /// Identity's key and the tokens verified with it. Replacing the key
@@ -288,7 +275,9 @@ impl Authority {
         // node's: its footer says which key to verify it with, before a
         // signature check with the wrong key is spent on it.
         if self.fleet().is_some() && key.cached(token).is_none() {
-            if let Some(kid) = footer_kid(token).filter(|kid| kid != key.verifier().kid()) {
+            if let Some(kid) =
+                capability::footer_kid(token).filter(|kid| kid != key.verifier().kid())
+            {
                 let Some(node) = self.fleet_key(&kid, now) else {
                     return Err(AuthFailure::new(self.unknown_key(kid), None));
                 };
